@@ -1,0 +1,36 @@
+# buildfarm: `make run` starts a farm and runs a demo build; `make test` installs and tests.
+SHELL := /bin/sh
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+
+.PHONY: run test deps venv images bench clean lint
+
+run: deps venv images
+	$(BIN)/python scripts/demo.py --port $(PORT)
+
+test: deps venv images
+	$(BIN)/pytest -q
+
+bench: deps venv images
+	$(BIN)/python -m bench
+
+deps:
+	@scripts/deps.sh
+
+# The virtualenv is rebuilt only when pyproject.toml changes.
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+images: deps
+	@images/build.sh
+
+lint: venv
+	$(BIN)/python -m compileall -q buildfarm executors tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,370 @@
+"""The local backend: this host's capacity as one agent, builds as ephemeral Docker containers
+(or, with `--isolation process`, plain processes when no Docker engine exists).
+
+Containers are unprivileged, limited to the build's cpus and memory by Docker, carry no Docker
+socket and no Redis credentials, and are removed once their end is recorded. They are labelled
+with the farm and build id, so a restarted farm finds and adopts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..config import Settings
+from ..scheduler import Agent, Offer, Resources
+from ..spec import BuildSpec
+from .base import Exit, ExitListener, Found, LaunchError
+
+log = logging.getLogger("buildfarm.local")
+
+AGENT_MOUNT = "/buildfarm/agent"
+CACHE_MOUNT = "/buildfarm-cache"
+LABEL_FARM = "buildfarm.farm"
+LABEL_BUILD = "buildfarm.build-id"
+LABEL_ATTEMPT = "buildfarm.attempt"
+
+
+def host_capacity(settings: Settings) -> Resources:
+    cpus = settings.cpus or float(os.cpu_count() or 1)
+    if settings.mem:
+        mem = settings.mem
+    else:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem = max(256, int(pages / 2**20) - 512)  # leave room for the farm itself
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    disk = int(shutil.disk_usage(settings.data_dir).free / 2**20)
+    return Resources(cpus, mem, disk)
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, settings: Settings, farm_id: str, bundle: Path, on_exit: ExitListener):
+        self.settings = settings
+        host = socket.gethostname()
+        self.agent = Agent(f"local-{host}", host, host_capacity(settings),
+                           {"arch": platform.machine(), "os": "linux", "hostname": host,
+                            "isolation": settings.isolation})
+        self._alloc: dict[str, Resources] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="launch")
+        runner_cls = DockerRunner if settings.isolation == "docker" else ProcessRunner
+        self.runner = runner_cls(settings, farm_id, bundle, on_exit)
+
+    # -- capacity -------------------------------------------------------------------------------
+    def agents(self) -> list[Agent]:
+        return [self.agent]
+
+    def offers(self) -> list[Offer]:
+        with self._lock:
+            free = self.agent.capacity
+            for r in self._alloc.values():
+                free = free.minus(r)
+        return [Offer(self.agent.agent_id, free)]
+
+    def allocate(self, build_id: str, spec: BuildSpec) -> None:
+        r = spec.resources
+        with self._lock:
+            self._alloc[build_id] = Resources(r.cpus, r.mem, r.disk)
+
+    def release(self, build_id: str) -> None:
+        with self._lock:
+            self._alloc.pop(build_id, None)
+
+    # -- builds ---------------------------------------------------------------------------------
+    def check_image(self, image: str) -> str | None:
+        return self.runner.check_image(image)
+
+    def launch(self, build_id: str, attempt: int, spec: BuildSpec, token: str, agent_id: str) -> None:
+        """Reserve the resources now; start the container in the background (a failure to start
+        is reported as an Exit with code -1 and the reason)."""
+        self.allocate(build_id, spec)
+        self._pool.submit(self._launch, build_id, attempt, spec, token)
+
+    def _launch(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
+        try:
+            self.runner.start(build_id, attempt, spec, token)
+        except LaunchError as e:
+            self.runner.on_exit(Exit(build_id, attempt, -1, str(e)))
+        except Exception as e:  # an engine error: report it, never leave the build launching
+            log.exception("launch of %s failed", build_id)
+            self.runner.on_exit(Exit(build_id, attempt, -1, f"the local backend could not start the build: {e}"))
+
+    def kill(self, build_id: str) -> None:
+        self._pool.submit(self.runner.kill, build_id)
+
+    def cleanup(self, build_id: str) -> None:
+        self.runner.remove(build_id)
+        self.release(build_id)
+
+    def recover(self) -> dict[str, Found]:
+        return self.runner.recover()
+
+    def adopt(self, build_id: str, spec: BuildSpec) -> None:
+        self.allocate(build_id, spec)
+        self.runner.watch(build_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class DockerRunner:
+    def __init__(self, settings: Settings, farm_id: str, bundle: Path, on_exit: ExitListener):
+        import docker
+
+        self.settings = settings
+        self.farm_id = farm_id
+        self.bundle = bundle
+        self.on_exit = on_exit
+        try:
+            self.client = docker.from_env(max_pool_size=64, timeout=120)
+            self.client.ping()
+        except Exception as e:
+            raise LaunchError(f"no Docker engine answers ({e}); start dockerd, or run with --isolation process") from None
+        self._watched: set[str] = set()
+        self._lock = threading.Lock()
+
+    def check_image(self, image: str) -> str | None:
+        import docker
+
+        try:
+            self.client.images.get(image)
+            return None
+        except docker.errors.ImageNotFound:
+            return (f"image {image!r} is not on this host; build it (`make images` builds buildfarm/builder) "
+                    f"or load it with `docker load`")
+        except docker.errors.APIError as e:
+            return f"image {image!r} cannot be used: {e.explanation or e}"
+
+    def start(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
+        import docker
+
+        s = self.settings
+        cache = s.cache_dir
+        cache.mkdir(parents=True, exist_ok=True)
+        env = {
+            "BUILDFARM_API": s.api_url,
+            "BUILDFARM_BUILD_ID": build_id,
+            "BUILDFARM_TOKEN": token,
+            "BUILDFARM_CACHE": CACHE_MOUNT,
+            "BUILDFARM_WORKSPACE": "/workspace",
+            "PYTHONPATH": AGENT_MOUNT,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        r = spec.resources
+        try:
+            container = self.client.containers.create(
+                spec.image,
+                command=["python3", f"{AGENT_MOUNT}/buildfarm_agent.py"],
+                name=f"buildfarm-{build_id}-{attempt}",
+                labels={LABEL_FARM: self.farm_id, LABEL_BUILD: build_id, LABEL_ATTEMPT: str(attempt)},
+                environment=env,
+                nano_cpus=int(r.cpus * 1e9),
+                mem_limit=f"{r.mem}m",
+                memswap_limit=f"{r.mem}m",
+                pids_limit=4096,
+                network_mode=s.network,
+                volumes={str(self.bundle): {"bind": AGENT_MOUNT, "mode": "ro"},
+                         str(cache): {"bind": CACHE_MOUNT, "mode": "rw"}},
+                security_opt=["no-new-privileges"],
+                cap_drop=["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"],
+                privileged=False,
+                init=True,
+                working_dir="/",
+                entrypoint=[],
+            )
+        except docker.errors.ImageNotFound:
+            raise LaunchError(f"image {spec.image!r} is not on this host; build it or `docker load` it") from None
+        except docker.errors.APIError as e:
+            if e.status_code == 409:  # this attempt's container exists: a restart got here first
+                self.watch(build_id)
+                return
+            raise LaunchError(f"docker could not create the build container: {e.explanation or e}") from None
+        try:
+            container.start()
+        except docker.errors.APIError as e:
+            container.remove(force=True)
+            raise LaunchError(f"docker could not start the build container: {e.explanation or e}") from None
+        self.watch(build_id)
+
+    def _containers(self, build_id: str | None = None, all: bool = True):
+        labels = [f"{LABEL_FARM}={self.farm_id}"]
+        if build_id:
+            labels.append(f"{LABEL_BUILD}={build_id}")
+        return self.client.containers.list(all=all, filters={"label": labels})
+
+    def watch(self, build_id: str) -> None:
+        with self._lock:
+            if build_id in self._watched:
+                return
+            self._watched.add(build_id)
+        threading.Thread(target=self._wait, args=(build_id,), daemon=True, name=f"wait-{build_id}").start()
+
+    def _wait(self, build_id: str) -> None:
+        import docker
+
+        try:
+            for c in self._containers(build_id):
+                attempt = int(c.labels.get(LABEL_ATTEMPT, "0"))
+                while True:
+                    try:
+                        result = c.wait(timeout=3600)
+                        break
+                    except Exception:  # a read timeout on a long build: wait again
+                        try:
+                            c.reload()
+                        except docker.errors.NotFound:
+                            result = {"StatusCode": -1}
+                            break
+                        if c.status not in ("running", "created", "restarting"):
+                            result = {"StatusCode": c.attrs["State"].get("ExitCode", -1)}
+                            break
+                self.on_exit(Exit(build_id, attempt, int(result.get("StatusCode", -1)), self._detail(c)))
+        finally:
+            with self._lock:
+                self._watched.discard(build_id)
+
+    def _detail(self, c) -> str:
+        try:
+            c.reload()
+            state = c.attrs["State"]
+            if state.get("OOMKilled"):
+                mem = c.attrs["HostConfig"].get("Memory", 0) // 2**20
+                return f"killed: out of memory (limit {mem} MB)"
+            tail = c.logs(stdout=True, stderr=True, tail=5).decode("utf-8", "replace").strip()
+            return tail[-600:]
+        except Exception:
+            return ""
+
+    def kill(self, build_id: str) -> None:
+        for c in self._containers(build_id, all=False):
+            try:
+                c.kill()
+            except Exception as e:
+                log.info("kill %s: %s", build_id, e)
+
+    def remove(self, build_id: str) -> None:
+        for c in self._containers(build_id):
+            try:
+                c.remove(force=True)
+            except Exception as e:
+                log.info("remove %s: %s", build_id, e)
+
+    def recover(self) -> dict[str, Found]:
+        found = {}
+        for c in self._containers():
+            bid = c.labels.get(LABEL_BUILD)
+            attempt = int(c.labels.get(LABEL_ATTEMPT, "0"))
+            running = c.status in ("running", "created", "restarting")
+            code = None if running else int(c.attrs["State"].get("ExitCode", -1))
+            prev = found.get(bid)
+            if prev is None or attempt >= prev.attempt:
+                found[bid] = Found(bid, attempt, running, code)
+        return found
+
+
+class ProcessRunner:
+    """Builds as local processes: for machines without a Docker engine. The image is ignored,
+    and cpu/memory limits are not enforced (only the timeouts are); say so in the log."""
+
+    def __init__(self, settings: Settings, farm_id: str, bundle: Path, on_exit: ExitListener):
+        self.settings = settings
+        self.bundle = bundle
+        self.on_exit = on_exit
+        self.root = Path(settings.data_dir) / "workspaces"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    def check_image(self, image: str) -> str | None:
+        return None
+
+    def start(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
+        d = self.root / build_id
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(d),
+            "LANG": "C.UTF-8",
+            "BUILDFARM_API": self.settings.api_url,
+            "BUILDFARM_BUILD_ID": build_id,
+            "BUILDFARM_TOKEN": token,
+            "BUILDFARM_CACHE": str(self.settings.cache_dir),
+            "BUILDFARM_WORKSPACE": str(d / "workspace"),
+            "PYTHONPATH": str(self.bundle),
+        }
+        proc = subprocess.Popen([sys.executable, str(self.bundle / "buildfarm_agent.py")], env=env, cwd=d,
+                                stdin=subprocess.DEVNULL, stdout=open(d / "agent.out", "wb"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        (d / "pid").write_text(f"{proc.pid} {attempt}")
+        self._procs[build_id] = proc
+        threading.Thread(target=self._wait, args=(build_id, attempt, proc), daemon=True).start()
+
+    def _wait(self, build_id: str, attempt: int, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        self.on_exit(Exit(build_id, attempt, code if code >= 0 else 128 - code, ""))
+
+    def watch(self, build_id: str) -> None:
+        pid, attempt = self._pid(build_id)
+        if pid is None:
+            return
+
+        def poll():
+            while _alive(pid):
+                time.sleep(0.5)
+            self.on_exit(Exit(build_id, attempt, -1, "adopted process ended"))
+
+        threading.Thread(target=poll, daemon=True).start()
+
+    def _pid(self, build_id: str) -> tuple[int | None, int]:
+        try:
+            pid, attempt = (self.root / build_id / "pid").read_text().split()
+            return int(pid), int(attempt)
+        except (FileNotFoundError, ValueError):
+            return None, 0
+
+    def kill(self, build_id: str) -> None:
+        pid, _ = self._pid(build_id)
+        if pid and _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def remove(self, build_id: str) -> None:
+        self._procs.pop(build_id, None)
+        shutil.rmtree(self.root / build_id, ignore_errors=True)
+
+    def recover(self) -> dict[str, Found]:
+        found = {}
+        for d in self.root.iterdir() if self.root.exists() else []:
+            pid, attempt = self._pid(d.name)
+            if pid is not None:
+                running = _alive(pid)
+                found[d.name] = Found(d.name, attempt, running, None if running else -1)
+        return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as ended
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,350 @@
+"""The `buildfarm` command line. It talks to the API only (--server or BUILDFARM_URL), except
+`buildfarm up`, which starts a farm.
+
+Exit codes of `submit --wait` (and `status --exit-code`), so a Jenkins shell step can act:
+0 succeeded, the build command's own code when it failed, 124 timed out, 125 infrastructure
+error (including an unreachable farm), 130 cancelled; 2 for a bad command line or spec.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .client import Client, ClientError, TERMINAL_STATES, write_stream
+from .spec import parse_env_pairs
+from .states import EXIT_INFRA_ERROR, exit_code_for
+
+EXIT_USAGE = 2
+
+
+def _client(ctx: click.Context) -> Client:
+    return Client(ctx.obj["server"])
+
+
+def _fail(e: ClientError) -> None:
+    click.echo(f"error: {e}", err=True)
+    if e.infrastructure:
+        sys.exit(EXIT_INFRA_ERROR)
+    sys.exit(EXIT_USAGE if e.status in (400, 404, 409, 422) else 1)
+
+
+def _ago(t: float | None) -> str:
+    if not t:
+        return "-"
+    return _duration(time.time() - t) + " ago"
+
+
+def _duration(secs: float | None) -> str:
+    if secs is None:
+        return "-"
+    secs = int(secs)
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
+
+
+def _build_duration(b: dict) -> str:
+    if not b.get("started_at"):
+        return "-"
+    return _duration((b.get("finished_at") or time.time()) - b["started_at"])
+
+
+def _where(b: dict) -> str:
+    s = b["spec"]
+    at = s.get("ref") or (s.get("commit") or "")[:10] or "HEAD"
+    return f"{s['repo']}@{at}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--server", envvar="BUILDFARM_URL", default="http://127.0.0.1:8080", show_default=True,
+              help="The farm's API (env BUILDFARM_URL).")
+@click.version_option(__version__, prog_name="buildfarm")
+@click.pass_context
+def main(ctx: click.Context, server: str) -> None:
+    """buildfarm: run builds of git repositories in ephemeral containers, follow their logs,
+    fetch their artifacts.
+
+    \b
+    Start a farm on this machine:   buildfarm up
+    Submit and follow a build:      buildfarm submit --repo URL --image IMG --wait --follow -- make test
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["server"] = server
+
+
+# -- up -----------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--port", default=8080, show_default=True, help="API port (on --host).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="BUILDFARM_DATA",
+              help="Where Redis's persistence, logs, artifacts and caches live [default: ~/.buildfarm].")
+@click.option("--backend", type=click.Choice(["local"]), default="local", show_default=True,
+              help="Where builds run: this host.")
+@click.option("--isolation", type=click.Choice(["docker", "process"]), default="docker", show_default=True,
+              help="docker: one container per build; process: plain processes (no Docker engine needed, "
+                   "no resource limits).")
+@click.option("--cpus", type=float, help="CPUs this host offers to builds [default: all].")
+@click.option("--mem", type=int, help="Memory in MB this host offers to builds [default: all but 512].")
+@click.option("--network", default="host", show_default=True, help="Docker network mode of build containers.")
+@click.option("--agent-api-url", help="The API address as build containers reach it [default: http://HOST:PORT].")
+@click.option("--no-repo-check", is_flag=True, help="Do not `git ls-remote` repositories at submit time.")
+@click.option("--start-timeout", type=float, default=300, show_default=True,
+              help="Seconds a build may take from launch to its agent starting.")
+@click.option("--heartbeat-timeout", type=float, default=90, show_default=True,
+              help="Seconds a running build may go without output or heartbeat.")
+def up(port, host, data_dir, backend, isolation, cpus, mem, network, agent_api_url, no_repo_check,
+       start_timeout, heartbeat_timeout):
+    """Start a farm: Redis (a private one unless REDIS_URL is set), the API and the scheduler."""
+    from .config import Settings, default_data_dir
+    from .server import run_up
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings(data_dir=(data_dir or default_data_dir()).resolve(), host=host, port=port,
+                        backend=backend, isolation=isolation, cpus=cpus, mem=mem, network=network,
+                        agent_api_url=agent_api_url, check_repos=not no_repo_check,
+                        start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout)
+    try:
+        run_up(settings)
+    except Exception as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_INFRA_ERROR)
+
+
+# -- submit ------------------------------------------------------------------------------------
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.option("--repo", required=True, help="git URL or path of the repository to build.")
+@click.option("--ref", help="Branch or tag [default: the repository's default branch].")
+@click.option("--commit", help="Commit SHA to build (with --ref: must be on that ref).")
+@click.option("--image", required=True, help="Docker image to build in (needs git and python3).")
+@click.option("--cpus", type=float, default=1.0, show_default=True, help="CPU cores (a Docker limit).")
+@click.option("--mem", type=int, default=1024, show_default=True, help="Memory in MB (a Docker limit).")
+@click.option("--disk", type=int, default=0, show_default=True, help="Scratch disk in MB (placement).")
+@click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option("--artifact", "artifacts", multiple=True, metavar="GLOB",
+              help="Files to keep, relative to the checkout; ** matches directories (repeatable).")
+@click.option("--constraint", "constraints", multiple=True, metavar="ATTR:VALUE",
+              help="Agent attribute the build needs, e.g. arch:x86_64 (repeatable).")
+@click.option("--timeout", type=int, default=3600, show_default=True, help="Seconds the build may run.")
+@click.option("--priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True)
+@click.option("--retries", type=int, default=0, show_default=True,
+              help="Retries after infrastructure failures (never after the command's own failure).")
+@click.option("--step", "steps", multiple=True, metavar="SHELL", help="A shell step (repeatable), instead of COMMAND.")
+@click.option("--wait-for-capacity", is_flag=True, help="Queue even if no agent can run it yet.")
+@click.option("--wait", is_flag=True, help="Wait for the end; exit with the build's outcome.")
+@click.option("--follow", "-f", is_flag=True, help="Stream the log while waiting (implies --wait).")
+@click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, artifacts, constraints, timeout, priority,
+           retries, steps, wait_for_capacity, wait, follow, as_json, command):
+    """Submit a build; print its id. Put the command after `--`:
+
+    \b
+      buildfarm submit --repo git://127.0.0.1/app.git --image buildfarm/builder \\
+          --artifact 'dist/*.tar.gz' --wait --follow -- make -j2 dist
+
+    With --wait the exit code is the build's: 0 succeeded, the command's own code when it
+    failed, 124 timed out, 125 infrastructure error, 130 cancelled.
+    """
+    try:
+        env = parse_env_pairs(list(env_pairs))
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    if command and steps:
+        raise click.UsageError("give a COMMAND after `--` or --step lines, not both")
+    if not command and not steps:
+        raise click.UsageError("nothing to run: put the command after `--`, e.g. `-- make test`, or use --step")
+    import os
+
+    trigger = {"kind": "cli", "user": os.environ.get("USER") or os.environ.get("LOGNAME")}
+    if os.environ.get("BUILD_URL") and os.environ.get("JOB_NAME"):
+        trigger = {"kind": "jenkins", "user": trigger["user"], "url": os.environ["BUILD_URL"],
+                   "detail": {"job": os.environ["JOB_NAME"], "number": os.environ.get("BUILD_NUMBER", "")}}
+    spec = {
+        "repo": repo, "ref": ref, "commit": commit, "image": image,
+        "command": list(command) or None, "steps": list(steps) or None,
+        "env": env, "resources": {"cpus": cpus, "mem": mem, "disk": disk},
+        "constraints": list(constraints), "timeout": timeout, "artifacts": list(artifacts),
+        "priority": priority, "retries": retries, "wait_for_capacity": wait_for_capacity, "trigger": trigger,
+    }
+    client = _client(ctx)
+    try:
+        build = client.submit(spec)
+    except ClientError as e:
+        _fail(e)
+    bid = build["id"]
+    if not (wait or follow):
+        click.echo(json.dumps(build, indent=2) if as_json else bid)
+        if not as_json:
+            click.echo(f"queued; follow it with: buildfarm logs -f {bid}", err=True)
+        return
+    click.echo(f"build {bid} queued", err=True)
+    final = _wait_for(client, bid, follow=follow, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(final, indent=2))
+    sys.exit(exit_code_for(final["state"], final.get("exit_code")))
+
+
+def _wait_for(client: Client, bid: str, follow: bool, quiet: bool) -> dict:
+    try:
+        if follow:
+            out = sys.stderr.buffer if quiet else sys.stdout.buffer
+            write_stream(client.log_chunks(bid, follow=True), out)
+            b = client.get(bid)
+            while b["state"] not in TERMINAL_STATES:  # the log closed early (e.g. a farm restart)
+                time.sleep(0.5)
+                b = client.get(bid)
+        else:
+            b = _poll(client, bid)
+    except ClientError as e:
+        _fail(e)
+    line = f"build {bid} {b['state']}: {b.get('reason', '')}"
+    if b.get("exit_code") is not None and b["state"] == "failed":
+        line += f" (exit {b['exit_code']})"
+    click.echo(line, err=True)
+    return b
+
+
+def _poll(client: Client, bid: str) -> dict:
+    """Wait, showing the state and elapsed time on a terminal."""
+    tty = sys.stderr.isatty()
+    start = time.monotonic()
+    delay = 0.2
+    while True:
+        b = client.get(bid)
+        if b["state"] in TERMINAL_STATES:
+            if tty:
+                click.echo("\r\033[K", nl=False, err=True)
+            return b
+        if tty:
+            click.echo(f"\r\033[K{bid} {b['state']} {_duration(time.monotonic() - start)}  {b.get('reason', '')[:60]}",
+                       nl=False, err=True)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+# -- reading back ---------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("build_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
+@click.option("--wait", is_flag=True, help="Wait for the end and exit with the build's outcome.")
+@click.pass_context
+def status(ctx, build_id, as_json, wait):
+    """Show a build: state, reason, where it ran, its history and artifacts."""
+    client = _client(ctx)
+    try:
+        b = _poll(client, build_id) if wait else client.get(build_id)
+    except ClientError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(b, indent=2))
+    else:
+        s = b["spec"]
+        click.echo(f"build    {b['id']} (#{b['number']})")
+        click.echo(f"state    {b['state']}: {b['reason']}"
+                   + (f" (exit {b['exit_code']})" if b.get("exit_code") is not None else ""))
+        click.echo(f"source   {_where(b)}" + (f" at {b['commit'][:12]}" if b.get("commit") else ""))
+        click.echo(f"image    {s['image']}  cpus {s['resources']['cpus']:g}  mem {s['resources']['mem']} MB")
+        click.echo(f"agent    {b.get('agent_id') or '-'}  attempt {b['attempt']}")
+        click.echo(f"queued   {_ago(b['created_at'])}  duration {_build_duration(b)}")
+        for h in b.get("history", []):
+            click.echo(f"  {time.strftime('%H:%M:%S', time.localtime(h['at']))}  {h['state']:<10} {h['reason']}")
+        for a in b.get("artifacts", []):
+            click.echo(f"  artifact {a['path']}  {a['size']} bytes  sha256 {a['sha256'][:16]}")
+    if wait:
+        sys.exit(exit_code_for(b["state"], b.get("exit_code")))
+
+
+@main.command(name="list")
+@click.option("--state", type=click.Choice(sorted(TERMINAL_STATES | {"queued", "launching", "running"})))
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the build records as JSON.")
+@click.pass_context
+def list_(ctx, state, limit, as_json):
+    """List builds, newest first."""
+    try:
+        builds = _client(ctx).list(state=state, limit=limit)
+    except ClientError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(builds, indent=2))
+        return
+    if not builds:
+        click.echo("no builds", err=True)
+        return
+    click.echo(f"{'ID':<13} {'STATE':<10} {'QUEUED':<12} {'DURATION':<9} {'IMAGE':<24} SOURCE")
+    for b in builds:
+        click.echo(f"{b['id']:<13} {b['state']:<10} {_ago(b['created_at']):<12} {_build_duration(b):<9} "
+                   f"{b['spec']['image'][:24]:<24} {_where(b)}")
+
+
+@main.command()
+@click.argument("build_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the build ends.")
+@click.pass_context
+def logs(ctx, build_id, follow):
+    """Print a build's log (bytes as the build wrote them)."""
+    try:
+        write_stream(_client(ctx).log_chunks(build_id, follow=follow), sys.stdout.buffer)
+    except ClientError as e:
+        _fail(e)
+
+
+@main.command()
+@click.argument("build_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
+@click.pass_context
+def cancel(ctx, build_id, as_json):
+    """Cancel a queued or running build (its container is killed)."""
+    try:
+        b = _client(ctx).cancel(build_id)
+    except ClientError as e:
+        _fail(e)
+    click.echo(json.dumps(b, indent=2) if as_json else f"build {build_id} {b['state']}")
+
+
+@main.command()
+@click.argument("build_id")
+@click.option("--download", "dest", type=click.Path(file_okay=False, path_type=Path),
+              help="Download them into this directory (sha256 checked).")
+@click.option("--glob", "pattern", default=None, help="Only artifacts whose path matches, e.g. '*.xml'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the artifact list as JSON.")
+@click.pass_context
+def artifacts(ctx, build_id, dest, pattern, as_json):
+    """List a build's artifacts, or download them."""
+    client = _client(ctx)
+    try:
+        items = client.artifacts(build_id)
+        if pattern:
+            items = [a for a in items if fnmatch.fnmatch(a["path"], pattern)
+                     or fnmatch.fnmatch(Path(a["path"]).name, pattern)]
+        if dest:
+            for i, a in enumerate(items, 1):
+                path = client.download(build_id, a["path"], dest, a["sha256"])
+                click.echo(f"[{i}/{len(items)}] {path} ({a['size']} bytes, sha256 ok)", err=True)
+    except ClientError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+    elif not dest:
+        if not items:
+            click.echo("no artifacts", err=True)
+        for a in items:
+            click.echo(f"{a['size']:>12}  {a['sha256']}  {a['path']}")
+
+
+if __name__ == "__main__":
+    main()

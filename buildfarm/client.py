@@ -1,0 +1,132 @@
+"""The API client the CLI uses (and scripts may): httpx, with errors turned into messages."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Iterator
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class ClientError(Exception):
+    """A message for the user; `infrastructure` when the farm itself could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None, infrastructure: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.infrastructure = infrastructure
+
+
+class Client:
+    def __init__(self, base_url: str | None = None, timeout: float = 30.0):
+        self.base = (base_url or os.environ.get("BUILDFARM_URL") or DEFAULT_URL).rstrip("/")
+        self.http = httpx.Client(base_url=self.base, timeout=timeout)
+
+    def _unreachable(self, e: Exception) -> ClientError:
+        return ClientError(f"cannot reach the farm at {self.base} ({type(e).__name__}); is `buildfarm up` "
+                           f"running? Point --server or BUILDFARM_URL at it.", infrastructure=True)
+
+    def _request(self, method: str, path: str, **kw) -> Any:
+        try:
+            resp = self.http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from None
+        if resp.status_code >= 400:
+            raise ClientError(_error_message(resp), resp.status_code, infrastructure=resp.status_code >= 500)
+        return resp.json()
+
+    # -- builds ---------------------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/api/v1/builds", json=spec)
+
+    def get(self, build_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v1/builds/{build_id}")
+
+    def list(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        return self._request("GET", "/api/v1/builds", params=params)["builds"]
+
+    def cancel(self, build_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/api/v1/builds/{build_id}/cancel")
+
+    def artifacts(self, build_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/api/v1/builds/{build_id}/artifacts")["artifacts"]
+
+    # -- streams --------------------------------------------------------------------------------
+    def log_chunks(self, build_id: str, follow: bool, offset: int = 0) -> Iterator[bytes]:
+        """The log's bytes; when following, reconnects (from where it was) if the farm restarts,
+        until the build has ended and its log is complete."""
+        pos = offset
+        failures = 0
+        while True:
+            try:
+                with self.http.stream("GET", f"/api/v1/builds/{build_id}/log",
+                                      params={"offset": pos, "follow": str(follow).lower()},
+                                      timeout=httpx.Timeout(30.0, read=None)) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        raise ClientError(_error_message(resp), resp.status_code)
+                    for chunk in resp.iter_raw():
+                        pos += len(chunk)
+                        failures = 0
+                        yield chunk
+                if not follow or self.get(build_id)["state"] in TERMINAL_STATES:
+                    return
+            except (httpx.TransportError, ClientError) as e:
+                if isinstance(e, ClientError) and not e.infrastructure:
+                    raise
+                failures += 1
+                if not follow or failures > 60:
+                    raise self._unreachable(e) from None
+                time.sleep(min(0.5 * failures, 5))
+
+    def download(self, build_id: str, path: str, dest_dir: Path, expected_sha256: str) -> Path:
+        """Download one artifact under dest_dir, verifying its sha256."""
+        rel = PurePosixPath(path)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ClientError(f"refusing artifact path {path!r}: it would leave {dest_dir}")
+        dest = Path(dest_dir) / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        h = hashlib.sha256()
+        try:
+            with self.http.stream("GET", f"/api/v1/builds/{build_id}/artifacts/{path}",
+                                  timeout=httpx.Timeout(30.0, read=300.0)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise ClientError(_error_message(resp), resp.status_code)
+                with open(tmp, "wb") as f:
+                    for chunk in resp.iter_bytes():
+                        h.update(chunk)
+                        f.write(chunk)
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from None
+        if h.hexdigest() != expected_sha256:
+            tmp.unlink(missing_ok=True)
+            raise ClientError(f"artifact {path}: sha256 mismatch (got {h.hexdigest()}, expected {expected_sha256})")
+        tmp.replace(dest)
+        return dest
+
+
+TERMINAL_STATES = {"succeeded", "failed", "timed_out", "cancelled", "error"}
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        return body.get("error") or body.get("detail") or resp.text
+    except ValueError:
+        return f"HTTP {resp.status_code}: {resp.text[:300]}"
+
+
+def write_stream(chunks: Iterator[bytes], out: BinaryIO) -> None:
+    for chunk in chunks:
+        out.write(chunk)
+        out.flush()

@@ -1,0 +1,47 @@
+"""Settings, from command-line options and BUILDFARM_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("BUILDFARM_DATA", Path.home() / ".buildfarm"))
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    redis_url: str | None = field(default_factory=lambda: os.environ.get("REDIS_URL"))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The API address the build agents use (they run with host networking by default).
+    agent_api_url: str | None = None
+    backend: str = "local"
+    isolation: str = "docker"  # or "process" when no Docker engine exists
+    network: str = "host"  # Docker network mode of build containers
+    cpus: float | None = None  # capacity offered by the local backend; None: this host's
+    mem: int | None = None  # MB
+    start_timeout: float = 300.0  # launching -> the agent reports it started
+    heartbeat_timeout: float = 90.0  # running with no output and no heartbeat
+    check_repos: bool = True  # `git ls-remote` at submit time: unknown refs fail fast
+    max_artifact_bytes: int = 4 * 1024**3
+    max_log_chunk: int = 4 * 1024**2
+
+    @property
+    def logs_dir(self) -> Path:
+        return Path(self.data_dir) / "logs"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return Path(self.data_dir) / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.data_dir) / "cache"
+
+    @property
+    def api_url(self) -> str:
+        return self.agent_api_url or f"http://{self.host}:{self.port}"

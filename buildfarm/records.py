@@ -1,0 +1,224 @@
+"""Build records in Redis: the build's spec, its state with a history of (state, time, reason),
+its artifacts index, and the agents the scheduler knows. Every state change goes through
+`transition`, an atomic compare-and-set, so two actors (API, scheduler, agent) never race a
+build into two final states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from typing import Any, Iterable
+
+import redis
+
+from .spec import BuildSpec
+from .states import ACTIVE, TERMINAL, State
+
+P = "bf:"
+BUILDS = P + "builds"  # zset: id -> created_at
+ACTIVE_SET = P + "active"  # ids launched and not yet cleaned up by the scheduler
+AGENTS = P + "agents"  # hash: agent id -> json
+WAKEUP = P + "wakeup"  # list: the scheduler blocks on it
+SEQ = P + "seq"
+
+_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {0, ''} end
+local allowed = ARGV[4]
+if allowed ~= '' and not string.find(',' .. allowed .. ',', ',' .. cur .. ',', 1, true) then
+  return {0, cur}
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'updated_at', ARGV[3])
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('RPUSH', KEYS[2], cjson.encode({state = ARGV[1], at = tonumber(ARGV[3]), reason = ARGV[2]}))
+return {1, cur}
+"""
+
+
+def build_key(build_id: str) -> str:
+    return f"{P}build:{build_id}"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class BuildNotFound(KeyError):
+    pass
+
+
+class BuildStore:
+    def __init__(self, r: redis.Redis):
+        self.r = r
+        self._transition = r.register_script(_TRANSITION)
+
+    # -- creation and reading ---------------------------------------------------------
+    def create(self, spec: BuildSpec) -> tuple[dict[str, Any], str]:
+        """Record a new build in `queued`; returns (record, agent token). The token is shown once."""
+        build_id = uuid.uuid4().hex[:12]
+        token = secrets.token_urlsafe(24)
+        now = time.time()
+        seq = self.r.incr(SEQ)
+        fields = {
+            "id": build_id,
+            "number": seq,
+            "seq": seq,
+            "spec": spec.model_dump_json(),
+            "state": State.QUEUED.value,
+            "reason": "waiting for capacity",
+            "priority": spec.priority.value,
+            "created_at": now,
+            "updated_at": now,
+            "attempt": 0,
+            "token_sha": token_digest(token),
+            "log_seq": 0,
+        }
+        pipe = self.r.pipeline()
+        pipe.hset(build_key(build_id), mapping=fields)
+        pipe.rpush(build_key(build_id) + ":history",
+                   json.dumps({"state": "queued", "at": now, "reason": "submitted"}))
+        pipe.zadd(BUILDS, {build_id: now})
+        pipe.execute()
+        return self.get(build_id), token
+
+    def exists(self, build_id: str) -> bool:
+        return bool(self.r.exists(build_key(build_id)))
+
+    def raw(self, build_id: str) -> dict[str, str]:
+        h = self.r.hgetall(build_key(build_id))
+        if not h:
+            raise BuildNotFound(build_id)
+        return h
+
+    def get(self, build_id: str, history: bool = True) -> dict[str, Any]:
+        return self._public(self.raw(build_id), history)
+
+    def get_many(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        ids = list(ids)
+        pipe = self.r.pipeline()
+        for i in ids:
+            pipe.hgetall(build_key(i))
+        return [self._public(h, False) for h in pipe.execute() if h]
+
+    def list(self, limit: int = 50, offset: int = 0, state: str | None = None) -> list[dict[str, Any]]:
+        if state is None:
+            ids = self.r.zrevrange(BUILDS, offset, offset + limit - 1)
+            return self.get_many(ids)
+        out, start = [], 0
+        while len(out) < offset + limit:
+            ids = self.r.zrevrange(BUILDS, start, start + 499)
+            if not ids:
+                break
+            out += [b for b in self.get_many(ids) if b["state"] == state]
+            start += 500
+        return out[offset: offset + limit]
+
+    def history(self, build_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.r.lrange(build_key(build_id) + ":history", 0, -1)]
+
+    def spec(self, build_id: str) -> BuildSpec:
+        return BuildSpec.model_validate_json(self.raw(build_id)["spec"])
+
+    def _public(self, h: dict[str, str], history: bool) -> dict[str, Any]:
+        spec = json.loads(h["spec"])
+        rec: dict[str, Any] = {
+            "id": h["id"],
+            "number": int(h["number"]),
+            "state": h["state"],
+            "reason": h.get("reason", ""),
+            "exit_code": int(h["exit_code"]) if h.get("exit_code", "") != "" else None,
+            "priority": h["priority"],
+            "attempt": int(h.get("attempt", 0)),
+            "agent_id": h.get("agent_id") or None,
+            "host": h.get("host") or None,
+            "commit": h.get("resolved_commit") or None,
+            "created_at": float(h["created_at"]),
+            "started_at": float(h["started_at"]) if h.get("started_at") else None,
+            "finished_at": float(h["finished_at"]) if h.get("finished_at") else None,
+            "spec": spec,
+        }
+        if history:
+            rec["history"] = self.history(h["id"])
+        return rec
+
+    # -- state changes ------------------------------------------------------------------
+    def transition(self, build_id: str, to: State, reason: str, *, allowed_from: Iterable[State] | None = None,
+                   **fields: Any) -> bool:
+        """Atomically move a build to `to` if it is in one of `allowed_from` (any non-final state by
+        default). Returns whether it moved. Extra fields are written in the same step."""
+        if allowed_from is None:
+            allowed_from = [s for s in State if s not in TERMINAL]
+        now = time.time()
+        if to in TERMINAL:
+            fields.setdefault("finished_at", now)
+        args: list[Any] = [to.value, reason, now, ",".join(s.value for s in allowed_from)]
+        for k, v in fields.items():
+            args += [k, "" if v is None else v]
+        moved, _ = self._transition(keys=[build_key(build_id), build_key(build_id) + ":history"], args=args)
+        return bool(moved)
+
+    def set_fields(self, build_id: str, **fields: Any) -> None:
+        self.r.hset(build_key(build_id), mapping={k: ("" if v is None else v) for k, v in fields.items()})
+
+    def check_token(self, build_id: str, token: str) -> bool:
+        want = self.r.hget(build_key(build_id), "token_sha")
+        return bool(want) and secrets.compare_digest(want, token_digest(token))
+
+    def rotate_token(self, build_id: str) -> str:
+        """A new agent token for a new attempt (the old container's token stops working)."""
+        token = secrets.token_urlsafe(24)
+        self.set_fields(build_id, token_sha=token_digest(token))
+        return token
+
+    # -- the scheduler's active set ---------------------------------------------------------
+    def active_ids(self) -> list[str]:
+        return sorted(self.r.smembers(ACTIVE_SET))
+
+    def add_active(self, build_id: str) -> None:
+        self.r.sadd(ACTIVE_SET, build_id)
+
+    def drop_active(self, build_id: str) -> None:
+        self.r.srem(ACTIVE_SET, build_id)
+
+    # -- artifacts index ----------------------------------------------------------------------
+    def add_artifact(self, build_id: str, path: str, size: int, sha256: str) -> None:
+        self.r.hset(build_key(build_id) + ":artifacts", path, json.dumps({"path": path, "size": size, "sha256": sha256}))
+
+    def artifacts(self, build_id: str) -> list[dict[str, Any]]:
+        h = self.r.hgetall(build_key(build_id) + ":artifacts")
+        return sorted((json.loads(v) for v in h.values()), key=lambda a: a["path"])
+
+    # -- agents (published by the scheduler's backend) -------------------------------------------
+    def publish_agents(self, agents: list[dict[str, Any]]) -> None:
+        pipe = self.r.pipeline()
+        pipe.delete(AGENTS)
+        for a in agents:
+            pipe.hset(AGENTS, a["agent_id"], json.dumps(a))
+        pipe.execute()
+
+    def agents(self) -> list[dict[str, Any]]:
+        return [json.loads(v) for v in self.r.hgetall(AGENTS).values()]
+
+    # -- waking the scheduler ------------------------------------------------------------------
+    def wake(self, why: str = "tick") -> None:
+        pipe = self.r.pipeline()
+        pipe.lpush(WAKEUP, why)
+        pipe.ltrim(WAKEUP, 0, 99)
+        pipe.execute()
+
+    def wait_for_wakeup(self, timeout: float) -> str | None:
+        got = self.r.blpop([WAKEUP], timeout=max(timeout, 0.01))
+        if got:
+            self.r.delete(WAKEUP)  # one wake-up covers every reason queued so far
+            return got[1]
+        return None
+
+
+def is_active(state: str) -> bool:
+    return State(state) in ACTIVE

@@ -1,0 +1,6 @@
+"""The scheduler: a pure placement core (feasible -> rank -> select) and the loop that drives it."""
+
+from .feasible import Agent, Offer, PendingBuild, Resources, constraints_met, unmet_reason
+from .select import Launch, Plan, plan
+
+__all__ = ["Agent", "Offer", "PendingBuild", "Resources", "Launch", "Plan", "plan", "constraints_met", "unmet_reason"]

@@ -1,0 +1,253 @@
+"""The scheduler loop: the only consumer of the build queue.
+
+It sleeps on a Redis wake-up list (a submit, a cancel, an agent's report or a container's exit
+wakes it; nothing polls in a busy loop), then: handles ended containers, enforces every phase's
+timeout, and asks the pure core which queued builds to launch on the backend's offers.
+On start it reconciles with what the backend really runs, so a farm killed with SIGKILL loses
+no build and runs none twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+from ..backends.base import Backend, Exit, Found
+from ..service import Farm, pending_build
+from ..spec import BuildSpec
+from ..states import ACTIVE, TERMINAL, State
+from .select import plan
+
+log = logging.getLogger("buildfarm.scheduler")
+
+MISSING_PYTHON = 127
+
+
+class Scheduler:
+    def __init__(self, farm: Farm, backend: Backend):
+        self.farm = farm
+        self.backend = backend
+        self.settings = farm.settings
+        self._exits: collections.deque[Exit] = collections.deque()
+        self._waiting_reason: dict[str, str] = {}
+        self.stopping = threading.Event()
+
+    # called from backend threads
+    def on_exit(self, event: Exit) -> None:
+        self._exits.append(event)
+        self.farm.builds.wake("exit")
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        recovered = False
+        while not self.stopping.is_set():
+            try:
+                if not recovered:
+                    self.recover()
+                    recovered = True
+                busy = self.tick()
+                self.farm.builds.wait_for_wakeup(1.0 if busy else 10.0)
+            except Exception:  # Redis or the engine away for a moment: never let the loop die
+                log.exception("scheduler round failed; retrying in 1 s")
+                self.stopping.wait(1.0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.farm.builds.wake("stop")
+
+    def tick(self) -> bool:
+        """One round. Returns whether anything is in flight (then the loop wakes every second
+        to watch timeouts)."""
+        while self._exits:
+            self.handle_exit(self._exits.popleft())
+        active = self.check_active()
+        queued = self.place()
+        self.farm.builds.publish_agents([_agent_json(a, self.backend) for a in self.backend.agents()])
+        return bool(active or queued)
+
+    # -- placement ------------------------------------------------------------------------------
+    def place(self) -> int:
+        builds = self.farm.builds
+        pending_ids = self.farm.queue.pending()
+        if not pending_ids:
+            return 0
+        raws = {}
+        pipe = self.farm.r.pipeline()
+        for _, bid in pending_ids:
+            pipe.hgetall(f"bf:build:{bid}")
+        for (priority, bid), h in zip(pending_ids, pipe.execute()):
+            if not h:
+                self.farm.queue.queues[priority].remove(bid)
+                continue
+            if h["state"] != State.QUEUED.value:  # ended while queued (a cancel): tidy the queue
+                self.farm.queue.mark_ended(bid, priority, State(h["state"])) if h["state"] in _TERMINAL else None
+                continue
+            raws[bid] = h
+        pending = [pending_build(bid, BuildSpec.model_validate_json(h["spec"]), int(h["seq"]))
+                   for bid, h in raws.items()]
+        result = plan(self.backend.agents(), self.backend.offers(), pending)
+        for bid, reason in result.impossible.items():
+            spec = BuildSpec.model_validate_json(raws[bid]["spec"])
+            if spec.wait_for_capacity:
+                if self._waiting_reason.get(bid) != reason:
+                    self._waiting_reason[bid] = reason
+                    builds.set_fields(bid, reason=f"waiting for capacity: {reason}")
+            else:
+                self.farm.end(bid, State.ERROR, reason, close_log=True)
+        for launch in result.launches:
+            self.launch(launch.build_id, launch.agent_id, raws[launch.build_id])
+        return len(pending) - len(result.launches)
+
+    def launch(self, build_id: str, agent_id: str, raw: dict) -> None:
+        builds = self.farm.builds
+        spec = BuildSpec.model_validate_json(raw["spec"])
+        attempt = int(raw.get("attempt", 0)) + 1
+        builds.add_active(build_id)  # first, so a crash from here on is found by recover()
+        token = builds.rotate_token(build_id)
+        agent = next((a for a in self.backend.agents() if a.agent_id == agent_id), None)
+        if not builds.transition(build_id, State.LAUNCHING, f"placed on {agent_id}", allowed_from=[State.QUEUED],
+                                 agent_id=agent_id, host=agent.host if agent else "", attempt=attempt,
+                                 launched_at=time.time()):
+            builds.drop_active(build_id)
+            return
+        self._waiting_reason.pop(build_id, None)
+        self.farm.queue.mark_started(build_id, raw["priority"], spec.timeout)
+        self.backend.launch(build_id, attempt, spec, token, agent_id)
+
+    # -- watching what runs ----------------------------------------------------------------------
+    def check_active(self) -> int:
+        now = time.time()
+        s = self.settings
+        ids = self.farm.builds.active_ids()
+        for bid in ids:
+            try:
+                h = self.farm.builds.raw(bid)
+            except KeyError:
+                self.farm.builds.drop_active(bid)
+                continue
+            state = State(h["state"])
+            if state in TERMINAL:
+                # Ended by the agent, a cancel or a timeout: make sure the container goes.
+                if not h.get("kill_sent"):
+                    self.farm.builds.set_fields(bid, kill_sent=now)
+                    self.backend.kill(bid)
+                elif now - float(h["kill_sent"]) > 30:
+                    self._finish_cleanup(bid)  # the container is gone or the engine lost it
+                continue
+            if state is State.QUEUED:  # requeued: no longer ours to watch
+                self.farm.builds.drop_active(bid)
+                continue
+            if state is State.LAUNCHING and now - float(h.get("launched_at") or now) > s.start_timeout:
+                self._stop(bid, State.ERROR, f"the agent did not start within {s.start_timeout:.0f} s "
+                                             f"(is the image's python3 working? is the API at {s.api_url} reachable?)")
+            elif state is State.RUNNING:
+                spec = BuildSpec.model_validate_json(h["spec"])
+                started = float(h.get("started_at") or now)
+                if now - started > spec.timeout:
+                    self._stop(bid, State.TIMED_OUT, f"timed out after {spec.timeout} s")
+                elif now - float(h.get("last_seen") or started) > s.heartbeat_timeout:
+                    self._stop(bid, State.ERROR, f"no output or heartbeat from the agent for "
+                                                 f"{s.heartbeat_timeout:.0f} s")
+        return len(ids)
+
+    def _stop(self, build_id: str, state: State, reason: str) -> None:
+        if self.farm.end(build_id, state, reason):
+            self.farm.builds.set_fields(build_id, kill_sent=time.time())
+            self.backend.kill(build_id)
+
+    def handle_exit(self, ev: Exit) -> None:
+        builds = self.farm.builds
+        try:
+            h = builds.raw(ev.build_id)
+        except KeyError:
+            self.backend.cleanup(ev.build_id)
+            return
+        if int(h.get("attempt", 0)) != ev.attempt and State(h["state"]) not in TERMINAL:
+            self.backend.cleanup(ev.build_id)  # an old attempt's leftovers
+            return
+        state = State(h["state"])
+        if state in ACTIVE:
+            # The container ended without the agent reporting a result.
+            spec = BuildSpec.model_validate_json(h["spec"])
+            if ev.code == -1 and ev.detail:
+                self.farm.end(ev.build_id, State.ERROR, ev.detail)
+            elif ev.code == MISSING_PYTHON:
+                self.farm.end(ev.build_id, State.ERROR, f"image {spec.image!r} cannot run the agent: it needs "
+                                                        f"python3 and git (exit 127: {ev.detail[-200:]})")
+            elif "out of memory" in ev.detail:
+                self.farm.end(ev.build_id, State.FAILED, ev.detail, exit_code=137)
+            else:
+                reason = f"the build container exited with status {ev.code} before the agent reported a result"
+                if ev.detail:
+                    reason += f": {ev.detail[-300:]}"
+                self._retry_or_error(ev.build_id, h, spec, reason)
+        self._finish_cleanup(ev.build_id)
+
+    def _retry_or_error(self, build_id: str, h: dict, spec: BuildSpec, reason: str) -> None:
+        attempt = int(h.get("attempt", 0))
+        if attempt <= spec.retries:
+            self.backend.cleanup(build_id)
+            self.farm.requeue(build_id, reason)
+        else:
+            self.farm.end(build_id, State.ERROR, reason)
+
+    def _finish_cleanup(self, build_id: str) -> None:
+        self.backend.cleanup(build_id)
+        h = self.farm.builds.raw(build_id)
+        if State(h["state"]) in TERMINAL:
+            self.farm.logs.close(build_id)
+            self.farm.builds.drop_active(build_id)
+
+    # -- after a restart ----------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Match what the backend runs with what Redis says is launched: adopt what still runs,
+        settle what ended while the farm was down, requeue what never started."""
+        found: dict[str, Found] = self.backend.recover()
+        active = set(self.farm.builds.active_ids())
+        for bid in sorted(active | set(found)):
+            try:
+                h = self.farm.builds.raw(bid)
+            except KeyError:
+                self.backend.cleanup(bid)
+                self.farm.builds.drop_active(bid)
+                continue
+            state = State(h["state"])
+            f = found.get(bid)
+            if f is not None and f.attempt != int(h.get("attempt", 0)):
+                self.backend.cleanup(bid)  # a stale attempt
+                f = None
+            if state in TERMINAL:
+                self._finish_cleanup(bid)
+            elif state is State.QUEUED:
+                self.farm.builds.drop_active(bid)
+            elif f is not None and f.running:
+                log.info("adopting build %s (attempt %s)", bid, f.attempt)
+                self.farm.builds.add_active(bid)
+                self.backend.adopt(bid, BuildSpec.model_validate_json(h["spec"]))
+            elif f is not None:
+                self.handle_exit(Exit(bid, f.attempt, f.code if f.code is not None else -2, ""))
+            elif state is State.LAUNCHING:
+                # Recorded as launching but no container: it never started. Not the build's fault.
+                self.farm.requeue(bid, "the farm stopped before the container started")
+            else:
+                spec = BuildSpec.model_validate_json(h["spec"])
+                self._retry_or_error(bid, h, spec, "its container disappeared while the farm was down")
+                self.farm.builds.drop_active(bid)
+
+
+_TERMINAL = {s.value for s in TERMINAL}
+
+
+def _agent_json(agent, backend) -> dict:
+    free = {o.agent_id: o.free for o in backend.offers()}.get(agent.agent_id)
+    c = agent.capacity
+    return {
+        "agent_id": agent.agent_id,
+        "host": agent.host,
+        "backend": backend.name,
+        "attributes": dict(agent.attributes),
+        "capacity": {"cpus": c.cpus, "mem": c.mem, "disk": c.disk},
+        "free": {"cpus": free.cpus, "mem": free.mem, "disk": free.disk} if free else None,
+    }

@@ -1,0 +1,97 @@
+"""Selection: walk the builds in order, give each the best-ranked feasible agent that fits.
+
+A build that does not fit anywhere right now but would fit on some agent once it frees up
+reserves that agent: builds behind it may not take room on it. This is what stops a large
+build from being starved forever by a stream of small ones (strict FIFO per agent, with
+backfill on the other agents).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from .feasible import Agent, Offer, PendingBuild, Resources, constraints_met, unmet_reason
+from .rank import agent_rank, build_order
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    build_id: str
+    agent_id: str
+
+
+@dataclass
+class Plan:
+    launches: list[Launch] = field(default_factory=list)
+    # builds no known agent can ever run, with the reason (the caller ends or parks them)
+    impossible: dict[str, str] = field(default_factory=dict)
+    # agent id -> build id holding it, so a big build is not starved
+    reserved: dict[str, str] = field(default_factory=dict)
+
+
+def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild]) -> Plan:
+    """Decide which pending builds to launch on which offers. Pure: no I/O, no clock."""
+    result = Plan()
+    by_id = {a.agent_id: a for a in agents}
+    free: dict[str, Resources] = {o.agent_id: o.free for o in offers}
+    # Sorted index of offers by rank; rebuilt entries on each placement.
+    index = sorted(agent_rank(o) for o in offers)
+    failed_shapes: set = set()  # (request, constraints) that found no room: free only shrinks
+    eligible_cache: dict[tuple, frozenset] = {}
+    impossible_cache: dict[tuple, str | None] = {}
+
+    def eligible(constraints):
+        got = eligible_cache.get(constraints)
+        if got is None:
+            got = frozenset(a.agent_id for a in agents if constraints_met(a.attributes, constraints)) if agents \
+                else frozenset(free)
+            eligible_cache[constraints] = got
+        return got
+
+    for build in sorted(pending, key=build_order):
+        shape = (build.request, build.constraints)
+        if shape not in impossible_cache:
+            impossible_cache[shape] = unmet_reason(agents, build)
+        reason = impossible_cache[shape]
+        if reason is not None:
+            result.impossible[build.build_id] = reason
+            continue
+        ok_agents = eligible(build.constraints)
+        chosen = None
+        if shape not in failed_shapes:
+            r = build.request
+            i = bisect.bisect_left(index, (r.cpus - 1e-9,))
+            for j in range(i, len(index)):
+                cpus, mem, disk, agent_id = index[j]
+                if agent_id in result.reserved or agent_id not in ok_agents:
+                    continue
+                if mem >= r.mem and disk >= r.disk:
+                    chosen = j
+                    break
+        if chosen is None:
+            failed_shapes.add(shape)
+            _reserve(result, build, ok_agents, by_id, free)
+            continue
+        _, _, _, agent_id = index.pop(chosen)
+        free[agent_id] = free[agent_id].minus(build.request)
+        bisect.insort(index, agent_rank(Offer(agent_id, free[agent_id])))
+        result.launches.append(Launch(build.build_id, agent_id))
+    return result
+
+
+def _reserve(result: Plan, build: PendingBuild, ok_agents, by_id, free) -> None:
+    """Hold the eligible agent closest to fitting this build, if it is not held already."""
+    best = None
+    for agent_id in ok_agents:
+        if agent_id in result.reserved:
+            continue
+        agent = by_id.get(agent_id)
+        if agent is None or not agent.capacity.covers(build.request):
+            continue
+        f = free.get(agent_id, Resources(0, 0, 0))
+        key = (-f.cpus, -f.mem, agent_id)  # the most free room frees up soonest, on average
+        if best is None or key < best[0]:
+            best = (key, agent_id)
+    if best is not None:
+        result.reserved[best[1]] = build.build_id

@@ -1,0 +1,188 @@
+"""The farm's operations on builds, shared by the API, the scheduler and the agent endpoints:
+submit, cancel, and the agent's start/log/finish reports. Every change is recorded in Redis
+(with its time and reason) before anything acts on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from typing import Any, Callable
+
+import redis
+
+from .artifacts import ArtifactStore
+from .config import Settings
+from .logs import LogStore
+from .queue import BuildQueue
+from .records import BuildNotFound, BuildStore
+from .scheduler import Agent, PendingBuild, Resources, unmet_reason
+from .spec import BuildSpec
+from .states import ACTIVE, TERMINAL, State
+
+log = logging.getLogger("buildfarm")
+
+
+class SubmitError(ValueError):
+    """A spec that is valid in form but cannot run here; the message says how to fix it."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class Conflict(ValueError):
+    """The build is not in a state that allows the operation."""
+
+
+def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
+    """A text connection for records and a bytes connection for RQ (which needs raw bytes)."""
+    # redis-py's default 5 s socket timeout would cut the scheduler's blocking waits short.
+    return (redis.Redis.from_url(url, decode_responses=True, socket_timeout=60, health_check_interval=30),
+            redis.Redis.from_url(url, socket_timeout=60))
+
+
+def pending_build(build_id: str, spec: BuildSpec, seq: int) -> PendingBuild:
+    r = spec.resources
+    return PendingBuild(build_id, Resources(r.cpus, r.mem, r.disk), spec.parsed_constraints(),
+                        spec.priority.rank, seq, spec.wait_for_capacity)
+
+
+class Farm:
+    def __init__(self, settings: Settings, redis_url: str):
+        self.settings = settings
+        self.r, self.rq = connect(redis_url)
+        self.builds = BuildStore(self.r)
+        self.queue = BuildQueue(self.rq)
+        self.logs = LogStore(settings.logs_dir)
+        self.artifacts = ArtifactStore(settings.artifacts_dir)
+        # Set by the process that runs a backend, so submit can check images on this host.
+        self.image_check: Callable[[str], str | None] | None = None
+
+    # -- submit ------------------------------------------------------------------------------
+    def submit(self, spec: BuildSpec) -> dict[str, Any]:
+        self._check_capacity(spec)
+        if self.image_check:
+            problem = self.image_check(spec.image)
+            if problem:
+                raise SubmitError(problem, "image")
+        if self.settings.check_repos:
+            check_remote(spec.repo, spec.ref)
+        record, _token = self.builds.create(spec)
+        what = spec.ref or (spec.commit or "")[:12] or "default branch"
+        self.queue.enqueue(record["id"], spec.priority.value, f"{spec.repo}@{what} in {spec.image}")
+        self.builds.wake("submit")
+        return record
+
+    def _check_capacity(self, spec: BuildSpec) -> None:
+        if spec.wait_for_capacity:
+            return
+        agents = [agent_from_json(a) for a in self.builds.agents()]
+        reason = unmet_reason(agents, pending_build("new", spec, 0))
+        if reason:
+            raise SubmitError(f"{reason}; lower the request, or pass --wait-for-capacity to wait for such an agent",
+                              "resources" if "asks for more" in reason else "constraints")
+
+    # -- ending and cancelling ----------------------------------------------------------------------
+    def end(self, build_id: str, state: State, reason: str, *, exit_code: int | None = None,
+            allowed_from=None, close_log: bool = False) -> bool:
+        """Move a build to a final state (if it is not final already) and say so in its log."""
+        extra = {"exit_code": exit_code} if exit_code is not None else {}
+        moved = self.builds.transition(build_id, state, reason, allowed_from=allowed_from, **extra)
+        if not moved:
+            return False
+        spec_priority = self.builds.raw(build_id)["priority"]
+        self.queue.mark_ended(build_id, spec_priority, state)
+        self.logs.append_system(build_id, f"build {state.value}: {reason}")
+        if close_log:
+            self.logs.close(build_id)
+        self.builds.wake("end")
+        return True
+
+    def cancel(self, build_id: str, who: str = "user") -> dict[str, Any]:
+        raw = self.builds.raw(build_id)
+        state = State(raw["state"])
+        if state in TERMINAL:
+            raise Conflict(f"build {build_id} already ended ({state.value}); nothing to cancel")
+        queued = state is State.QUEUED
+        if not self.end(build_id, State.CANCELLED, f"cancelled by {who}", close_log=queued):
+            now = State(self.builds.raw(build_id)["state"])
+            raise Conflict(f"build {build_id} already ended ({now.value}); nothing to cancel")
+        return self.builds.get(build_id)
+
+    def requeue(self, build_id: str, reason: str) -> bool:
+        """Put a launched build back in the queue after an infrastructure failure."""
+        raw = self.builds.raw(build_id)
+        if not self.builds.transition(build_id, State.QUEUED, f"retrying: {reason}",
+                                      allowed_from=[State.LAUNCHING, State.RUNNING]):
+            return False
+        self.queue.requeue(build_id, raw["priority"])
+        self.logs.append_system(build_id, f"attempt {raw.get('attempt', '?')} lost ({reason}); queued again")
+        self.builds.wake("requeue")
+        return True
+
+    # -- the agent's reports ---------------------------------------------------------------------
+    def agent_start(self, build_id: str, host: str) -> dict[str, Any]:
+        raw = self.builds.raw(build_id)
+        state = State(raw["state"])
+        if state is State.LAUNCHING:
+            now = time.time()
+            self.builds.transition(build_id, State.RUNNING, f"agent started on {host}",
+                                   allowed_from=[State.LAUNCHING], started_at=now, last_seen=now)
+        elif state is not State.RUNNING:  # a retried start is fine; a stopped build is not
+            raise Conflict(f"build {build_id} is {state.value}; not starting it")
+        spec = self.builds.spec(build_id)
+        body = spec.model_dump(mode="json")
+        body["steps"] = spec.shell_steps()
+        return {"spec": body}
+
+    def agent_log(self, build_id: str, seq: int, data: bytes) -> str:
+        result = self.logs.append_chunk(build_id, seq, data)
+        self.builds.set_fields(build_id, last_seen=time.time())
+        return result
+
+    def agent_heartbeat(self, build_id: str) -> None:
+        self.builds.set_fields(build_id, last_seen=time.time())
+
+    def agent_finish(self, build_id: str, outcome: str, exit_code: int | None, reason: str,
+                     commit: str | None) -> dict[str, Any]:
+        if commit:
+            self.builds.set_fields(build_id, resolved_commit=commit)
+        state = {"succeeded": State.SUCCEEDED, "failed": State.FAILED}.get(outcome, State.ERROR)
+        self.end(build_id, state, reason or outcome, exit_code=exit_code,
+                 allowed_from=[State.LAUNCHING, State.RUNNING])
+        self.logs.close(build_id)
+        return self.builds.get(build_id, history=False)
+
+
+def agent_from_json(a: dict[str, Any]) -> Agent:
+    c = a["capacity"]
+    return Agent(a["agent_id"], a.get("host", ""), Resources(c["cpus"], c["mem"], c.get("disk", 0)),
+                 a.get("attributes", {}))
+
+
+def check_remote(url: str, ref: str | None, timeout: float = 20.0) -> None:
+    """Fail fast on an unreachable repository or an unknown branch/tag (`git ls-remote`)."""
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    try:
+        out = subprocess.run(["git", "ls-remote", "--heads", "--tags", "--", url], capture_output=True,
+                             text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise SubmitError(f"repository {url} did not answer within {timeout:.0f} s", "repo") from None
+    if out.returncode != 0:
+        msg = " ".join(ln.strip() for ln in out.stderr.strip().splitlines()[-2:]) or f"git exit {out.returncode}"
+        raise SubmitError(f"cannot read repository {url}: {msg}", "repo")
+    if ref is None:
+        return
+    names = set()
+    for line in out.stdout.splitlines():
+        _, _, name = line.partition("\t")
+        names.add(name.removesuffix("^{}"))
+    if f"refs/heads/{ref}" in names or f"refs/tags/{ref}" in names or ref in names:
+        return
+    branches = sorted(n.removeprefix("refs/heads/") for n in names if n.startswith("refs/heads/"))
+    raise SubmitError(f"ref {ref!r} not found in {url}; branches: {', '.join(branches[:10]) or 'none'}", "ref")
+
+
+__all__ = ["Farm", "SubmitError", "Conflict", "BuildNotFound", "check_remote", "connect", "ACTIVE"]

@@ -1,0 +1,166 @@
+"""BuildSpec: the one schema every trigger, the API and the queue speak. Validated once, here."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRIORITIES = ("high", "normal", "low")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
+_CONSTRAINT = re.compile(r"^(?P<key>[A-Za-z0-9_.\-/]+)\s*(?P<op>!=|=|:)\s*(?P<value>[^\s]+)$")
+
+
+class Priority(str, Enum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        return PRIORITIES.index(self.value)
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: Annotated[float, Field(gt=0, le=1024, description="CPU cores, fractions allowed")] = 1.0
+    mem: Annotated[int, Field(ge=16, le=4 * 1024 * 1024, description="memory limit in MB")] = 1024
+    disk: Annotated[int, Field(ge=0, description="scratch disk in MB (placement only)")] = 0
+
+
+class Trigger(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field("cli", description="cli, api, hook, webhook, pipeline, jenkins")
+    user: str | None = None
+    url: str | None = Field(None, description="e.g. Jenkins' BUILD_URL")
+    detail: dict[str, str] = Field(default_factory=dict)
+
+
+class BuildSpec(BaseModel):
+    """What to build, where, and with what."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str = Field(..., min_length=1, description="git URL (git://, http(s)://, ssh://, file://) or path")
+    ref: str | None = Field(None, description="branch or tag; the default branch when neither ref nor commit")
+    commit: str | None = Field(None, description="commit SHA (7-40 hex digits)")
+    image: str = Field(..., min_length=1, description="Docker image with git and python3")
+    command: list[str] | None = Field(None, description="argv of one command, run in the checkout")
+    steps: list[str] | None = Field(None, description="shell steps, run in order with /bin/sh -e -c")
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    constraints: list[str] = Field(default_factory=list, description="agent attributes: 'arch:x86_64', 'os!=el7'")
+    timeout: Annotated[int, Field(ge=1, le=7 * 24 * 3600, description="seconds from start")] = 3600
+    artifacts: list[str] = Field(default_factory=list, description="globs relative to the checkout")
+    priority: Priority = Priority.NORMAL
+    retries: Annotated[int, Field(ge=0, le=10, description="retries after infrastructure failures")] = 0
+    wait_for_capacity: bool = Field(False, description="wait instead of failing when no agent can ever fit it")
+    trigger: Trigger = Field(default_factory=Trigger)
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        v = v.strip()
+        if any(c.isspace() for c in v):
+            raise ValueError("a repository URL cannot contain spaces")
+        if v.startswith("-"):
+            raise ValueError("a repository URL cannot start with '-'")
+        return v
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v or v.startswith("-") or ".." in v or any(c.isspace() or c in "~^:?*[\\" for c in v):
+            raise ValueError(f"{v!r} is not a valid git ref name")
+        return v
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA.match(v):
+            raise ValueError(f"{v!r} is not a commit SHA (7 to 40 hex digits)")
+        return v.lower() if v else v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+            if name.upper().startswith("BUILDFARM_"):
+                raise ValueError(f"{name!r}: the BUILDFARM_ prefix is reserved for the farm")
+        return v
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if not _CONSTRAINT.match(c.strip()):
+                raise ValueError(f"{c!r} is not a constraint; write ATTRIBUTE:VALUE or ATTRIBUTE!=VALUE, e.g. arch:x86_64")
+        return [c.strip() for c in v]
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts(cls, v: list[str]) -> list[str]:
+        for g in v:
+            if not g or g.startswith("/") or g.startswith("~"):
+                raise ValueError(f"artifact glob {g!r} must be relative to the workspace")
+            if ".." in g.replace("\\", "/").split("/"):
+                raise ValueError(f"artifact glob {g!r} points outside the workspace ('..' is not allowed)")
+        return v
+
+    @model_validator(mode="after")
+    def _what_to_run(self) -> "BuildSpec":
+        if bool(self.command) == bool(self.steps):
+            raise ValueError("give exactly one of 'command' (an argv list) or 'steps' (shell lines)")
+        if self.steps and any(not s.strip() for s in self.steps):
+            raise ValueError("steps cannot be empty strings")
+        return self
+
+    def shell_steps(self) -> list[str]:
+        """The steps as shell lines (a command argv is quoted into one line)."""
+        import shlex
+
+        return list(self.steps) if self.steps else [shlex.join(self.command or [])]
+
+    def parsed_constraints(self) -> tuple[tuple[str, str, str], ...]:
+        out = []
+        for c in self.constraints:
+            m = _CONSTRAINT.match(c)
+            assert m
+            op = "!=" if m["op"] == "!=" else "=="
+            out.append((m["key"], op, m["value"]))
+        return tuple(out)
+
+
+def describe_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as [{field, message}] a person can act on."""
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err.get("loc", ())) or "spec"
+        msg = err.get("msg", "invalid")
+        msg = msg.removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif err.get("type") == "missing":
+            msg = "required"
+        out.append({"field": field, "message": msg})
+    return out
+
+
+def parse_env_pairs(pairs: list[str]) -> dict[str, str]:
+    """['K=V', ...] from the CLI into a dict, with a clear error for a pair without '='."""
+    env = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ValueError(f"--env {p!r}: write KEY=VALUE")
+        k, v = p.split("=", 1)
+        env[k] = v
+    return env

@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+"""The buildfarm build agent.
+
+It runs inside the ephemeral build container, from any image that has `git` and `python3`:
+the farm injects this file and GitPython (a bind mount locally, a fetched bundle on Mesos), so
+images stay the users' own. It
+
+1. tells the API it started and receives the build's spec,
+2. checks the repository out at the ref or commit with GitPython, through a per-host mirror
+   cache so a second build of the same repository fetches only what is new,
+3. runs the steps, streaming stdout and stderr (merged, in order) to the API as it comes,
+4. uploads the artifacts that match the globs, with their sha256 and size,
+5. reports the outcome and the exit status.
+
+It talks to nothing but the API, with a token scoped to its own build; the token is not passed
+on to the build's own commands. Every report is retried until the API answers, so a farm that
+restarts in the middle of a build loses neither output nor result.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+API = os.environ.get("BUILDFARM_API", "").rstrip("/")
+BUILD_ID = os.environ.get("BUILDFARM_BUILD_ID", "")
+TOKEN = os.environ.get("BUILDFARM_TOKEN", "")
+CACHE = os.environ.get("BUILDFARM_CACHE", "/buildfarm-cache")
+WORKSPACE = os.environ.get("BUILDFARM_WORKSPACE", "/workspace")
+REPORT_DEADLINE = float(os.environ.get("BUILDFARM_REPORT_DEADLINE", "900"))
+HEARTBEAT_SECONDS = float(os.environ.get("BUILDFARM_HEARTBEAT", "10"))
+CHUNK = 256 * 1024
+
+
+def diag(msg: str) -> None:
+    """Diagnostics for `docker logs` of the container, not for the build log."""
+    print(f"buildfarm-agent: {msg}", file=sys.stderr, flush=True)
+
+
+class Rejected(Exception):
+    """The API answered with a 4xx: retrying would not help."""
+
+    def __init__(self, status: int, body: bytes):
+        super().__init__(f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
+        self.status = status
+        self.body = body
+
+
+class Api:
+    def __init__(self, base: str, build_id: str, token: str):
+        self.base = f"{base}/api/v1/agent/builds/{build_id}"
+        self.token = token
+
+    def call(self, method: str, path: str, data=None, headers=None, length=None, deadline=REPORT_DEADLINE,
+             reopen=None) -> bytes:
+        """One request, retried with backoff on connection errors and 5xx until `deadline` seconds."""
+        end = time.monotonic() + deadline
+        delay = 0.2
+        while True:
+            body = reopen() if reopen else data
+            req = urllib.request.Request(self.base + path, data=body, method=method)
+            req.add_header("Authorization", f"Bearer {self.token}")
+            for k, v in (headers or {}).items():
+                req.add_header(k, v)
+            if length is not None:
+                req.add_header("Content-Length", str(length))
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    return resp.read()
+            except urllib.error.HTTPError as e:
+                payload = e.read()
+                if 400 <= e.code < 500:
+                    raise Rejected(e.code, payload) from None
+                err = f"HTTP {e.code}"
+            except (urllib.error.URLError, OSError) as e:
+                err = str(e)
+            finally:
+                if reopen and body is not None and hasattr(body, "close"):
+                    body.close()
+            if time.monotonic() > end:
+                raise TimeoutError(f"{method} {path}: the API did not answer for {deadline:.0f} s ({err})")
+            diag(f"{method} {path} failed ({err}); retrying in {delay:.1f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def json(self, method: str, path: str, obj=None) -> dict:
+        data = json.dumps(obj or {}).encode()
+        out = self.call(method, path, data=data, headers={"Content-Type": "application/json"})
+        return json.loads(out or b"{}")
+
+
+class LogSender(threading.Thread):
+    """Sends output to the API in numbered chunks, in order, as soon as it arrives.
+
+    Memory is bounded: the queue holds at most 64 chunks; a writer blocks (and so does the
+    build's pipe) while the API is slow, rather than the agent growing without limit."""
+
+    def __init__(self, api: Api):
+        super().__init__(daemon=True, name="log-sender")
+        self.api = api
+        self.q: queue.Queue = queue.Queue(maxsize=64)
+        self.seq = 0
+        self.error: Exception | None = None
+        self.last_sent = time.monotonic()
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.q.put(data)
+
+    def line(self, text: str) -> None:
+        self.write(f"[buildfarm] {text}\n".encode())
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.join()
+        if self.error:
+            raise self.error
+
+    def run(self) -> None:
+        done = False
+        while not done:
+            try:
+                first = self.q.get(timeout=HEARTBEAT_SECONDS)
+            except queue.Empty:
+                self._heartbeat()
+                continue
+            parts, size = [], 0
+            item = first
+            while True:
+                if item is None:
+                    done = True
+                    break
+                parts.append(item)
+                size += len(item)
+                if size >= CHUNK:
+                    break
+                try:
+                    item = self.q.get_nowait()
+                except queue.Empty:
+                    break
+            if parts:
+                self._send(b"".join(parts))
+
+    def _send(self, data: bytes) -> None:
+        if self.error:
+            return
+        self.seq += 1
+        try:
+            self.api.call("POST", f"/log?seq={self.seq}", data=data,
+                          headers={"Content-Type": "application/octet-stream"})
+            self.last_sent = time.monotonic()
+        except Exception as e:  # the build goes on; the outcome report says what happened
+            self.error = e
+            diag(f"log chunk {self.seq} could not be sent: {e}")
+
+    def _heartbeat(self) -> None:
+        try:
+            self.api.call("POST", "/heartbeat", data=b"", deadline=30)
+        except Exception as e:
+            diag(f"heartbeat failed: {e}")
+
+
+class BuildError(Exception):
+    """An infrastructure or input problem (not the build's own failure): the build ends `error`."""
+
+
+# -- checkout ---------------------------------------------------------------------------------
+
+def _git_error(e) -> str:
+    text = (getattr(e, "stderr", "") or str(e)).strip()
+    text = text.replace("stderr:", "").strip().strip("'").strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines[-3:]) if lines else str(e)
+
+
+def checkout(spec: dict, log: LogSender) -> str:
+    """Check `spec['repo']` out into WORKSPACE at its ref or commit. Returns the commit SHA."""
+    import git  # GitPython, injected next to this file
+
+    url = spec["repo"]
+    mirrors = os.path.join(CACHE, "git")
+    os.makedirs(mirrors, exist_ok=True)
+    mirror = os.path.join(mirrors, hashlib.sha256(url.encode()).hexdigest()[:32] + ".git")
+    with open(mirror + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if os.path.isdir(mirror):
+                log.line(f"mirror cache hit for {url}: fetching new commits")
+                t = time.monotonic()
+                git.Repo(mirror).git.fetch("--prune", "--tags", "origin")
+                log.line(f"mirror cache updated in {time.monotonic() - t:.2f} s")
+            else:
+                log.line(f"mirror cache miss for {url}: cloning")
+                t = time.monotonic()
+                tmp = mirror + ".tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                repo = git.Repo.clone_from(url, tmp, mirror=True)
+                repo.git.config("gc.auto", "0")  # workspaces borrow its objects
+                os.rename(tmp, mirror)
+                log.line(f"mirror cache filled in {time.monotonic() - t:.2f} s")
+        except git.GitCommandError as e:
+            raise BuildError(f"cannot fetch {url}: {_git_error(e)}") from None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    if os.path.exists(WORKSPACE) and os.listdir(WORKSPACE):
+        shutil.rmtree(WORKSPACE)
+    ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout"])
+    ws.git.remote("set-url", "origin", url)
+    want = spec.get("commit") or spec.get("ref")
+    sha = _resolve(ws, spec.get("ref"), spec.get("commit"), url)
+    ws.git.checkout("--detach", "--quiet", sha)
+    subject = ws.git.log("-1", "--format=%s", sha)
+    log.line(f"checked out {want or 'default branch'} at {sha[:12]}: {subject}")
+    return sha
+
+
+def _resolve(ws, ref: str | None, commit: str | None, url: str) -> str:
+    import git
+
+    def rev(name: str) -> str | None:
+        try:
+            return ws.git.rev_parse("--verify", "--quiet", name + "^{commit}")
+        except git.GitCommandError:
+            return None
+
+    if commit:
+        sha = rev(commit)
+        if not sha:
+            raise BuildError(f"commit {commit} not found in {url}")
+        if ref and not _contains(ws, ref, sha):
+            raise BuildError(f"commit {commit} is not on {ref} in {url}")
+        return sha
+    if ref is None:
+        sha = rev("refs/remotes/origin/HEAD") or rev("HEAD")
+        if not sha:
+            raise BuildError(f"{url} has no default branch; pass --ref")
+        return sha
+    for name in (f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref):
+        sha = rev(name)
+        if sha:
+            return sha
+    branches = sorted(r.name.removeprefix("origin/") for r in ws.remotes.origin.refs if not r.name.endswith("/HEAD"))
+    tags = sorted(t.name for t in ws.tags)
+    known = ", ".join(branches[:10]) or "none"
+    known_tags = (", tags: " + ", ".join(tags[:10])) if tags else ""
+    raise BuildError(f"ref {ref!r} not found in {url} (branches: {known}{known_tags})")
+
+
+def _contains(ws, ref: str, sha: str) -> bool:
+    import git
+
+    for name in (f"refs/remotes/origin/{ref}", f"refs/tags/{ref}"):
+        try:
+            ws.git.merge_base("--is-ancestor", sha, name)
+            return True
+        except git.GitCommandError:
+            continue
+    return False
+
+
+# -- steps ------------------------------------------------------------------------------------
+
+_current: subprocess.Popen | None = None
+
+
+def run_steps(spec: dict, log: LogSender) -> int:
+    global _current
+    env = {k: v for k, v in os.environ.items() if k not in ("BUILDFARM_TOKEN", "BUILDFARM_API", "PYTHONPATH")}
+    env.update(spec.get("env") or {})
+    env.update({"CI": "true", "BUILDFARM": "true", "BUILDFARM_BUILD_ID": BUILD_ID, "BUILDFARM_WORKSPACE": WORKSPACE})
+    for step in spec["steps"]:
+        log.line(f"$ {step}")
+        proc = subprocess.Popen(["/bin/sh", "-ec", step], cwd=WORKSPACE, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        _current = proc
+        fd = proc.stdout.fileno()
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            log.write(data)
+        code = proc.wait()
+        _current = None
+        if code < 0:
+            code = 128 - code
+        if code != 0:
+            log.line(f"step exited with status {code}")
+            return code
+    return 0
+
+
+# -- artifacts --------------------------------------------------------------------------------
+
+def collect_artifacts(globs: list[str], log: LogSender) -> list[tuple[str, str]]:
+    """(relative path, absolute path) of each file to upload; refuses what leaves the workspace."""
+    root = os.path.realpath(WORKSPACE)
+    found: dict[str, str] = {}
+    for pattern in globs:
+        matches = sorted(glob.glob(os.path.join(WORKSPACE, pattern), recursive=True))
+        if not matches:
+            log.line(f"artifact glob {pattern!r} matched nothing")
+        for m in matches:
+            files = [m]
+            if os.path.isdir(m) and not os.path.islink(m):
+                files = [os.path.join(d, f) for d, _, fs in os.walk(m) for f in fs]
+            for f in files:
+                rel = os.path.relpath(f, WORKSPACE)
+                real = os.path.realpath(f)
+                if not real.startswith(root + os.sep):
+                    log.line(f"artifact {rel!r} refused: it resolves to {real}, outside the workspace")
+                    continue
+                if not os.path.isfile(real):
+                    continue
+                found[rel] = real
+    return sorted(found.items())
+
+
+def sha256_file(path: str) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            size += len(b)
+            h.update(b)
+    return size, h.hexdigest()
+
+
+def upload_artifacts(api: Api, files: list[tuple[str, str]], log: LogSender) -> None:
+    for rel, real in files:
+        size, sha = sha256_file(real)
+        quoted = urllib.parse.quote(rel)
+        try:
+            api.call("PUT", f"/artifacts/{quoted}", headers={"X-Checksum-Sha256": sha,
+                                                             "Content-Type": "application/octet-stream"},
+                     length=size, reopen=lambda real=real: open(real, "rb"))
+            log.line(f"artifact {rel} ({size} bytes, sha256 {sha[:16]}...) uploaded")
+        except Rejected as e:
+            log.line(f"artifact {rel} refused by the farm: {e.body.decode('utf-8', 'replace')[:300]}")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+def _on_term(signum, frame):
+    if _current is not None:
+        try:
+            os.killpg(_current.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    sys.exit(128 + signum)
+
+
+def main() -> int:
+    if not (API and BUILD_ID and TOKEN):
+        diag("BUILDFARM_API, BUILDFARM_BUILD_ID and BUILDFARM_TOKEN must be set")
+        return 2
+    signal.signal(signal.SIGTERM, _on_term)
+    api = Api(API, BUILD_ID, TOKEN)
+    try:
+        start = api.json("POST", "/start", {"host": os.uname().nodename, "python": sys.version.split()[0]})
+    except Rejected as e:
+        diag(f"the farm will not run this build: {e}")
+        return 3
+    spec = start["spec"]
+    log = LogSender(api)
+    log.start()
+    outcome, code, reason, sha = "error", None, "", None
+    try:
+        sha = checkout(spec, log)
+        api.json("POST", "/progress", {"commit": sha})
+        code = run_steps(spec, log)
+        outcome = "succeeded" if code == 0 else "failed"
+        reason = "all steps passed" if code == 0 else f"a step exited with status {code}"
+        if spec.get("artifacts"):
+            upload_artifacts(api, collect_artifacts(spec["artifacts"], log), log)
+    except BuildError as e:
+        reason = str(e)
+        log.line(f"error: {reason}")
+    except Exception as e:  # the agent's own bug: report it rather than leave the build hanging
+        reason = f"agent failure: {type(e).__name__}: {e}"
+        log.line(f"error: {reason}")
+    try:
+        log.close()
+    except Exception as e:
+        outcome, reason = "error", f"log could not be delivered: {e}"
+    api.json("POST", "/finish", {"outcome": outcome, "exit_code": code, "reason": reason, "commit": sha})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
