@@ -1,0 +1,94 @@
+"""Nothing lost: a farm killed with SIGKILL and started again finishes every build exactly once."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from .conftest import IMAGE, wait_until
+
+pytestmark = pytest.mark.docker
+
+
+class RunCounter:
+    """Counts, per build id, how many times a build's command really started (over HTTP on 127.0.0.1)."""
+
+    def __init__(self):
+        self.hits: collections.Counter = collections.Counter()
+        counter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                counter.hits[self.path.rsplit("/", 1)[-1]] += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def counter():
+    c = RunCounter()
+    yield c
+    c.close()
+
+
+def test_sigkill_during_five_builds_then_restart_finishes_each_exactly_once(fresh_farm, git_server, counter):
+    repo = git_server.make_repo("restart", {"build.sh": "#!/bin/sh\necho step-one\nsleep 6\necho step-two\n"})
+    farm = fresh_farm()
+    command = f'curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID && ./build.sh'
+    running = [farm.submit(repo, "sh", "-c", command, options=("--cpus", "0.3", "--mem", "128")) for _ in range(5)]
+    wait_until(lambda: all(counter.hits[b] == 1 for b in running), 90, what="five builds to start")
+    # Two more wait in the queue: they need a whole cpu each, which the five hold.
+    queued = [farm.submit(repo, "sh", "-c", command, options=("--cpus", "1.5", "--mem", "128")) for _ in range(2)]
+    assert {farm.build(b)["state"] for b in queued} == {"queued"}
+
+    farm.kill9()
+    farm.start()  # same data directory, same port: the same farm
+
+    records = [farm.wait_done(b, 180) for b in running + queued]
+    assert [r["state"] for r in records] == ["succeeded"] * 7, [(r["id"], r["state"], r["reason"]) for r in records]
+    assert all(counter.hits[b] == 1 for b in running + queued), counter.hits
+    for b in running + queued:
+        log = farm.log_text(b)
+        # the log is whole and in order even though the farm died in the middle of it
+        assert log.count(b"step-one") == 1 and log.count(b"step-two") == 1, log
+        assert log.index(b"step-one") < log.index(b"step-two")
+    for r in records[:5]:
+        assert r["attempt"] == 1  # adopted, not re-run
+
+
+def test_sigkill_before_the_scheduler_starts_anything_keeps_queued_builds(fresh_farm, git_server, counter):
+    repo = git_server.make_repo("restart2", {"f": "x\n"})
+    farm = fresh_farm("--cpus", "1")
+    ids = [farm.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID",
+                       options=("--cpus", "1", "--wait-for-capacity")) for _ in range(3)]
+    farm.kill9()
+    farm.start()
+    records = [farm.wait_done(b, 120) for b in ids]
+    assert [r["state"] for r in records] == ["succeeded"] * 3
+    assert all(counter.hits[b] == 1 for b in ids)
+
+
+def test_process_isolation_runs_builds_without_docker(fresh_farm, git_server):
+    repo = git_server.make_repo("proc", {"hello.txt": "hello from the checkout\n"})
+    farm = fresh_farm("--isolation", "process")
+    out = farm.cli("submit", "--repo", repo, "--image", "ignored", "--artifact", "hello.txt", "--wait", "--follow",
+                   "--", "cat", "hello.txt")
+    assert out.returncode == 0, out.stderr
+    assert b"hello from the checkout" in out.stdout
+    fail = farm.cli("submit", "--repo", repo, "--image", "ignored", "--wait", "--", "sh", "-c", "exit 3")
+    assert fail.returncode == 3
+    timeout = farm.cli("submit", "--repo", repo, "--image", "ignored", "--timeout", "1", "--wait", "--", "sleep", "30")
+    assert timeout.returncode == 124

@@ -1,0 +1,93 @@
+"""The BuildSpec's validation messages, and the log and artifact stores' guarantees."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import ValidationError
+
+from buildfarm.artifacts import ArtifactPathError, ArtifactStore, ChecksumMismatch, safe_relpath
+from buildfarm.logs import LogStore
+from buildfarm.spec import BuildSpec, describe_errors
+from buildfarm.states import exit_code_for
+
+
+def errors(**fields):
+    base = {"repo": "git://127.0.0.1/x.git", "image": "img", "command": ["true"]}
+    base.update(fields)
+    with pytest.raises(ValidationError) as e:
+        BuildSpec.model_validate(base)
+    return {d["field"]: d["message"] for d in describe_errors(e.value)}
+
+
+def test_spec_errors_name_the_field_and_say_what_is_expected():
+    assert "exactly one of 'command'" in errors(steps=["make"])["spec"]
+    assert "greater than 0" in errors(resources={"cpus": 0})["resources.cpus"]
+    assert "not a commit SHA" in errors(commit="xyz")["commit"]
+    assert "not a valid git ref" in errors(ref="a..b")["ref"]
+    assert "ATTRIBUTE:VALUE" in errors(constraints=["arch"])["constraints"]
+    assert "outside the workspace" in errors(artifacts=["a/../../b"])["artifacts"]
+    assert "relative" in errors(artifacts=["/etc/*"])["artifacts"]
+    assert "reserved" in errors(env={"BUILDFARM_TOKEN": "x"})["env"]
+    assert errors(nonsense=1)["nonsense"] == "unknown field"
+    assert errors(repo=None)["repo"]
+
+
+def test_spec_defaults_and_parsing():
+    s = BuildSpec(repo="git://h/x.git", image="img", command=["make", "-j2", "it's"],
+                  constraints=["arch:x86_64", "os!=el7"])
+    assert s.shell_steps() == ["make -j2 'it'\"'\"'s'"]
+    assert s.parsed_constraints() == (("arch", "==", "x86_64"), ("os", "!=", "el7"))
+    assert s.timeout == 3600 and s.resources.cpus == 1 and s.priority.value == "normal"
+
+
+def test_exit_codes_for_jenkins():
+    assert exit_code_for("succeeded", 0) == 0
+    assert exit_code_for("failed", 7) == 7
+    assert exit_code_for("failed", None) == 1
+    assert exit_code_for("timed_out", None) == 124
+    assert exit_code_for("error", None) == 125
+    assert exit_code_for("cancelled", None) == 130
+
+
+def test_log_chunks_are_appended_once_and_in_order(tmp_path):
+    logs = LogStore(tmp_path)
+    assert logs.append_chunk("b", 1, b"one\n") == "appended"
+    assert logs.append_chunk("b", 1, b"one\n") == "duplicate"  # a retried chunk
+    assert logs.append_chunk("b", 3, b"three\n") == "gap"
+    assert logs.append_chunk("b", 2, b"\xff\x00two\n") == "appended"
+    logs.append_system("b", "done")
+    assert logs.read("b", 0, 1000) == b"one\n\xff\x00two\n[buildfarm] done\n"
+    assert logs.read("b", 4, 3) == b"\xff\x00t"
+    assert not logs.is_closed("b")
+    logs.close("b")
+    assert logs.is_closed("b")
+
+
+def test_artifact_paths_cannot_escape(tmp_path):
+    assert safe_relpath("./a//b/c.txt") == "a/b/c.txt"
+    for bad in ("../x", "/etc/passwd", "a/../../x", "", "."):
+        with pytest.raises(ArtifactPathError):
+            safe_relpath(bad)
+    store = ArtifactStore(tmp_path)
+    (tmp_path / "b1").mkdir()
+    (tmp_path / "b1" / "link").symlink_to("/etc")
+    with pytest.raises(ArtifactPathError):
+        store.path("b1", "link/passwd")
+
+
+def test_artifact_upload_checks_the_sha256(tmp_path):
+    store = ArtifactStore(tmp_path)
+
+    async def chunks():
+        yield b"hello "
+        yield b"world"
+
+    size, sha = asyncio.run(store.put("b", "out/x.txt", chunks(), None, 1 << 20))
+    assert size == 11 and (tmp_path / "b/out/x.txt").read_bytes() == b"hello world"
+    with pytest.raises(ChecksumMismatch):
+        asyncio.run(store.put("b", "out/y.txt", chunks(), "0" * 64, 1 << 20))
+    assert not (tmp_path / "b/out/y.txt").exists()
+    with pytest.raises(ArtifactPathError):
+        asyncio.run(store.put("b", "big", chunks(), None, 5))
