@@ -7,5 +7,11 @@ BASE="${BASE:-buildfarm/base:bookworm}"
 "$HERE/make-base.sh" "$BASE"
 for dir in builder; do
     echo "images: buildfarm/$dir:latest"
-    docker build -q --build-arg "BASE=$BASE" -t "buildfarm/$dir:latest" "$HERE/$dir" >/dev/null
+    log="$(mktemp)"
+    if ! docker build -q --build-arg "BASE=$BASE" -t "buildfarm/$dir:latest" "$HERE/$dir" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        exit 1
+    fi
+    rm -f "$log"
 done
