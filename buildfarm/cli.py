@@ -84,13 +84,54 @@ def main(ctx: click.Context, server: str) -> None:
 
 # -- up -----------------------------------------------------------------------------------------
 
+def mesos_options(f):
+    """Options shared by `up` and `scheduler` for the Mesos backend."""
+    opts = [
+        click.option("--master", envvar="BUILDFARM_MESOS_MASTER", help="Mesos master HOST:PORT or zk://... (mesos backend)."),
+        click.option("--framework-name", default="buildfarm", show_default=True, help="Mesos framework name."),
+        click.option("--role", default="*", show_default=True, help="Mesos role to accept offers for."),
+        click.option("--principal", envvar="BUILDFARM_MESOS_PRINCIPAL", help="Mesos principal (with --secret)."),
+        click.option("--secret", envvar="BUILDFARM_MESOS_SECRET", help="Mesos secret (env BUILDFARM_MESOS_SECRET)."),
+        click.option("--failover-timeout", type=float, default=7 * 24 * 3600, show_default=True,
+                     help="Seconds Mesos keeps the framework's tasks running while the scheduler is away."),
+        click.option("--mesos-network", type=click.Choice(["HOST", "BRIDGE"]), default="HOST", show_default=True,
+                     help="Docker network of build tasks on the agents."),
+        click.option("--mesos-cache-path", default="/var/cache/buildfarm", show_default=True,
+                     help="Host path on each agent for the git mirror cache volume."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _settings(data_dir, backend, master, framework_name, role, principal, secret, failover_timeout,
+              mesos_network, mesos_cache_path, **kw):
+    from .config import Settings, default_data_dir
+
+    mesos = None
+    if backend == "mesos":
+        from .backends.mesos import MesosOptions
+
+        if not master:
+            raise click.UsageError("--backend mesos needs --master HOST:PORT")
+        mesos = MesosOptions(master=master, name=framework_name, role=role, principal=principal, secret=secret,
+                             failover_timeout=failover_timeout, network=mesos_network,
+                             cache_host_path=mesos_cache_path)
+    return Settings(data_dir=(data_dir or default_data_dir()).resolve(), backend=backend, mesos=mesos, **kw)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("pymesos").setLevel(logging.WARNING)
+
+
 @main.command()
 @click.option("--port", default=8080, show_default=True, help="API port (on --host).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="BUILDFARM_DATA",
               help="Where Redis's persistence, logs, artifacts and caches live [default: ~/.buildfarm].")
-@click.option("--backend", type=click.Choice(["local"]), default="local", show_default=True,
-              help="Where builds run: this host.")
+@click.option("--backend", type=click.Choice(["local", "mesos"]), default="local", show_default=True,
+              help="Where builds run: this host, or a Mesos cluster (--master).")
 @click.option("--isolation", type=click.Choice(["docker", "process"]), default="docker", show_default=True,
               help="docker: one container per build; process: plain processes (no Docker engine needed, "
                    "no resource limits).")
@@ -103,19 +144,40 @@ def main(ctx: click.Context, server: str) -> None:
               help="Seconds a build may take from launch to its agent starting.")
 @click.option("--heartbeat-timeout", type=float, default=90, show_default=True,
               help="Seconds a running build may go without output or heartbeat.")
+@mesos_options
 def up(port, host, data_dir, backend, isolation, cpus, mem, network, agent_api_url, no_repo_check,
-       start_timeout, heartbeat_timeout):
+       start_timeout, heartbeat_timeout, **mesos):
     """Start a farm: Redis (a private one unless REDIS_URL is set), the API and the scheduler."""
-    from .config import Settings, default_data_dir
     from .server import run_up
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = Settings(data_dir=(data_dir or default_data_dir()).resolve(), host=host, port=port,
-                        backend=backend, isolation=isolation, cpus=cpus, mem=mem, network=network,
-                        agent_api_url=agent_api_url, check_repos=not no_repo_check,
-                        start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout)
+    _logging()
+    settings = _settings(data_dir, backend, host=host, port=port, isolation=isolation, cpus=cpus, mem=mem,
+                         network=network, agent_api_url=agent_api_url, check_repos=not no_repo_check,
+                         start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout, **mesos)
     try:
         run_up(settings)
+    except Exception as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_INFRA_ERROR)
+
+
+@main.command()
+@click.option("--backend", type=click.Choice(["local", "mesos"]), default="mesos", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="BUILDFARM_DATA",
+              help="Logs, artifacts and the agent bundle (shared with the API).")
+@click.option("--agent-api-url", required=True, envvar="BUILDFARM_AGENT_API_URL",
+              help="The farm's API as build tasks reach it, e.g. http://buildfarm.example:8080.")
+@click.option("--teardown", is_flag=True, help="Tear the Mesos framework down (its tasks are killed) and exit.")
+@mesos_options
+def scheduler(backend, data_dir, agent_api_url, teardown, **mesos):
+    """Run the scheduler alone against REDIS_URL (the API runs elsewhere): `buildfarm scheduler
+    --backend mesos --master HOST:5050 --agent-api-url URL`. `--teardown` ends the framework."""
+    from .server import run_scheduler
+
+    _logging()
+    settings = _settings(data_dir, backend, agent_api_url=agent_api_url, **mesos)
+    try:
+        run_scheduler(settings, teardown=teardown)
     except Exception as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_INFRA_ERROR)

@@ -17,6 +17,7 @@ from .config import Settings
 from .embedded_redis import EmbeddedRedis
 from .scheduler.loop import Scheduler
 from .service import Farm
+from .states import State
 
 log = logging.getLogger("buildfarm")
 
@@ -27,12 +28,54 @@ def farm_id(farm: Farm) -> str:
 
 
 def make_backend(settings: Settings, farm: Farm, on_exit):
-    if settings.backend != "local":
-        raise LaunchError(f"unknown backend {settings.backend!r}; use 'local'")
-    from .backends.local import LocalBackend
-
     bundle = build_bundle(Path(settings.data_dir) / "agent")
-    return LocalBackend(settings, farm_id(farm), bundle, on_exit)
+    if settings.backend == "local":
+        from .backends.local import LocalBackend
+
+        return LocalBackend(settings, farm_id(farm), bundle, on_exit)
+    if settings.backend == "mesos":
+        from .backends.mesos import MesosBackend
+
+        if settings.mesos is None:
+            raise LaunchError("--backend mesos needs --master HOST:PORT")
+        return MesosBackend(settings.mesos, farm.r, settings.api_url, on_exit, farm.builds.wake,
+                            lambda: launched_tasks(farm))
+    raise LaunchError(f"unknown backend {settings.backend!r}; use 'local' or 'mesos'")
+
+
+def launched_tasks(farm: Farm) -> list[str]:
+    """Task ids (build-attempt) of the builds the farm believes launching or running."""
+    out = []
+    for bid in farm.builds.active_ids():
+        h = farm.r.hmget(f"bf:build:{bid}", "state", "attempt")
+        if h[0] in ("launching", "running"):
+            out.append(f"{bid}-{h[1]}")
+    return out
+
+
+def run_scheduler(settings: Settings, teardown: bool = False) -> None:
+    """The scheduler alone (the API runs elsewhere, against the same Redis)."""
+    if not settings.redis_url:
+        raise LaunchError("`buildfarm scheduler` needs REDIS_URL (the farm's Redis)")
+    farm = Farm(settings, settings.redis_url)
+    holder: dict = {}
+    backend = make_backend(settings, farm, lambda ev: holder["scheduler"].on_exit(ev))
+    if teardown:
+        if not hasattr(backend, "teardown"):
+            raise LaunchError("--teardown applies to --backend mesos")
+        backend.teardown()
+        for bid in farm.builds.active_ids():
+            farm.end(bid, State.ERROR, "the Mesos framework was torn down", close_log=True)
+            farm.builds.drop_active(bid)
+        return
+    scheduler = holder["scheduler"] = Scheduler(farm, backend)
+    try:
+        scheduler.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.stop()
+        backend.close()
 
 
 def run_up(settings: Settings) -> None:
@@ -47,17 +90,19 @@ def run_up(settings: Settings) -> None:
     holder: dict = {}
     backend = make_backend(settings, farm, lambda ev: holder["scheduler"].on_exit(ev))
     scheduler = holder["scheduler"] = Scheduler(farm, backend)
-    farm.image_check = backend.check_image
+    if settings.backend == "local":
+        farm.image_check = backend.check_image
     thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
     thread.start()
 
     app = create_app(farm)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=2))
-    a = backend.agents()[0]
-    log.warning("buildfarm up: API on http://%s:%s, backend %s/%s (%g cpus, %d MB), data in %s",
-                settings.host, settings.port, settings.backend, settings.isolation, a.capacity.cpus,
-                a.capacity.mem, settings.data_dir)
+    where = (f"Mesos master {settings.mesos.master}" if settings.backend == "mesos" else
+             "local/{} ({:g} cpus, {} MB)".format(settings.isolation, backend.agents()[0].capacity.cpus,
+                                                  backend.agents()[0].capacity.mem))
+    log.warning("buildfarm up: API on http://%s:%s, backend %s, data in %s", settings.host, settings.port,
+                where, settings.data_dir)
     try:
         server.run()
     finally:

@@ -6,14 +6,16 @@ Errors are JSON: {"error": "what is wrong and how to fix it", "details": [...]}.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import Body, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from .. import __version__
+from ..agent_bundle import build_bundle, bundle_tarball
 from ..artifacts import ArtifactPathError, ChecksumMismatch, safe_relpath
 from ..records import BuildNotFound
 from ..service import Conflict, Farm, SubmitError
@@ -165,6 +167,19 @@ def create_app(farm: Farm) -> FastAPI:
         return {"status": "ready", "version": __version__}
 
     # -- the agent's reports (token scoped to one build) ------------------------------------------
+    bundle: dict[str, Any] = {}
+
+    @app.get("/api/v1/agent/bundle.tar.gz", tags=["agent"], summary="The build agent, for the Mesos fetcher",
+             response_class=Response)
+    def agent_bundle():
+        if "data" not in bundle:
+            path = Path(farm.settings.data_dir) / "agent"
+            if not (path / "buildfarm_agent.py").exists():
+                build_bundle(path)
+            bundle["data"], bundle["sha256"] = bundle_tarball(path)
+        return Response(bundle["data"], media_type="application/gzip",
+                        headers={"X-Checksum-Sha256": bundle["sha256"]})
+
     def agent_auth(build_id: str, authorization: str | None) -> None:
         token = (authorization or "").removeprefix("Bearer ").strip()
         if not token or not builds.exists(build_id) or not builds.check_token(build_id, token):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 from ..scheduler import Agent, Offer
 from ..spec import BuildSpec
@@ -13,14 +13,21 @@ class LaunchError(RuntimeError):
     """The build could not be started; the message says why and what to do."""
 
 
+EXITED = "exited"  # the container ended; `code` is its status
+LAUNCH_FAILED = "launch_failed"  # it never started (missing image, invalid task): not worth a retry
+LOST = "lost"  # the agent or the task was lost: retried elsewhere when the build allows
+
+
 @dataclass(frozen=True)
 class Exit:
-    """A build's container (or process) ended."""
+    """A build's container (or process) ended, or was lost."""
 
     build_id: str
     attempt: int
     code: int
     detail: str = ""  # e.g. "out of memory (limit 512 MB)", the agent's last diagnostics
+    kind: str = EXITED
+    ack: Callable[[], Any] | None = field(default=None, compare=False)  # once the end is recorded
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,12 @@ class Backend(Protocol):
 
     def cleanup(self, build_id: str) -> None: ...
 
-    def recover(self) -> dict[str, Found]: ...
+    def recover(self) -> dict[str, Found] | None:
+        """What runs now, by build id; None when the backend learns it later (Mesos reconciles)."""
+
+    def adopt(self, build_id: str, spec: BuildSpec) -> None: ...
+
+    def settle(self, pending: int) -> None:
+        """End of a round: answer offers not used, suppress or revive them."""
 
     def close(self) -> None: ...

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..config import Settings
 from ..scheduler import Agent, Offer, Resources
 from ..spec import BuildSpec
-from .base import Exit, ExitListener, Found, LaunchError
+from .base import LAUNCH_FAILED, Exit, ExitListener, Found, LaunchError
 
 log = logging.getLogger("buildfarm.local")
 
@@ -96,10 +96,11 @@ class LocalBackend:
         try:
             self.runner.start(build_id, attempt, spec, token)
         except LaunchError as e:
-            self.runner.on_exit(Exit(build_id, attempt, -1, str(e)))
+            self.runner.on_exit(Exit(build_id, attempt, -1, str(e), LAUNCH_FAILED))
         except Exception as e:  # an engine error: report it, never leave the build launching
             log.exception("launch of %s failed", build_id)
-            self.runner.on_exit(Exit(build_id, attempt, -1, f"the local backend could not start the build: {e}"))
+            self.runner.on_exit(Exit(build_id, attempt, -1, f"the local backend could not start the build: {e}",
+                                     LAUNCH_FAILED))
 
     def kill(self, build_id: str) -> None:
         self._pool.submit(self.runner.kill, build_id)
@@ -114,6 +115,9 @@ class LocalBackend:
     def adopt(self, build_id: str, spec: BuildSpec) -> None:
         self.allocate(build_id, spec)
         self.runner.watch(build_id)
+
+    def settle(self, pending: int) -> None:
+        """Nothing to answer: the local backend's offers are not held by anyone."""
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

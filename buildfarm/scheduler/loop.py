@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 
-from ..backends.base import Backend, Exit, Found
+from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
 from ..states import ACTIVE, TERMINAL, State
@@ -61,9 +61,13 @@ class Scheduler:
         """One round. Returns whether anything is in flight (then the loop wakes every second
         to watch timeouts)."""
         while self._exits:
-            self.handle_exit(self._exits.popleft())
+            ev = self._exits.popleft()
+            self.handle_exit(ev)
+            if ev.ack:  # recorded: the backend may now acknowledge it (Mesos status updates)
+                ev.ack()
         active = self.check_active()
         queued = self.place()
+        self.backend.settle(queued)
         self.farm.builds.publish_agents([_agent_json(a, self.backend) for a in self.backend.agents()])
         return bool(active or queued)
 
@@ -165,14 +169,19 @@ class Scheduler:
             self.backend.cleanup(ev.build_id)
             return
         if int(h.get("attempt", 0)) != ev.attempt and State(h["state"]) not in TERMINAL:
-            self.backend.cleanup(ev.build_id)  # an old attempt's leftovers
-            return
+            return  # an earlier attempt's end: it was cleaned up when the build was requeued
         state = State(h["state"])
         if state in ACTIVE:
             # The container ended without the agent reporting a result.
             spec = BuildSpec.model_validate_json(h["spec"])
-            if ev.code == -1 and ev.detail:
+            if ev.kind == LAUNCH_FAILED:
                 self.farm.end(ev.build_id, State.ERROR, ev.detail)
+            elif ev.kind == LOST and state is State.LAUNCHING:
+                # The agent never started the steps: running it elsewhere cannot run it twice.
+                self.backend.cleanup(ev.build_id)
+                self.farm.requeue(ev.build_id, ev.detail)
+            elif ev.kind == LOST:
+                self._retry_or_error(ev.build_id, h, spec, ev.detail)
             elif ev.code == MISSING_PYTHON:
                 self.farm.end(ev.build_id, State.ERROR, f"image {spec.image!r} cannot run the agent: it needs "
                                                         f"python3 and git (exit 127: {ev.detail[-200:]})")
@@ -186,10 +195,11 @@ class Scheduler:
         self._finish_cleanup(ev.build_id)
 
     def _retry_or_error(self, build_id: str, h: dict, spec: BuildSpec, reason: str) -> None:
-        attempt = int(h.get("attempt", 0))
-        if attempt <= spec.retries:
+        used = int(h.get("retries_used") or 0)
+        if used < spec.retries:
             self.backend.cleanup(build_id)
-            self.farm.requeue(build_id, reason)
+            self.farm.builds.set_fields(build_id, retries_used=used + 1)
+            self.farm.requeue(build_id, f"{reason} (retry {used + 1} of {spec.retries})")
         else:
             self.farm.end(build_id, State.ERROR, reason)
 
@@ -204,8 +214,16 @@ class Scheduler:
     def recover(self) -> None:
         """Match what the backend runs with what Redis says is launched: adopt what still runs,
         settle what ended while the farm was down, requeue what never started."""
-        found: dict[str, Found] = self.backend.recover()
+        found: dict[str, Found] | None = self.backend.recover()
         active = set(self.farm.builds.active_ids())
+        if found is None:  # the backend reconciles by itself (Mesos): settle only what ended
+            for bid in sorted(active):
+                h = self.farm.builds.r.hgetall(f"bf:build:{bid}")
+                if not h or h["state"] in _TERMINAL or h["state"] == State.QUEUED.value:
+                    self._finish_cleanup(bid) if h else self.farm.builds.drop_active(bid)
+                else:
+                    self.backend.adopt(bid, BuildSpec.model_validate_json(h["spec"]))
+            return
         for bid in sorted(active | set(found)):
             try:
                 h = self.farm.builds.raw(bid)

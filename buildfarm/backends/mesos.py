@@ -1,0 +1,438 @@
+"""The Mesos backend: buildfarm as a Mesos framework (pymesos, v1 scheduler HTTP API).
+
+Offers become the core's offers; each launch becomes a Docker task (the build's image, host
+network by default, the mirror cache as a volume, the agent fetched from the API by the Mesos
+fetcher). It is a good citizen of a shared cluster: every offer is answered in the round it
+arrives (used, or declined with a `refuse_seconds` filter), offers are SUPPRESSed while the queue
+is empty and REVIVEd when a build arrives. The framework id lives in Redis, so a restarted
+scheduler re-subscribes as the same framework (its tasks keep running) and reconciles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..scheduler import Agent, Offer, Resources
+from ..spec import BuildSpec
+from .base import EXITED, LAUNCH_FAILED, LOST, Exit, ExitListener, Found
+
+log = logging.getLogger("buildfarm.mesos")
+
+FRAMEWORK_ID_KEY = "bf:mesos:framework-id"
+CACHE_MOUNT = "/buildfarm-cache"
+_EXIT_STATUS = re.compile(r"exited with status (\d+)")
+
+# Task states that end a task, and what they mean for the build.
+_GONE = {"TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNREACHABLE", "TASK_UNKNOWN"}
+TERMINAL_TASK_STATES = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR"} | _GONE
+
+
+@dataclass
+class MesosOptions:
+    master: str  # host:port (or zk://...)
+    name: str = "buildfarm"
+    role: str = "*"
+    principal: str | None = None
+    secret: str | None = None
+    failover_timeout: float = 7 * 24 * 3600
+    checkpoint: bool = True
+    network: str = "HOST"  # Docker network of build tasks: HOST or BRIDGE
+    cache_host_path: str = "/var/cache/buildfarm"
+    reconcile_interval: float = 60.0
+    decline_seconds_idle: float = 120.0  # filter on offers declined while the queue is empty
+    decline_seconds_busy: float = 5.0  # filter on offers declined that could not fit what waits
+    extra_volumes: list[dict[str, str]] = field(default_factory=list)
+
+
+def task_id_for(build_id: str, attempt: int) -> str:
+    return f"{build_id}-{attempt}"
+
+
+def parse_task_id(task_id: str) -> tuple[str, int]:
+    build_id, _, attempt = task_id.rpartition("-")
+    return build_id, int(attempt) if attempt.isdigit() else 0
+
+
+def exit_for_status(status: dict[str, Any]) -> Exit | None:
+    """A task status as the build sees it: None while the task lives, else how it ended."""
+    state = status.get("state", "")
+    if state not in TERMINAL_TASK_STATES:
+        return None
+    build_id, attempt = parse_task_id(status.get("task_id", {}).get("value", ""))
+    reason = status.get("reason", "")
+    message = status.get("message", "")
+    where = status.get("agent_id", {}).get("value", "")
+    detail = f"{state}{' ' + reason if reason else ''}{': ' + message if message else ''}"
+    if state == "TASK_FINISHED":
+        return Exit(build_id, attempt, 0, "", EXITED)
+    if state == "TASK_FAILED":
+        if reason in ("REASON_CONTAINER_LAUNCH_FAILED", "REASON_TASK_INVALID", "REASON_CONTAINER_PREEMPTED"):
+            return Exit(build_id, attempt, -1, f"the task could not start on {where}: {message or reason}",
+                        LAUNCH_FAILED)
+        m = _EXIT_STATUS.search(message)
+        if reason == "REASON_CONTAINER_LIMITATION_MEMORY":
+            return Exit(build_id, attempt, 137, f"killed: out of memory ({message})", EXITED)
+        return Exit(build_id, attempt, int(m.group(1)) if m else -2, detail, EXITED)
+    if state == "TASK_KILLED":
+        return Exit(build_id, attempt, 137, detail, EXITED)
+    if state == "TASK_ERROR":
+        return Exit(build_id, attempt, -1, f"Mesos refused the task: {message or reason}", LAUNCH_FAILED)
+    return Exit(build_id, attempt, -1, f"the task was lost ({detail})", LOST)
+
+
+def _scalars(resources: list[dict[str, Any]], role: str) -> Resources:
+    total = {"cpus": 0.0, "mem": 0.0, "disk": 0.0}
+    for r in resources:
+        if r.get("type", "SCALAR") != "SCALAR" or r.get("name") not in total:
+            continue
+        if r.get("role", "*") not in ("*", role) and not r.get("allocation_info"):
+            continue
+        total[r["name"]] += float(r.get("scalar", {}).get("value", 0))
+    return Resources(round(total["cpus"], 6), int(total["mem"]), int(total["disk"]))
+
+
+def _attributes(attrs: list[dict[str, Any]]) -> dict[str, str]:
+    out = {}
+    for a in attrs or []:
+        if "text" in a:
+            out[a["name"]] = str(a["text"].get("value", ""))
+        elif "scalar" in a:
+            out[a["name"]] = f"{a['scalar'].get('value', 0):g}"
+    return out
+
+
+class MesosBackend:
+    name = "mesos"
+
+    def __init__(self, options: MesosOptions, redis_client, api_url: str, on_exit: ExitListener,
+                 wake: Callable[[str], None], active_tasks: Callable[[], list[str]],
+                 driver_factory: Callable[..., Any] | None = None):
+        self.opts = options
+        self.r = redis_client
+        self.api_url = api_url.rstrip("/")
+        self.on_exit = on_exit
+        self.wake = wake
+        self.active_tasks = active_tasks  # task ids of builds the farm believes launched
+        self._lock = threading.RLock()
+        self._offers: dict[str, dict[str, Any]] = {}
+        self._agents: dict[str, Agent] = {}
+        self._totals: dict[str, Resources] = {}  # from the master's /slaves, when it answers
+        self._alloc: dict[str, tuple[str, Resources]] = {}  # build id -> (agent id, resources)
+        self._to_launch: dict[str, list[dict[str, Any]]] = {}  # agent id -> task infos this round
+        self.suppressed = False
+        self.connected = threading.Event()
+        self._last_reconcile = 0.0
+        self.framework_id = self.r.get(FRAMEWORK_ID_KEY)
+        framework = {
+            "user": "root",
+            "name": options.name,
+            "role": options.role,
+            "failover_timeout": options.failover_timeout,
+            "checkpoint": options.checkpoint,
+            "hostname": "",
+            "capabilities": [{"type": "TASK_KILLING_STATE"}, {"type": "PARTITION_AWARE"}],
+        }
+        framework.pop("hostname")
+        if options.principal:
+            framework["principal"] = options.principal
+        if self.framework_id:
+            framework["id"] = {"value": self.framework_id}
+        if driver_factory is None:
+            from pymesos import MesosSchedulerDriver
+
+            driver_factory = MesosSchedulerDriver
+        self.driver = driver_factory(_Callbacks(self), framework, options.master, use_addict=False,
+                                     implicit_acknowledgements=False, principal=options.principal,
+                                     secret=options.secret, failover=True)
+        self.driver.start()
+
+    # -- what the scheduler loop asks ------------------------------------------------------------
+    def agents(self) -> list[Agent]:
+        with self._lock:
+            out = []
+            for aid, a in self._agents.items():
+                cap = self._totals.get(aid) or a.capacity
+                out.append(Agent(aid, a.host, cap, a.attributes))
+            return out
+
+    def offers(self) -> list[Offer]:
+        with self._lock:
+            free: dict[str, Resources] = {}
+            for o in self._offers.values():
+                aid = o["agent_id"]["value"]
+                r = _scalars(o.get("resources", []), self.opts.role)
+                prev = free.get(aid, Resources(0, 0, 0))
+                free[aid] = Resources(round(prev.cpus + r.cpus, 6), prev.mem + r.mem, prev.disk + r.disk)
+            return [Offer(aid, r) for aid, r in free.items()]
+
+    def check_image(self, image: str) -> str | None:
+        return None  # the cluster's agents pull it; a missing image fails the task with the reason
+
+    def launch(self, build_id: str, attempt: int, spec: BuildSpec, token: str, agent_id: str) -> None:
+        task = self.task_info(build_id, attempt, spec, token, agent_id)
+        r = spec.resources
+        with self._lock:
+            self._alloc[build_id] = (agent_id, Resources(r.cpus, r.mem, r.disk))
+            self._to_launch.setdefault(agent_id, []).append(task)
+
+    def task_info(self, build_id: str, attempt: int, spec: BuildSpec, token: str, agent_id: str) -> dict[str, Any]:
+        r = spec.resources
+        env = {
+            "BUILDFARM_API": self.api_url,
+            "BUILDFARM_BUILD_ID": build_id,
+            "BUILDFARM_TOKEN": token,
+            "BUILDFARM_CACHE": CACHE_MOUNT,
+            "BUILDFARM_WORKSPACE": "/workspace",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        resources = [{"name": "cpus", "type": "SCALAR", "scalar": {"value": r.cpus}},
+                     {"name": "mem", "type": "SCALAR", "scalar": {"value": r.mem}}]
+        if r.disk:
+            resources.append({"name": "disk", "type": "SCALAR", "scalar": {"value": r.disk}})
+        if self.opts.role != "*":
+            for res in resources:
+                res["allocation_info"] = {"role": self.opts.role}
+        volumes = [{"container_path": CACHE_MOUNT, "host_path": self.opts.cache_host_path, "mode": "RW"}]
+        volumes += [dict(v) for v in self.opts.extra_volumes]
+        return {
+            "name": f"buildfarm build {build_id}",
+            "task_id": {"value": task_id_for(build_id, attempt)},
+            "agent_id": {"value": agent_id},
+            "resources": resources,
+            "command": {
+                "shell": True,
+                "value": 'PYTHONPATH="$MESOS_SANDBOX/buildfarm-agent" exec python3 '
+                         '"$MESOS_SANDBOX/buildfarm-agent/buildfarm_agent.py"',
+                "uris": [{"value": f"{self.api_url}/api/v1/agent/bundle.tar.gz", "extract": True, "cache": False}],
+                "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]},
+            },
+            "container": {
+                "type": "DOCKER",
+                "docker": {"image": spec.image, "network": self.opts.network, "force_pull_image": False},
+                "volumes": volumes,
+            },
+            "labels": {"labels": [{"key": "buildfarm.build-id", "value": build_id},
+                                  {"key": "buildfarm.attempt", "value": str(attempt)}]},
+        }
+
+    def kill(self, build_id: str) -> None:
+        with self._lock:
+            held = self._alloc.get(build_id)
+        attempt = self._attempt_of(build_id)
+        if attempt is not None:
+            self._call(self.driver.killTask, {"value": task_id_for(build_id, attempt)})
+        elif held is None:
+            log.info("kill %s: no task known", build_id)
+
+    def _attempt_of(self, build_id: str) -> int | None:
+        for tid in self.active_tasks():
+            bid, attempt = parse_task_id(tid)
+            if bid == build_id:
+                return attempt
+        return None
+
+    def cleanup(self, build_id: str) -> None:
+        with self._lock:
+            self._alloc.pop(build_id, None)
+
+    def recover(self) -> dict[str, Found] | None:
+        return None  # reconciliation on (re)subscription tells what runs
+
+    def adopt(self, build_id: str, spec: BuildSpec) -> None:
+        """After a restart: hold the build's resources until the master says how it is."""
+        r = spec.resources
+        with self._lock:
+            self._alloc.setdefault(build_id, ("?", Resources(r.cpus, r.mem, r.disk)))
+
+    def settle(self, pending: int) -> None:
+        """Answer every held offer now: accept with this round's launches, decline the rest."""
+        with self._lock:
+            by_agent: dict[str, list[str]] = {}
+            for oid, o in self._offers.items():
+                by_agent.setdefault(o["agent_id"]["value"], []).append(oid)
+            launches, self._to_launch = self._to_launch, {}
+            self._offers.clear()
+        for agent_id, offer_ids in by_agent.items():
+            tasks = launches.pop(agent_id, None)
+            ids = [{"value": i} for i in offer_ids]
+            if tasks:
+                self._call(self.driver.launchTasks, ids, tasks, {"refuse_seconds": 1.0})
+            else:
+                seconds = self.opts.decline_seconds_busy if pending else self.opts.decline_seconds_idle
+                self._call(self.driver.declineOffer, ids, {"refuse_seconds": seconds})
+        for agent_id, tasks in launches.items():  # offers rescinded under us: report them lost
+            for t in tasks:
+                bid, attempt = parse_task_id(t["task_id"]["value"])
+                self.on_exit(Exit(bid, attempt, -1, f"the offer on {agent_id} was rescinded before launch", LOST))
+        if pending and self.suppressed:
+            if self._call(self.driver.reviveOffers):
+                self.suppressed = False
+        elif not pending and not self.suppressed and not by_agent and self.connected.is_set():
+            if self._call(self.driver.suppressOffers):
+                self.suppressed = True
+        if self.connected.is_set() and time.monotonic() - self._last_reconcile > self.opts.reconcile_interval:
+            self.reconcile()
+
+    def reconcile(self) -> None:
+        self._last_reconcile = time.monotonic()
+        tasks = [{"task_id": {"value": t}} for t in self.active_tasks()]
+        if tasks:
+            self._call(self.driver.reconcileTasks, tasks)
+        self._refresh_totals()
+
+    def _refresh_totals(self) -> None:
+        """Agents' whole capacity from the master's /slaves (offers only show what is free)."""
+        master = getattr(self.driver, "master", None)
+        if not master:
+            return
+        try:
+            with urllib.request.urlopen(f"http://{master}/slaves", timeout=5) as resp:
+                slaves = json.loads(resp.read()).get("slaves", [])
+        except Exception as e:
+            log.debug("no /slaves from %s: %s", master, e)
+            return
+        with self._lock:
+            for s in slaves:
+                res = s.get("resources", {})
+                aid = s["id"]
+                self._totals[aid] = Resources(float(res.get("cpus", 0)), int(res.get("mem", 0)),
+                                              int(res.get("disk", 0)))
+                attrs = {k: str(v) for k, v in (s.get("attributes") or {}).items()}
+                if aid not in self._agents or not s.get("active", True):
+                    self._agents[aid] = Agent(aid, s.get("hostname", ""), self._totals[aid], attrs)
+            for aid in [a for a in self._agents if a not in {s["id"] for s in slaves}]:
+                self._agents.pop(aid, None)
+                self._totals.pop(aid, None)
+
+    def teardown(self) -> None:
+        """End the framework: Mesos kills its tasks; the next start registers anew."""
+        self.connected.wait(30)
+        self.driver.stop(failover=False)
+        self.r.delete(FRAMEWORK_ID_KEY)
+
+    def close(self) -> None:
+        self.driver.stop(failover=True)
+
+    def _call(self, fn, *args) -> bool:
+        try:
+            fn(*args)
+            return True
+        except Exception as e:  # disconnected, or the master refused: the next round tries again
+            log.warning("mesos call %s failed: %s", getattr(fn, "__name__", fn), e)
+            return False
+
+    # -- events from the driver (its thread) --------------------------------------------------------
+    def subscribed(self, framework_id: str) -> None:
+        self.framework_id = framework_id
+        self.r.set(FRAMEWORK_ID_KEY, framework_id)
+        self.suppressed = False  # a new subscription starts unsuppressed
+        self.connected.set()
+        self._last_reconcile = 0.0
+        self.wake("subscribed")  # the next round reconciles
+
+    def disconnected(self) -> None:
+        self.connected.clear()
+        with self._lock:
+            self._offers.clear()
+
+    def offers_arrived(self, offers: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for o in offers:
+                self._offers[o["id"]["value"]] = o
+                aid = o["agent_id"]["value"]
+                offered = _scalars(o.get("resources", []), self.opts.role)
+                used = [r for a, r in self._alloc.values() if a == aid]
+                est = Resources(round(offered.cpus + sum(r.cpus for r in used), 6),
+                                offered.mem + sum(r.mem for r in used), offered.disk + sum(r.disk for r in used))
+                old = self._agents.get(aid)
+                cap = old.capacity if old else est
+                cap = Resources(max(cap.cpus, est.cpus), max(cap.mem, est.mem), max(cap.disk, est.disk))
+                self._agents[aid] = Agent(aid, o.get("hostname", ""), cap, _attributes(o.get("attributes", [])))
+        self.wake("offers")
+
+    def offer_rescinded(self, offer_id: str) -> None:
+        with self._lock:
+            self._offers.pop(offer_id, None)
+
+    def agent_lost(self, agent_id: str) -> None:
+        with self._lock:
+            self._agents.pop(agent_id, None)
+            self._totals.pop(agent_id, None)
+            for oid in [i for i, o in self._offers.items() if o["agent_id"]["value"] == agent_id]:
+                self._offers.pop(oid)
+        self.wake("agent-lost")
+
+    def status_update(self, status: dict[str, Any]) -> None:
+        state = status.get("state", "")
+        task_id = status.get("task_id", {}).get("value", "")
+        build_id, attempt = parse_task_id(task_id)
+        ack = (lambda: self._call(self.driver.acknowledgeStatusUpdate, status)) if "uuid" in status else None
+        ev = exit_for_status(status)
+        log.info("task %s: %s %s", task_id, state, status.get("message", ""))
+        if ev is None:
+            agent = status.get("agent_id", {}).get("value")
+            if agent:
+                with self._lock:
+                    if build_id in self._alloc:
+                        self._alloc[build_id] = (agent, self._alloc[build_id][1])
+            if ack:
+                ack()
+            return
+        if state == "TASK_UNREACHABLE":  # it may come back: make sure it cannot run on as well
+            self._call(self.driver.killTask, {"value": task_id})
+        self.on_exit(Exit(ev.build_id, ev.attempt, ev.code, ev.detail, ev.kind, ack))
+
+    def framework_error(self, message: str) -> None:
+        log.error("Mesos framework error: %s", message)
+        if "removed" in message.lower() or "failover" in message.lower():
+            self.r.delete(FRAMEWORK_ID_KEY)
+
+
+class _Callbacks:
+    """pymesos' Scheduler interface, forwarded to the backend."""
+
+    def __init__(self, backend: MesosBackend):
+        self.b = backend
+
+    def registered(self, driver, framework_id, master_info):
+        self.b.subscribed(framework_id["value"])
+
+    def reregistered(self, driver, master_info):
+        self.b.subscribed(driver.framework_id)
+
+    def disconnected(self, driver):
+        self.b.disconnected()
+
+    def resourceOffers(self, driver, offers):
+        self.b.offers_arrived(offers)
+
+    def inverseOffers(self, driver, offers):
+        pass
+
+    def offerRescinded(self, driver, offer_id):
+        self.b.offer_rescinded(offer_id["value"])
+
+    def statusUpdate(self, driver, status):
+        self.b.status_update(status)
+
+    def frameworkMessage(self, driver, executor_id, agent_id, data):
+        pass
+
+    def slaveLost(self, driver, agent_id):
+        self.b.agent_lost(agent_id["value"])
+
+    def executorLost(self, driver, executor_id, agent_id, status):
+        pass
+
+    def error(self, driver, message):
+        self.b.framework_error(message)
+
+    def processHeartBeat(self, driver):
+        pass
