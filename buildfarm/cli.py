@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .client import Client, ClientError, TERMINAL_STATES, write_stream
+from .client import TERMINAL_STATES, Client, ClientError, write_stream
 from .spec import parse_env_pairs
 from .states import EXIT_INFRA_ERROR, exit_code_for
 

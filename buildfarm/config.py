@@ -29,7 +29,7 @@ class Settings:
     check_repos: bool = True  # `git ls-remote` at submit time: unknown refs fail fast
     max_artifact_bytes: int = 4 * 1024**3
     max_log_chunk: int = 4 * 1024**2
-    mesos: "object | None" = None  # backends.mesos.MesosOptions with --backend mesos
+    mesos: object | None = None  # backends.mesos.MesosOptions with --backend mesos
 
     @property
     def logs_dir(self) -> Path:

@@ -58,9 +58,8 @@ class LogStore:
 
     def append_system(self, build_id: str, text: str) -> None:
         """A line from the farm itself, e.g. why a build was stopped."""
-        with self._locked(build_id):
-            with open(self.path(build_id), "ab") as f:
-                f.write(f"[buildfarm] {text}\n".encode())
+        with self._locked(build_id), open(self.path(build_id), "ab") as f:
+            f.write(f"[buildfarm] {text}\n".encode())
         self.notifier.notify(build_id)
 
     def close(self, build_id: str) -> None:
@@ -111,7 +110,7 @@ class Notifier:
             self._waiters.setdefault(build_id, set()).add(entry)
         try:
             await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             with self._lock:

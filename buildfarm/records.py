@@ -11,7 +11,8 @@ import json
 import secrets
 import time
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 

@@ -99,8 +99,7 @@ def run_up(settings: Settings) -> None:
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=2))
     where = (f"Mesos master {settings.mesos.master}" if settings.backend == "mesos" else
-             "local/{} ({:g} cpus, {} MB)".format(settings.isolation, backend.agents()[0].capacity.cpus,
-                                                  backend.agents()[0].capacity.mem))
+             f"local/{settings.isolation} ({backend.agents()[0].capacity.cpus:g} cpus, {backend.agents()[0].capacity.mem} MB)")
     log.warning("buildfarm up: API on http://%s:%s, backend %s, data in %s", settings.host, settings.port,
                 where, settings.data_dir)
     try:

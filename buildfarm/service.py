@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -185,4 +186,4 @@ def check_remote(url: str, ref: str | None, timeout: float = 20.0) -> None:
     raise SubmitError(f"ref {ref!r} not found in {url}; branches: {', '.join(branches[:10]) or 'none'}", "ref")
 
 
-__all__ = ["Farm", "SubmitError", "Conflict", "BuildNotFound", "check_remote", "connect", "ACTIVE"]
+__all__ = ["ACTIVE", "BuildNotFound", "Conflict", "Farm", "SubmitError", "check_remote", "connect"]

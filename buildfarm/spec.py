@@ -117,7 +117,7 @@ class BuildSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _what_to_run(self) -> "BuildSpec":
+    def _what_to_run(self) -> BuildSpec:
         if bool(self.command) == bool(self.steps):
             raise ValueError("give exactly one of 'command' (an argv list) or 'steps' (shell lines)")
         if self.steps and any(not s.strip() for s in self.steps):

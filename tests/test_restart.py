@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from .conftest import IMAGE, wait_until
+from .conftest import wait_until
 
 pytestmark = pytest.mark.docker
 

@@ -16,8 +16,9 @@ import re
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..scheduler import Agent, Offer, Resources
 from ..spec import BuildSpec

@@ -3,4 +3,4 @@
 from .feasible import Agent, Offer, PendingBuild, Resources, constraints_met, unmet_reason
 from .select import Launch, Plan, plan
 
-__all__ = ["Agent", "Offer", "PendingBuild", "Resources", "Launch", "Plan", "plan", "constraints_met", "unmet_reason"]
+__all__ = ["Agent", "Launch", "Offer", "PendingBuild", "Plan", "Resources", "constraints_met", "plan", "unmet_reason"]

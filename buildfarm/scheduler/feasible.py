@@ -6,8 +6,8 @@ every constraint; it fits when the agent's free resources cover its request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 Constraint = tuple[str, str, str]  # (attribute, "==" | "!=", value)
 
@@ -18,11 +18,11 @@ class Resources:
     mem: int
     disk: int = 0
 
-    def covers(self, other: "Resources") -> bool:
+    def covers(self, other: Resources) -> bool:
         # A small epsilon so 0.1 + 0.2 style sums do not refuse an exact fit.
         return (self.cpus + 1e-9 >= other.cpus and self.mem >= other.mem and self.disk >= other.disk)
 
-    def minus(self, other: "Resources") -> "Resources":
+    def minus(self, other: Resources) -> Resources:
         return Resources(round(self.cpus - other.cpus, 6), self.mem - other.mem, self.disk - other.disk)
 
 
