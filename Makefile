@@ -19,10 +19,12 @@ bench: deps venv images
 deps:
 	@scripts/deps.sh
 
-# The virtualenv is rebuilt only when pyproject.toml changes.
+# The virtualenv is rebuilt only when its inputs change. pymesos goes first: its http-parser
+# dependency needs a rebuild on Python 3.11 (see scripts/install-pymesos.sh).
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml scripts/install-pymesos.sh
 	$(PYTHON) -m venv $(VENV)
+	scripts/install-pymesos.sh $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
