@@ -6,6 +6,7 @@ Under CI=true a missing Docker engine or redis-server is a failure, never a skip
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -13,7 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -224,8 +227,11 @@ class FarmProcess:
 
     def wait_done(self, build_id: str, timeout: float = 120) -> dict:
         terminal = {"succeeded", "failed", "timed_out", "cancelled", "error"}
-        return wait_until(lambda: (b := self.build(build_id))["state"] in terminal and b, timeout, 0.2,
-                          what=f"build {build_id} to end")
+        try:
+            return wait_until(lambda: (b := self.build(build_id))["state"] in terminal and b, timeout, 0.2,
+                              what=f"build {build_id} to end")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {json.dumps(self.build(build_id))[:3000]}") from None
 
     def log_text(self, build_id: str) -> bytes:
         out = self.cli("logs", build_id)
@@ -259,3 +265,34 @@ def containers_of(build_id: str) -> list[str]:
     out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=buildfarm.build-id={build_id}"],
                          capture_output=True, text=True)
     return out.stdout.split()
+
+
+class RunCounter:
+    """Counts, per build id, how many times a build's command really started (over HTTP on 127.0.0.1)."""
+
+    def __init__(self):
+        self.hits: collections.Counter = collections.Counter()
+        counter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                counter.hits[self.path.rsplit("/", 1)[-1]] += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def counter():
+    c = RunCounter()
+    yield c
+    c.close()

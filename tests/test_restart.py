@@ -2,46 +2,11 @@
 
 from __future__ import annotations
 
-import collections
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from .conftest import wait_until
 
 pytestmark = pytest.mark.docker
-
-
-class RunCounter:
-    """Counts, per build id, how many times a build's command really started (over HTTP on 127.0.0.1)."""
-
-    def __init__(self):
-        self.hits: collections.Counter = collections.Counter()
-        counter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                counter.hits[self.path.rsplit("/", 1)[-1]] += 1
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-
-
-@pytest.fixture
-def counter():
-    c = RunCounter()
-    yield c
-    c.close()
 
 
 def test_sigkill_during_five_builds_then_restart_finishes_each_exactly_once(fresh_farm, git_server, counter):

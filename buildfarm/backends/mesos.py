@@ -128,6 +128,7 @@ class MesosBackend:
         self._alloc: dict[str, tuple[str, Resources]] = {}  # build id -> (agent id, resources)
         self._to_launch: dict[str, list[dict[str, Any]]] = {}  # agent id -> task infos this round
         self.suppressed = False
+        self._idle_filters = False  # offers were declined with the long idle filter since the last REVIVE
         self.connected = threading.Event()
         self._last_reconcile = 0.0
         self.framework_id = self.r.get(FRAMEWORK_ID_KEY)
@@ -267,14 +268,16 @@ class MesosBackend:
                 self._call(self.driver.launchTasks, ids, tasks, {"refuse_seconds": 1.0})
             else:
                 seconds = self.opts.decline_seconds_busy if pending else self.opts.decline_seconds_idle
-                self._call(self.driver.declineOffer, ids, {"refuse_seconds": seconds})
+                if self._call(self.driver.declineOffer, ids, {"refuse_seconds": seconds}) and not pending:
+                    self._idle_filters = True
         for agent_id, tasks in launches.items():  # offers rescinded under us: report them lost
             for t in tasks:
                 bid, attempt = parse_task_id(t["task_id"]["value"])
                 self.on_exit(Exit(bid, attempt, -1, f"the offer on {agent_id} was rescinded before launch", LOST))
-        if pending and self.suppressed:
+        if pending and (self.suppressed or self._idle_filters):
+            # A build waits: lift the suppression and the long filters of offers declined while idle.
             if self._call(self.driver.reviveOffers):
-                self.suppressed = False
+                self.suppressed = self._idle_filters = False
         elif not pending and not self.suppressed and not by_agent and self.connected.is_set():
             if self._call(self.driver.suppressOffers):
                 self.suppressed = True
@@ -334,6 +337,7 @@ class MesosBackend:
         self.framework_id = framework_id
         self.r.set(FRAMEWORK_ID_KEY, framework_id)
         self.suppressed = False  # a new subscription starts unsuppressed
+        self._idle_filters = True  # and filters may survive a failover: revive when builds wait
         self.connected.set()
         self._last_reconcile = 0.0
         self.wake("subscribed")  # the next round reconciles

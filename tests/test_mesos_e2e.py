@@ -1,0 +1,196 @@
+"""buildfarm as a Mesos framework: unmodified pymesos, talking HTTP to a master double that speaks
+the v1 scheduler API (tests/doubles/mesos.py), whose agents run the tasks as real containers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import httpx
+import pytest
+
+from .conftest import BUILDFARM, IMAGE, FarmProcess, wait_until
+from .doubles.mesos import AgentSpec, MesosDouble
+
+pytestmark = pytest.mark.docker
+
+X86 = AgentSpec("agent-x86", "x86-host", cpus=2, mem=4096, attributes={"arch": "x86_64", "os": "el9"})
+ARM = AgentSpec("agent-arm", "arm-host", cpus=2, mem=4096, attributes={"arch": "aarch64", "os": "el9"})
+EL8 = AgentSpec("agent-el8", "el8-host", cpus=1, mem=2048, attributes={"arch": "x86_64", "os": "el8"})
+
+
+class MesosFarm:
+    def __init__(self, tmp_path, agents):
+        self.master = MesosDouble(agents, heartbeat_seconds=5, kill_grace=1, update_retry_seconds=2).start()
+        self.tmp = tmp_path
+        self.farm = FarmProcess(tmp_path / "data", "--backend", "mesos", "--master", self.master.address,
+                                "--mesos-cache-path", str(tmp_path / "cache"))
+
+    def stop(self):
+        self.farm.stop()
+        self.master.stop()
+
+
+@pytest.fixture
+def mesos_farm(tmp_path, docker_engine, redis_binary):
+    made = []
+
+    def make(agents=(X86,)):
+        m = MesosFarm(tmp_path, list(agents))
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.stop()
+
+
+@pytest.fixture(scope="module")
+def repo(git_server):
+    return git_server.make_repo("mesos-app", {"Makefile": "all:\n\t@echo built on $$(hostname)\n"
+                                                          "\t@mkdir -p out && echo result > out/r.txt\n"})
+
+
+def test_a_build_runs_end_to_end_through_pymesos_the_master_and_docker(mesos_farm, repo, tmp_path):
+    m = mesos_farm()
+    f = m.farm
+    out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--artifact", "out/*", "--wait", "--follow", "--json",
+                "--", "make")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["state"] == "succeeded" and record["agent_id"] == "agent-x86"
+    assert b"built on" in out.stderr  # --json sends the followed log to stderr
+    assert [a["path"] for a in json.loads(f.cli("artifacts", record["id"], "--json").stdout)] == ["out/r.txt"]
+    # The task was a Docker task with the build's resources and labels, and its updates were acknowledged.
+    accept = m.master.calls_of("ACCEPT")[-1]["accept"]
+    task = accept["operations"][0]["launch"]["task_infos"][0]
+    assert task["container"]["type"] == "DOCKER" and task["container"]["docker"]["image"] == IMAGE
+    assert task["container"]["docker"]["network"] == "HOST"
+    assert {"key": "buildfarm.build-id", "value": record["id"]} in task["labels"]["labels"]
+    assert task["command"]["uris"][0]["value"].endswith("/api/v1/agent/bundle.tar.gz")
+    acked = {c["acknowledge"]["task_id"]["value"] for c in m.master.calls_of("ACKNOWLEDGE")}
+    assert f"{record['id']}-1" in acked
+    # the command's own exit code comes back too
+    fail = f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "sh", "-c", "exit 3")
+    assert fail.returncode == 3
+
+
+def test_constraints_place_builds_on_matching_agents_or_say_why_not(mesos_farm, repo):
+    m = mesos_farm([X86, ARM, EL8])
+    f = m.farm
+    wait_until(lambda: len(httpx.get(f.url + "/api/v1/agents").json()["agents"]) == 3, 30, what="three agents")
+    placed = {}
+    for constraint, expected in (("arch:aarch64", "agent-arm"), ("os:el8", "agent-el8"), ("os!=el8", None)):
+        out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--constraint", constraint, "--wait", "--json", "--",
+                    "true")
+        assert out.returncode == 0, out.stderr
+        placed[constraint] = json.loads(out.stdout)["agent_id"]
+        if expected:
+            assert placed[constraint] == expected
+    assert placed["os!=el8"] in ("agent-x86", "agent-arm")
+    never = f.cli("submit", "--repo", repo, "--image", IMAGE, "--constraint", "arch:ppc64le", "--", "true")
+    assert never.returncode == 2 and b"no agent has the attributes arch:ppc64le" in never.stderr
+    waiting = f.submit(repo, "true", options=("--constraint", "arch:ppc64le", "--wait-for-capacity"))
+    wait_until(lambda: "waiting for capacity: no agent has the attributes arch:ppc64le" in f.build(waiting)["reason"],
+               30, what="the waiting reason")
+    assert f.build(waiting)["state"] == "queued"
+    f.cli("cancel", waiting)
+
+
+def test_an_agent_lost_mid_build_is_retried_on_another_agent(mesos_farm, repo, counter):
+    m = mesos_farm([X86, AgentSpec("agent-x86-b", "x86-b", cpus=2, mem=4096, attributes={"arch": "x86_64"})])
+    f = m.farm
+    bid = f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; sleep 4; echo finished",
+                   options=("--retries", "1"))
+    wait_until(lambda: counter.hits[bid] == 1, 60, what="the build to start")
+    first_agent = f.build(bid)["agent_id"]
+    m.master.lose_agent(first_agent)
+    record = f.wait_done(bid, 120)
+    assert record["state"] == "succeeded", record
+    assert record["attempt"] == 2 and record["agent_id"] != first_agent
+    assert any("retrying" in h["reason"] and "TASK_UNREACHABLE" in h["reason"] for h in record["history"])
+    assert counter.hits[bid] == 2  # it ran again on the other agent, as the user asked (--retries 1)
+    # without retries, a lost agent ends the build with the reason
+    bid2 = f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; sleep 30")
+    wait_until(lambda: counter.hits[bid2] == 1, 60, what="the second build to start")
+    m.master.lose_agent(f.build(bid2)["agent_id"])
+    record2 = f.wait_done(bid2, 60)
+    assert record2["state"] == "error" and "lost" in record2["reason"]
+
+
+def test_scheduler_sigkill_mid_five_builds_resubscribes_and_each_finishes_once(mesos_farm, repo, counter):
+    m = mesos_farm([X86, AgentSpec("agent-x86-b", "x86-b", cpus=2, mem=4096, attributes={"arch": "x86_64"})])
+    f = m.farm
+    ids = [f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; sleep 5; echo done-once",
+                    options=("--cpus", "0.5", "--mem", "128")) for _ in range(5)]
+    wait_until(lambda: all(counter.hits[b] == 1 for b in ids), 90, what="five builds to start")
+    framework_id = m.master.calls_of("SUBSCRIBE")[0].get("framework_id")  # None: first subscription
+    assert framework_id is None
+    f.kill9()
+    f.start()
+    records = [f.wait_done(b, 120) for b in ids]
+    assert [r["state"] for r in records] == ["succeeded"] * 5, [(r["id"], r["reason"]) for r in records]
+    assert all(counter.hits[b] == 1 for b in ids), counter.hits
+    for b in ids:
+        assert f.log_text(b).count(b"\ndone-once\n") == 1
+    subscribes = m.master.calls_of("SUBSCRIBE")
+    assert len(m.master.frameworks) == 1
+    assert subscribes[-1]["framework_id"]["value"] == next(iter(m.master.frameworks))
+    # it reconciled the builds it believed running
+    reconciled = {t["task_id"]["value"] for c in m.master.calls_of("RECONCILE") for t in c["reconcile"]["tasks"]}
+    assert {f"{b}-1" for b in ids} <= reconciled
+
+
+def test_offers_are_suppressed_when_idle_revived_on_submit_and_declined_with_filters(mesos_farm, repo):
+    m = mesos_farm()
+    f = m.farm
+    wait_until(lambda: m.master.calls_of("SUPPRESS"), 30, what="SUPPRESS with an empty queue")
+    declines = m.master.calls_of("DECLINE")
+    assert declines and all(d["decline"]["filters"]["refuse_seconds"] > 0 for d in declines)
+    revives_before = len(m.master.calls_of("REVIVE"))
+    out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true")
+    assert out.returncode == 0
+    assert len(m.master.calls_of("REVIVE")) > revives_before
+    wait_until(lambda: m.master.frameworks[next(iter(m.master.frameworks))].suppressed, 30,
+               what="suppressed again once the queue is empty")
+    assert not m.master.offers  # no offer is held
+
+
+def test_a_master_restart_drops_the_stream_and_the_scheduler_carries_on(mesos_farm, repo, counter):
+    m = mesos_farm()
+    f = m.farm
+    running = f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; sleep 4")
+    wait_until(lambda: counter.hits[running] == 1, 60, what="the build to start")
+    subscribes = len(m.master.calls_of("SUBSCRIBE"))
+    m.master.drop_streams()
+    wait_until(lambda: len(m.master.calls_of("SUBSCRIBE")) > subscribes, 60, what="a new SUBSCRIBE")
+    assert f.wait_done(running, 60)["state"] == "succeeded"
+    after = f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true")
+    assert after.returncode == 0
+    assert counter.hits[running] == 1
+
+
+def test_a_missing_image_ends_the_build_with_the_agents_reason(mesos_farm, repo):
+    f = mesos_farm().farm
+    out = f.cli("submit", "--repo", repo, "--image", "no/such-image:1", "--wait", "--json", "--", "true")
+    assert out.returncode == 125
+    reason = json.loads(out.stdout)["reason"]
+    assert "could not start" in reason and "no/such-image:1" in reason
+
+
+def test_teardown_ends_the_framework(mesos_farm, repo, tmp_path):
+    m = mesos_farm()
+    f = m.farm
+    assert f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true").returncode == 0
+    framework_id = f.redis_get("bf:mesos:framework-id")
+    assert framework_id in m.master.frameworks
+    f.kill9()  # the farm's own scheduler is gone; its Redis stays
+    env = dict(os.environ, REDIS_URL=f.redis_url())
+    out = subprocess.run([BUILDFARM, "scheduler", "--backend", "mesos", "--master", m.master.address,
+                          "--agent-api-url", f.url, "--data-dir", str(tmp_path / "sched"), "--teardown"],
+                         capture_output=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert m.master.calls_of("TEARDOWN")
+    assert framework_id not in m.master.frameworks
+    assert f.redis_get("bf:mesos:framework-id") is None
