@@ -226,6 +226,8 @@ class MesosDouble:
                 fw = self.frameworks[fid]
                 if fw.events is not None:  # the old stream is replaced (failover)
                     fw.events.put(None)
+                for oid in [i for i, o in self.offers.items() if o["framework_id"]["value"] == fid]:
+                    self._return_offer(oid)  # offers made to the old connection are void
                 fw.info = info
             else:
                 if not fid:
