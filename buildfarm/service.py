@@ -68,9 +68,12 @@ class Farm:
             problem = self.image_check(spec.image)
             if problem:
                 raise SubmitError(problem, "image")
+        pinned = None
         if self.settings.check_repos:
-            check_remote(spec.repo, spec.ref)
+            pinned = None if spec.commit else check_remote(spec.repo, spec.ref)
         record, _token = self.builds.create(spec)
+        if pinned:  # the build checks out what the ref pointed at when it was submitted
+            self.builds.set_fields(record["id"], pinned_commit=pinned)
         what = spec.ref or (spec.commit or "")[:12] or "default branch"
         self.queue.enqueue(record["id"], spec.priority.value, f"{spec.repo}@{what} in {spec.image}")
         self.builds.wake("submit")
@@ -136,7 +139,7 @@ class Farm:
         spec = self.builds.spec(build_id)
         body = spec.model_dump(mode="json")
         body["steps"] = spec.shell_steps()
-        return {"spec": body}
+        return {"spec": body, "pinned_commit": raw.get("pinned_commit") or None}
 
     def agent_log(self, build_id: str, seq: int, data: bytes) -> str:
         result = self.logs.append_chunk(build_id, seq, data)
@@ -163,27 +166,29 @@ def agent_from_json(a: dict[str, Any]) -> Agent:
                  a.get("attributes", {}))
 
 
-def check_remote(url: str, ref: str | None, timeout: float = 20.0) -> None:
-    """Fail fast on an unreachable repository or an unknown branch/tag (`git ls-remote`)."""
+def check_remote(url: str, ref: str | None, timeout: float = 20.0) -> str | None:
+    """Fail fast on an unreachable repository or an unknown branch/tag (`git ls-remote`).
+    Returns the commit the ref (or the default branch) points at now, which the build pins."""
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes", "PATH": "/usr/bin:/bin:/usr/local/bin"}
     try:
-        out = subprocess.run(["git", "ls-remote", "--heads", "--tags", "--", url], capture_output=True,
-                             text=True, timeout=timeout, env=env)
+        out = subprocess.run(["git", "ls-remote", "--", url], capture_output=True, text=True, timeout=timeout,
+                             env=env, check=False)
     except subprocess.TimeoutExpired:
         raise SubmitError(f"repository {url} did not answer within {timeout:.0f} s", "repo") from None
     if out.returncode != 0:
         msg = " ".join(ln.strip() for ln in out.stderr.strip().splitlines()[-2:]) or f"git exit {out.returncode}"
         raise SubmitError(f"cannot read repository {url}: {msg}", "repo")
-    if ref is None:
-        return
-    names = set()
+    refs: dict[str, str] = {}
     for line in out.stdout.splitlines():
-        _, _, name = line.partition("\t")
-        names.add(name.removesuffix("^{}"))
-    if f"refs/heads/{ref}" in names or f"refs/tags/{ref}" in names or ref in names:
-        return
-    branches = sorted(n.removeprefix("refs/heads/") for n in names if n.startswith("refs/heads/"))
+        sha, _, name = line.partition("\t")
+        if name.endswith("^{}"):  # an annotated tag, peeled: the commit it points at wins
+            refs[name.removesuffix("^{}")] = sha
+        else:
+            refs.setdefault(name, sha)
+    if ref is None:
+        return refs.get("HEAD")
+    for name in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
+        if name in refs:
+            return refs[name]
+    branches = sorted(n.removeprefix("refs/heads/") for n in refs if n.startswith("refs/heads/"))
     raise SubmitError(f"ref {ref!r} not found in {url}; branches: {', '.join(branches[:10]) or 'none'}", "ref")
-
-
-__all__ = ["ACTIVE", "BuildNotFound", "Conflict", "Farm", "SubmitError", "check_remote", "connect"]

@@ -186,8 +186,9 @@ def _git_error(e) -> str:
     return " ".join(lines[-3:]) if lines else str(e)
 
 
-def checkout(spec: dict, log: LogSender) -> str:
-    """Check `spec['repo']` out into WORKSPACE at its ref or commit. Returns the commit SHA."""
+def checkout(spec: dict, log: LogSender, pinned: str | None = None) -> str:
+    """Check `spec['repo']` out into WORKSPACE at its ref or commit (or at `pinned`, the commit
+    the ref pointed at when the build was submitted). Returns the commit SHA."""
     import git  # GitPython, injected next to this file
 
     url = spec["repo"]
@@ -197,7 +198,9 @@ def checkout(spec: dict, log: LogSender) -> str:
     with open(mirror + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if os.path.isdir(mirror):
+            if os.path.isdir(mirror) and pinned and _has_commit(mirror, pinned):
+                log.line(f"mirror cache hit for {url}: {pinned[:12]} already there, no fetch")
+            elif os.path.isdir(mirror):
                 log.line(f"mirror cache hit for {url}: fetching new commits")
                 t = time.monotonic()
                 git.Repo(mirror).git.fetch("--prune", "--tags", "origin")
@@ -221,14 +224,19 @@ def checkout(spec: dict, log: LogSender) -> str:
     ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout"])
     ws.git.remote("set-url", "origin", url)
     want = spec.get("commit") or spec.get("ref")
-    sha = _resolve(ws, spec.get("ref"), spec.get("commit"), url)
+    sha = _resolve(ws, spec.get("ref"), spec.get("commit"), url, pinned)
     ws.git.checkout("--detach", "--quiet", sha)
     subject = ws.git.log("-1", "--format=%s", sha)
     log.line(f"checked out {want or 'default branch'} at {sha[:12]}: {subject}")
     return sha
 
 
-def _resolve(ws, ref: str | None, commit: str | None, url: str) -> str:
+def _has_commit(mirror: str, sha: str) -> bool:
+    return subprocess.run(["git", "-C", mirror, "cat-file", "-e", f"{sha}^{{commit}}"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, check=False).returncode == 0
+
+
+def _resolve(ws, ref: str | None, commit: str | None, url: str, pinned: str | None = None) -> str:
     import git
 
     def rev(name: str) -> str | None:
@@ -244,6 +252,8 @@ def _resolve(ws, ref: str | None, commit: str | None, url: str) -> str:
         if ref and not _contains(ws, ref, sha):
             raise BuildError(f"commit {commit} is not on {ref} in {url}")
         return sha
+    if pinned and rev(pinned):
+        return rev(pinned)
     if ref is None:
         sha = rev("refs/remotes/origin/HEAD") or rev("HEAD")
         if not sha:
@@ -382,7 +392,7 @@ def main() -> int:
     log.start()
     outcome, code, reason, sha = "error", None, "", None
     try:
-        sha = checkout(spec, log)
+        sha = checkout(spec, log, start.get("pinned_commit"))
         api.json("POST", "/progress", {"commit": sha})
         code = run_steps(spec, log)
         outcome = "succeeded" if code == 0 else "failed"
