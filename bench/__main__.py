@@ -93,7 +93,7 @@ def bench_first_line(farm: FarmProcess, repo: str, n: int) -> None:
 def bench_throughput(farm: FarmProcess, repo: str, n: int) -> None:
     client = httpx.Client(base_url=farm.url, timeout=60)
     t = time.perf_counter()
-    ids = [submit(client, repo, ["true"], cpus=0.25, mem=128) for _ in range(n)]
+    ids = [submit(client, repo, ["true"], cpus=0.5, mem=256) for _ in range(n)]
     states = [wait_end(client, b)["state"] for b in ids]
     farm_rate = n / (time.perf_counter() - t) * 60
     assert states == ["succeeded"] * n, states

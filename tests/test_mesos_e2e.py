@@ -171,6 +171,20 @@ def test_a_master_restart_drops_the_stream_and_the_scheduler_carries_on(mesos_fa
     assert counter.hits[running] == 1
 
 
+def test_cancel_and_timeout_kill_the_task(mesos_farm, repo, counter):
+    m = mesos_farm()
+    f = m.farm
+    bid = f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; sleep 120")
+    wait_until(lambda: counter.hits[bid] == 1, 60, what="the build to start")
+    assert f.cli("cancel", bid).returncode == 0
+    wait_until(lambda: m.master.task_states().get(f"{bid}-1") == "TASK_KILLED", 30, what="the task to be killed")
+    assert f.build(bid)["state"] == "cancelled"
+    out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--timeout", "2", "--wait", "--json", "--", "sleep", "60")
+    assert out.returncode == 124
+    timed = json.loads(out.stdout)["id"]
+    wait_until(lambda: m.master.task_states().get(f"{timed}-1") == "TASK_KILLED", 30, what="the timed-out task killed")
+
+
 def test_a_missing_image_ends_the_build_with_the_agents_reason(mesos_farm, repo):
     f = mesos_farm().farm
     out = f.cli("submit", "--repo", repo, "--image", "no/such-image:1", "--wait", "--json", "--", "true")

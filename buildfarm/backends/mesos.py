@@ -225,20 +225,10 @@ class MesosBackend:
         }
 
     def kill(self, build_id: str) -> None:
-        with self._lock:
-            held = self._alloc.get(build_id)
-        attempt = self._attempt_of(build_id)
-        if attempt is not None:
-            self._call(self.driver.killTask, {"value": task_id_for(build_id, attempt)})
-        elif held is None:
-            log.info("kill %s: no task known", build_id)
-
-    def _attempt_of(self, build_id: str) -> int | None:
-        for tid in self.active_tasks():
-            bid, attempt = parse_task_id(tid)
-            if bid == build_id:
-                return attempt
-        return None
+        """Kill the build's current task (its attempt is in the build record)."""
+        attempt = self.r.hget(f"bf:build:{build_id}", "attempt")
+        if attempt and attempt != "0":
+            self._call(self.driver.killTask, {"value": task_id_for(build_id, int(attempt))})
 
     def cleanup(self, build_id: str) -> None:
         with self._lock:
