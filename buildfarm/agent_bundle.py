@@ -8,7 +8,9 @@ import compileall
 import hashlib
 import importlib.util
 import io
+import os
 import shutil
+import sys
 import tarfile
 from pathlib import Path
 
@@ -23,13 +25,29 @@ def _package_dir(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def build_bundle(dest: Path) -> Path:
-    """(Re)create the agent directory under `dest`; returns its path. Idempotent and atomic."""
+def bundle_key() -> str:
+    """Identifies the bundle's content: the agent's source, the packages' versions, the Python."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(AGENT_SOURCE.read_bytes())
+    for name in ("GitPython", "gitdb", "smmap"):
+        h.update(f"{name}={version(name)};".encode())
+    h.update(sys.version.encode())
+    return h.hexdigest()[:16]
+
+
+def build_bundle(root: Path) -> Path:
+    """The agent directory for this code under `root` (root/KEY), built if missing.
+
+    Content-addressed and never replaced: containers that outlive a farm restart keep the
+    bundle they mounted (rebuilding it in place once broke a surviving build's imports)."""
     if not AGENT_SOURCE.exists():
         raise RuntimeError(f"agent source missing: {AGENT_SOURCE} (install buildfarm from its source tree)")
-    dest = Path(dest)
+    dest = Path(root) / bundle_key()
+    if (dest / "buildfarm_agent.py").exists():
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     shutil.copy2(AGENT_SOURCE, tmp / "buildfarm_agent.py")
@@ -38,12 +56,10 @@ def build_bundle(dest: Path) -> Path:
     # Bytecode, since containers mount the bundle read-only: without it every build would
     # recompile GitPython (0.4 s). Used by images whose python3 has this interpreter's version.
     compileall.compile_dir(tmp, quiet=1, workers=1)
-    old = dest.with_name(dest.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        dest.rename(old)
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.rename(dest)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

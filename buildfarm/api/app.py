@@ -173,9 +173,7 @@ def create_app(farm: Farm) -> FastAPI:
              response_class=Response)
     def agent_bundle():
         if "data" not in bundle:
-            path = Path(farm.settings.data_dir) / "agent"
-            if not (path / "buildfarm_agent.py").exists():
-                build_bundle(path)
+            path = build_bundle(Path(farm.settings.data_dir) / "agent")
             bundle["data"], bundle["sha256"] = bundle_tarball(path)
         return Response(bundle["data"], media_type="application/gzip",
                         headers={"X-Checksum-Sha256": bundle["sha256"]})
