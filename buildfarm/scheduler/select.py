@@ -40,6 +40,7 @@ def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild]) 
     failed_shapes: set = set()  # (request, constraints) that found no room: free only shrinks
     eligible_cache: dict[tuple, frozenset] = {}
     impossible_cache: dict[tuple, str | None] = {}
+    reserve_order: dict[tuple, list[str]] = {}  # shape -> agents it could reserve, best last
 
     def eligible(constraints):
         got = eligible_cache.get(constraints)
@@ -71,7 +72,9 @@ def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild]) 
                     break
         if chosen is None:
             failed_shapes.add(shape)
-            _reserve(result, build, ok_agents, by_id, free)
+            if shape not in reserve_order:
+                reserve_order[shape] = _reservable(build, ok_agents, by_id, free)
+            _reserve(result, build, reserve_order[shape])
             continue
         _, _, _, agent_id = index.pop(chosen)
         free[agent_id] = free[agent_id].minus(build.request)
@@ -80,18 +83,36 @@ def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild]) 
     return result
 
 
-def _reserve(result: Plan, build: PendingBuild, ok_agents, by_id, free) -> None:
-    """Hold the eligible agent closest to fitting this build, if it is not held already."""
-    best = None
+def _reservable(build: PendingBuild, ok_agents, by_id, free) -> list[str]:
+    """The agents this build could hold, worst first: the one with the most free room (which
+    frees up soonest, on average) is at the end, so `_reserve` pops it."""
+    out = []
     for agent_id in ok_agents:
-        if agent_id in result.reserved:
-            continue
         agent = by_id.get(agent_id)
-        if agent is None or not agent.capacity.covers(build.request):
-            continue
-        f = free.get(agent_id, Resources(0, 0, 0))
-        key = (-f.cpus, -f.mem, agent_id)  # the most free room frees up soonest, on average
-        if best is None or key < best[0]:
-            best = (key, agent_id)
-    if best is not None:
-        result.reserved[best[1]] = build.build_id
+        if agent is not None and agent.capacity.covers(build.request):
+            f = free.get(agent_id, Resources(0, 0, 0))
+            out.append((f.cpus, f.mem, _Desc(agent_id)))
+    out.sort()
+    return [a.value for _, _, a in out]
+
+
+class _Desc:
+    """Sorts agent ids in reverse, so ties pop the smallest id first."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str):
+        self.value = value
+
+    def __lt__(self, other: "_Desc") -> bool:
+        return self.value > other.value
+
+
+def _reserve(result: Plan, build: PendingBuild, candidates: list[str]) -> bool:
+    """Hold the best candidate agent not held already. Returns whether one was reserved."""
+    while candidates:
+        agent_id = candidates.pop()
+        if agent_id not in result.reserved:
+            result.reserved[agent_id] = build.build_id
+            return True
+    return False
