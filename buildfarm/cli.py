@@ -138,6 +138,9 @@ def _logging() -> None:
 @click.option("--cpus", type=float, help="CPUs this host offers to builds [default: all].")
 @click.option("--mem", type=int, help="Memory in MB this host offers to builds [default: all but 512].")
 @click.option("--network", default="host", show_default=True, help="Docker network mode of build containers.")
+@click.option("--warm", type=int, default=2, show_default=True,
+              help="Idle pre-started agent containers kept per image in use, so builds skip Docker's start "
+                   "(0: none).")
 @click.option("--agent-api-url", help="The API address as build containers reach it [default: http://HOST:PORT].")
 @click.option("--no-repo-check", is_flag=True, help="Do not `git ls-remote` repositories at submit time.")
 @click.option("--start-timeout", type=float, default=300, show_default=True,
@@ -145,14 +148,14 @@ def _logging() -> None:
 @click.option("--heartbeat-timeout", type=float, default=90, show_default=True,
               help="Seconds a running build may go without output or heartbeat.")
 @mesos_options
-def up(port, host, data_dir, backend, isolation, cpus, mem, network, agent_api_url, no_repo_check,
+def up(port, host, data_dir, backend, isolation, cpus, mem, network, warm, agent_api_url, no_repo_check,
        start_timeout, heartbeat_timeout, **mesos):
     """Start a farm: Redis (a private one unless REDIS_URL is set), the API and the scheduler."""
     from .server import run_up
 
     _logging()
     settings = _settings(data_dir, backend, host=host, port=port, isolation=isolation, cpus=cpus, mem=mem,
-                         network=network, agent_api_url=agent_api_url, check_repos=not no_repo_check,
+                         network=network, warm=warm, agent_api_url=agent_api_url, check_repos=not no_repo_check,
                          start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout, **mesos)
     try:
         run_up(settings)

@@ -26,6 +26,7 @@ class Settings:
     mem: int | None = None  # MB
     start_timeout: float = 300.0  # launching -> the agent reports it started
     heartbeat_timeout: float = 90.0  # running with no output and no heartbeat
+    warm: int = 2  # idle pre-started agent containers kept per image in use (local Docker backend)
     check_repos: bool = True  # `git ls-remote` at submit time: unknown refs fail fast
     max_artifact_bytes: int = 4 * 1024**3
     max_log_chunk: int = 4 * 1024**2

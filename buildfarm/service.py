@@ -17,10 +17,10 @@ from .artifacts import ArtifactStore
 from .config import Settings
 from .logs import LogStore
 from .queue import BuildQueue
-from .records import BuildNotFound, BuildStore
+from .records import BuildStore
 from .scheduler import Agent, PendingBuild, Resources, unmet_reason
 from .spec import BuildSpec
-from .states import ACTIVE, TERMINAL, State
+from .states import TERMINAL, State
 
 log = logging.getLogger("buildfarm")
 

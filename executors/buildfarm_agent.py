@@ -376,7 +376,23 @@ def _on_term(signum, frame):
     sys.exit(128 + signum)
 
 
+def wait_for_assignment(directory: str) -> None:
+    """Warm mode: the container was started before its build existed. Import what a build
+    needs, then wait for the farm to write the assignment (API, build id, token)."""
+    global API, BUILD_ID, TOKEN
+    import git  # noqa: F401  (the point: pay for the import before the build arrives)
+
+    path = os.path.join(directory, "assignment.json")
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    with open(path) as f:
+        assignment = json.load(f)
+    API, BUILD_ID, TOKEN = assignment["api"].rstrip("/"), assignment["build_id"], assignment["token"]
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--warm":
+        wait_for_assignment(sys.argv[2])
     if not (API and BUILD_ID and TOKEN):
         diag("BUILDFARM_API, BUILDFARM_BUILD_ID and BUILDFARM_TOKEN must be set")
         return 2
@@ -392,6 +408,8 @@ def main() -> int:
     spec = start["spec"]
     log = LogSender(api)
     log.start()
+    if len(sys.argv) == 3 and sys.argv[1] == "--warm":
+        log.line("running in a warm container (started before the build was submitted)")
     outcome, code, reason, sha = "error", None, "", None
     try:
         sha = checkout(spec, log, start.get("pinned_commit"))

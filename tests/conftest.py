@@ -262,7 +262,8 @@ def fresh_farm(tmp_path, docker_engine, redis_binary):
 
 
 def containers_of(build_id: str) -> list[str]:
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=buildfarm.build-id={build_id}"],
+    # by name: a warm container handed a build carries its id in its name, not in a label
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"name=buildfarm-{build_id}-"],
                          capture_output=True, text=True)
     return out.stdout.split()
 

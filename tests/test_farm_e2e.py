@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -164,6 +165,23 @@ def test_twenty_builds_at_once_respect_limits_and_all_finish(farm, app_repo):
     spans = [(r["started_at"], r["finished_at"]) for r in records]
     peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert 1 <= peak <= 4
+
+
+def test_warm_containers_take_the_builds_limits(farm, app_repo):
+    probe = ("if [ -f /sys/fs/cgroup/cpu.max ]; then echo cpu=$(cat /sys/fs/cgroup/cpu.max) "
+             "mem=$(cat /sys/fs/cgroup/memory.max); else echo cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) "
+             "mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); fi")
+    logs = []
+    for _ in range(3):  # the farm keeps warm containers of an image once it has been used
+        out = farm.cli("submit", "--repo", app_repo, "--image", IMAGE, "--cpus", "0.75", "--mem", "300", "--wait",
+                       "--follow", "--", "sh", "-c", probe)
+        assert out.returncode == 0
+        logs.append(out.stdout.decode())
+        time.sleep(1)
+    warm = [log for log in logs if "running in a warm container" in log]
+    assert warm, logs
+    for log in logs:
+        assert ("cpu=75000" in log) and (f"mem={300 * 2**20}" in log), log
 
 
 def test_bad_input_gets_a_clear_message(farm, app_repo):

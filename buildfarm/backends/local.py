@@ -8,8 +8,10 @@ with the farm and build id, so a restarted farm finds and adopts them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import platform
 import shutil
 import signal
@@ -33,6 +35,8 @@ CACHE_MOUNT = "/buildfarm-cache"
 LABEL_FARM = "buildfarm.farm"
 LABEL_BUILD = "buildfarm.build-id"
 LABEL_ATTEMPT = "buildfarm.attempt"
+LABEL_WARM = "buildfarm.warm"
+ASSIGN_MOUNT = "/buildfarm/assignment"
 
 
 def host_capacity(settings: Settings) -> Resources:
@@ -121,6 +125,8 @@ class LocalBackend:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if hasattr(self.runner, "close_warm"):
+            self.runner.close_warm()
 
 
 class DockerRunner:
@@ -138,6 +144,8 @@ class DockerRunner:
             raise LaunchError(f"no Docker engine answers ({e}); start dockerd, or run with --isolation process") from None
         self._watched: set[str] = set()
         self._lock = threading.Lock()
+        self._warm: dict[str, list] = {}  # image -> idle warm containers
+        self._warming: dict[str, int] = {}  # image -> warm containers being started
 
     def check_image(self, image: str) -> str | None:
         import docker
@@ -151,43 +159,34 @@ class DockerRunner:
         except docker.errors.APIError as e:
             return f"image {image!r} cannot be used: {e.explanation or e}"
 
+    def _create(self, image: str, name: str, labels: dict, command: list[str], env: dict, r=None, volumes=None):
+        """A build container: unprivileged, limited, with the agent bundle and the mirror cache."""
+        s = self.settings
+        s.cache_dir.mkdir(parents=True, exist_ok=True)
+        mounts = {str(self.bundle): {"bind": AGENT_MOUNT, "mode": "ro"},
+                  str(s.cache_dir): {"bind": CACHE_MOUNT, "mode": "rw"}}
+        mounts.update(volumes or {})
+        limits = {}
+        if r is not None:
+            limits = {"nano_cpus": int(r.cpus * 1e9), "mem_limit": f"{r.mem}m", "memswap_limit": f"{r.mem}m"}
+        env = {"BUILDFARM_CACHE": CACHE_MOUNT, "BUILDFARM_WORKSPACE": "/workspace", "PYTHONPATH": AGENT_MOUNT,
+               "PYTHONDONTWRITEBYTECODE": "1", **env}
+        return self.client.containers.create(
+            image, command=command, name=name, labels={LABEL_FARM: self.farm_id, **labels}, environment=env,
+            pids_limit=4096, network_mode=s.network, volumes=mounts, security_opt=["no-new-privileges"],
+            cap_drop=["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"], privileged=False, init=True,
+            working_dir="/", entrypoint=[], **limits)
+
     def start(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
         import docker
 
-        s = self.settings
-        cache = s.cache_dir
-        cache.mkdir(parents=True, exist_ok=True)
-        env = {
-            "BUILDFARM_API": s.api_url,
-            "BUILDFARM_BUILD_ID": build_id,
-            "BUILDFARM_TOKEN": token,
-            "BUILDFARM_CACHE": CACHE_MOUNT,
-            "BUILDFARM_WORKSPACE": "/workspace",
-            "PYTHONPATH": AGENT_MOUNT,
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        r = spec.resources
+        if self._start_warm(build_id, attempt, spec, token):
+            return
+        env = {"BUILDFARM_API": self.settings.api_url, "BUILDFARM_BUILD_ID": build_id, "BUILDFARM_TOKEN": token}
         try:
-            container = self.client.containers.create(
-                spec.image,
-                command=["python3", f"{AGENT_MOUNT}/buildfarm_agent.py"],
-                name=f"buildfarm-{build_id}-{attempt}",
-                labels={LABEL_FARM: self.farm_id, LABEL_BUILD: build_id, LABEL_ATTEMPT: str(attempt)},
-                environment=env,
-                nano_cpus=int(r.cpus * 1e9),
-                mem_limit=f"{r.mem}m",
-                memswap_limit=f"{r.mem}m",
-                pids_limit=4096,
-                network_mode=s.network,
-                volumes={str(self.bundle): {"bind": AGENT_MOUNT, "mode": "ro"},
-                         str(cache): {"bind": CACHE_MOUNT, "mode": "rw"}},
-                security_opt=["no-new-privileges"],
-                cap_drop=["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"],
-                privileged=False,
-                init=True,
-                working_dir="/",
-                entrypoint=[],
-            )
+            container = self._create(spec.image, f"buildfarm-{build_id}-{attempt}",
+                                     {LABEL_BUILD: build_id, LABEL_ATTEMPT: str(attempt)},
+                                     ["python3", f"{AGENT_MOUNT}/buildfarm_agent.py"], env, spec.resources)
         except docker.errors.ImageNotFound:
             raise LaunchError(f"image {spec.image!r} is not on this host; build it or `docker load` it") from None
         except docker.errors.APIError as e:
@@ -201,12 +200,100 @@ class DockerRunner:
             container.remove(force=True)
             raise LaunchError(f"docker could not start the build container: {e.explanation or e}") from None
         self.watch(build_id)
+        self._replenish(spec.image)
+
+    # -- warm containers: started before their build, so a build skips Docker's start --------------
+    def _warm_dir(self, name: str) -> Path:
+        return Path(self.settings.data_dir) / "warm" / name
+
+    def _replenish(self, image: str) -> None:
+        """Keep `settings.warm` idle agent containers of each image that was used."""
+        if self.settings.warm <= 0:
+            return
+        with self._lock:
+            idle = self._warm.setdefault(image, [])
+            missing = self.settings.warm - len(idle) - self._warming.get(image, 0)
+            if missing <= 0:
+                return
+            self._warming[image] = self._warming.get(image, 0) + missing
+        for _ in range(missing):
+            threading.Thread(target=self._start_one_warm, args=(image,), daemon=True).start()
+
+    def _start_one_warm(self, image: str) -> None:
+        import secrets
+
+        name = f"buildfarm-warm-{self.farm_id}-{secrets.token_hex(4)}"
+        d = self._warm_dir(name)
+        try:
+            d.mkdir(parents=True)
+            os.chmod(d, 0o700)
+            c = self._create(image, name, {LABEL_WARM: "1"},
+                             ["python3", f"{AGENT_MOUNT}/buildfarm_agent.py", "--warm", ASSIGN_MOUNT], {},
+                             volumes={str(d): {"bind": ASSIGN_MOUNT, "mode": "ro"}})
+            c.start()
+            with self._lock:
+                self._warm.setdefault(image, []).append(c)
+        except Exception as e:  # no warm container: builds start cold, as before
+            log.info("warm container for %s not started: %s", image, e)
+            shutil.rmtree(d, ignore_errors=True)
+        finally:
+            with self._lock:
+                self._warming[image] = max(0, self._warming.get(image, 1) - 1)
+
+    def _start_warm(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> bool:
+        """Hand the build to an idle warm container of its image: rename it, apply the build's
+        limits with `docker update`, then write its assignment. False when none is idle."""
+        with self._lock:
+            idle = self._warm.get(spec.image) or []
+            c = idle.pop(0) if idle else None
+        if c is None:
+            return False
+        r = spec.resources
+        warm_name = c.name
+        try:
+            c.reload()
+            if c.status != "running":
+                raise RuntimeError(f"warm container {warm_name} is {c.status}")
+            c.update(cpu_period=100000, cpu_quota=int(r.cpus * 100000), mem_limit=f"{r.mem}m",
+                     memswap_limit=f"{r.mem}m")
+            c.rename(f"buildfarm-{build_id}-{attempt}")
+        except Exception as e:
+            log.info("warm container unusable (%s); starting cold", e)
+            try:
+                c.remove(force=True)
+            except Exception:
+                pass
+            shutil.rmtree(self._warm_dir(warm_name), ignore_errors=True)
+            return False
+        d = self._warm_dir(warm_name)
+        tmp = d / ".assignment.json"
+        tmp.write_text(json.dumps({"api": self.settings.api_url, "build_id": build_id, "token": token}))
+        os.chmod(tmp, 0o600)
+        tmp.rename(d / "assignment.json")
+        self.watch(build_id)
+        self._replenish(spec.image)
+        return True
+
+    def close_warm(self) -> None:
+        with self._lock:
+            idle = [c for cs in self._warm.values() for c in cs]
+            self._warm.clear()
+        for c in idle:
+            try:
+                c.remove(force=True)
+            except Exception:
+                pass
+            shutil.rmtree(self._warm_dir(c.name), ignore_errors=True)
 
     def _containers(self, build_id: str | None = None, all: bool = True):
-        labels = [f"{LABEL_FARM}={self.farm_id}"]
-        if build_id:
-            labels.append(f"{LABEL_BUILD}={build_id}")
-        return self.client.containers.list(all=all, filters={"label": labels})
+        """This farm's build containers (of one build, if given); idle warm ones are not builds."""
+        found = self.client.containers.list(all=all, filters={"label": [f"{LABEL_FARM}={self.farm_id}"]})
+        out = []
+        for c in found:
+            ident = identity(c)
+            if ident and (build_id is None or ident[0] == build_id):
+                out.append(c)
+        return out
 
     def watch(self, build_id: str) -> None:
         with self._lock:
@@ -220,7 +307,7 @@ class DockerRunner:
 
         try:
             for c in self._containers(build_id):
-                attempt = int(c.labels.get(LABEL_ATTEMPT, "0"))
+                attempt = identity(c)[1]
                 while True:
                     try:
                         result = c.wait(timeout=3600)
@@ -266,16 +353,33 @@ class DockerRunner:
                 log.info("remove %s: %s", build_id, e)
 
     def recover(self) -> dict[str, Found]:
+        # Idle warm containers of an earlier run are not builds: start the pool afresh.
+        for c in self.client.containers.list(all=True, filters={"label": [f"{LABEL_FARM}={self.farm_id}",
+                                                                          f"{LABEL_WARM}=1"]}):
+            if identity(c) is None:
+                c.remove(force=True)
+                shutil.rmtree(self._warm_dir(c.name), ignore_errors=True)
         found = {}
         for c in self._containers():
-            bid = c.labels.get(LABEL_BUILD)
-            attempt = int(c.labels.get(LABEL_ATTEMPT, "0"))
+            bid, attempt = identity(c)
             running = c.status in ("running", "created", "restarting")
             code = None if running else int(c.attrs["State"].get("ExitCode", -1))
             prev = found.get(bid)
             if prev is None or attempt >= prev.attempt:
                 found[bid] = Found(bid, attempt, running, code)
         return found
+
+
+_NAME = re.compile(r"^/?buildfarm-([0-9a-f]{12})-(\d+)$")
+
+
+def identity(c) -> tuple[str, int] | None:
+    """(build id, attempt) of a build container: from its labels, or from its name for a warm
+    container that was handed a build (labels cannot change after creation)."""
+    if c.labels.get(LABEL_BUILD):
+        return c.labels[LABEL_BUILD], int(c.labels.get(LABEL_ATTEMPT, "0"))
+    m = _NAME.match(c.name or "")
+    return (m.group(1), int(m.group(2))) if m else None
 
 
 class ProcessRunner:
