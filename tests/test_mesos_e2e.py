@@ -122,7 +122,8 @@ def test_an_agent_lost_mid_build_is_retried_on_another_agent(mesos_farm, repo, c
 def test_scheduler_sigkill_mid_five_builds_resubscribes_and_each_finishes_once(mesos_farm, repo, counter):
     m = mesos_farm([X86, AgentSpec("agent-x86-b", "x86-b", cpus=2, mem=4096, attributes={"arch": "x86_64"})])
     f = m.farm
-    ids = [f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; sleep 5; echo done-once",
+    # long enough to be still running when the restarted scheduler reconciles, even on a busy machine
+    ids = [f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; sleep 15; echo done-once",
                     options=("--cpus", "0.5", "--mem", "128")) for _ in range(5)]
     wait_until(lambda: all(counter.hits[b] == 1 for b in ids), 90, what="five builds to start")
     framework_id = m.master.calls_of("SUBSCRIBE")[0].get("framework_id")  # None: first subscription
