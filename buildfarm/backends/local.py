@@ -287,7 +287,8 @@ class DockerRunner:
 
     def _containers(self, build_id: str | None = None, all: bool = True):
         """This farm's build containers (of one build, if given); idle warm ones are not builds."""
-        found = self.client.containers.list(all=all, filters={"label": [f"{LABEL_FARM}={self.farm_id}"]})
+        found = self.client.containers.list(all=all, ignore_removed=True,
+                                            filters={"label": [f"{LABEL_FARM}={self.farm_id}"]})
         out = []
         for c in found:
             ident = identity(c)
@@ -354,8 +355,8 @@ class DockerRunner:
 
     def recover(self) -> dict[str, Found]:
         # Idle warm containers of an earlier run are not builds: start the pool afresh.
-        for c in self.client.containers.list(all=True, filters={"label": [f"{LABEL_FARM}={self.farm_id}",
-                                                                          f"{LABEL_WARM}=1"]}):
+        warm = {"label": [f"{LABEL_FARM}={self.farm_id}", f"{LABEL_WARM}=1"]}
+        for c in self.client.containers.list(all=True, ignore_removed=True, filters=warm):
             if identity(c) is None:
                 c.remove(force=True)
                 shutil.rmtree(self._warm_dir(c.name), ignore_errors=True)
