@@ -1,6 +1,6 @@
 """`make bench`: buildfarm's figures, each as a ratio to a baseline measured in the same run.
 
-    python -m bench [--quick] [--only NAME ...] [--no-extras] [--keep]
+    python -m bench [--quick] [--only NAME[,NAME...]] [--no-extras] [--keep] [--output FILE]
 
 Figures: first-line, throughput, core, log; extras (informational): mesos-running, mesos-offers.
 Results are printed, written to bench/results/latest.json, and summed up in a Markdown table
@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python -m bench` from elsewhere
     sys.path.insert(0, str(ROOT))
 
-import buildfarm  # noqa: E402
-from tests.conftest import IMAGE, FarmProcess, GitServer  # noqa: E402
+import buildfarm
+from tests.conftest import IMAGE, FarmProcess, GitServer
 
-from .common import Api, Figure, remove_bench_containers, say  # noqa: E402
+from .common import Api, Figure, remove_bench_containers, say, stop_farm
 
 REQUIRED = ["first-line", "throughput", "core", "log"]
 EXTRAS = ["mesos-running", "mesos-offers"]
@@ -68,9 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def git_head() -> str:
-    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=False)
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+                           capture_output=True, text=True, check=False).stdout.strip()
     return out.stdout.strip() + ("+changes" if dirty else "")
 
 
@@ -85,6 +87,9 @@ def table(figures: list[Figure]) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C does, so the farm, the git daemon and their containers are
+    # still cleaned up.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     n = sizes(args.quick)
     mode = "quick" if args.quick else "full"
     started = time.time()
@@ -104,7 +109,7 @@ def main(argv=None) -> int:
         load0 = os.getloadavg()[0]
         try:
             fig = fn(*a)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (one figure failing must not stop the others)
             traceback.print_exc()
             errors.append({"key": key, "error": f"{type(e).__name__}: {e}"})
             say(f"{key}: FAILED ({type(e).__name__}: {e})")
@@ -154,7 +159,7 @@ def main(argv=None) -> int:
                 from .logingest import bench_log
 
                 run("log", bench_log, api, n["log"])
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (reported; the cleanup below still runs)
             traceback.print_exc()
             errors.append({"key": "farm", "error": f"{type(e).__name__}: {e}"})
             if farm is not None:
@@ -163,12 +168,12 @@ def main(argv=None) -> int:
             if api is not None:
                 api.close()
             if farm is not None:
-                farm.stop()
+                stop_farm(farm)
             if git is not None:
                 git.stop()
             remove_bench_containers()
             left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=buildfarm.farm={farm_id}"],
-                                  capture_output=True, text=True).stdout.split()
+                                  capture_output=True, text=True, check=False).stdout.split()
             if args.keep:
                 say(f"\nkept {tmp}")
             else:
@@ -182,8 +187,8 @@ def main(argv=None) -> int:
     figures.sort(key=lambda f: order.get(f.key, 99))
     meta["seconds"] = round(time.time() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"meta": meta, "figures": [f.to_json() for f in figures],
-                                                 "errors": errors}, indent=2) + "\n")
+    args.output.write_text(json.dumps({"meta": meta, "figures": [f.to_json() for f in figures], "errors": errors},
+                                      indent=2) + "\n")
     say(f"\nResults ({mode}, {meta['seconds']:.0f} s, written to {args.output}):\n")
     for f in figures:
         say(f.line())
@@ -193,7 +198,9 @@ def main(argv=None) -> int:
     missed = [f.key for f in figures if f.ok is False]
     if missed:
         say(f"\nmissed targets: {', '.join(missed)}")
-    return 1 if errors else 0
+    # A failed extra is reported but does not fail `make bench`; a failed figure, a lost log
+    # byte or a container left behind does.
+    return 1 if [e for e in errors if e["key"] not in EXTRAS] else 0
 
 
 if __name__ == "__main__":

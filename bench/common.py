@@ -3,6 +3,8 @@ the API calls the benchmarks make with httpx, and an RSS sampler for the farm pr
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import subprocess
 import threading
@@ -98,7 +100,35 @@ def docker_run(*cmd: str, network: str | None = None, image: str = IMAGE) -> flo
 
 def remove_bench_containers() -> None:
     subprocess.run(["sh", "-c", f"docker ps -aq --filter label={BENCH_LABEL} | xargs -r docker rm -f"],
-                   capture_output=True)
+                   capture_output=True, check=False)
+
+
+# -- the farm's life ------------------------------------------------------------------------------
+
+def stop_farm(farm: FarmProcess, timeout: float = 10.0) -> None:
+    """FarmProcess.stop, then wait for the farm's embedded redis-server to exit before its data
+    directory may be removed: a Redis whose final save fails (its directory gone) keeps running."""
+    pid_file = farm.data_dir / "redis" / "redis.pid"
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        pid = None
+    farm.stop()
+    if pid is None:
+        return
+    end = time.monotonic() + timeout
+    while _is_redis(pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    if _is_redis(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _is_redis(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"redis-server" in f.read()
+    except OSError:
+        return False
 
 
 # -- the farm, through its API ------------------------------------------------------------------------
@@ -142,6 +172,10 @@ class Api:
             time.sleep(interval)
         raise TimeoutError(f"build {bid} did not end within {timeout} s: {self.get(bid)}")
 
+    def capacity_cpus(self) -> float:
+        agents = self.http.get("/api/v1/agents").json()["agents"]
+        return sum(a["capacity"]["cpus"] for a in agents)
+
     def farm_id(self) -> str:
         if self._farm_id is None:
             self._farm_id = self.farm.redis_get("bf:farm-id") or "?"
@@ -150,7 +184,7 @@ class Api:
     def containers(self) -> list[tuple[str, str]]:
         """(name, state) of every container of this farm, idle warm ones included."""
         out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=buildfarm.farm={self.farm_id()}",
-                              "--format", "{{.Names}} {{.State}}"], capture_output=True, text=True)
+                              "--format", "{{.Names}} {{.State}}"], capture_output=True, text=True, check=False)
         return [tuple(line.split(None, 1)) for line in out.stdout.splitlines() if line.strip()]
 
     def build_containers(self) -> list[str]:

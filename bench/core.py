@@ -82,8 +82,9 @@ def bench_core(n_builds: int, n_agents: int, runs: int) -> Figure:
         rates[label] = n_builds / median(times)
         placed, impossible = len(result.launches), len(result.impossible)
         waiting = n_builds - placed - impossible
-        details[label] = {"cpu_s": times, "wall_s": wall, "rate": rates[label], "wall_rate": n_builds / median(wall), "placed": placed, "waiting": waiting,
-                          "reserved_agents": len(result.reserved), "impossible": impossible}
+        details[label] = {"cpu_s": times, "wall_s": wall, "rate": rates[label], "wall_rate": n_builds / median(wall),
+                          "placed": placed, "waiting": waiting, "reserved_agents": len(result.reserved),
+                          "impossible": impossible}
         what = "every agent wholly free" if not busy else "agents 0-100% used"
         say(f"  {label} cluster ({what}): {fmt(rates[label])} decisions/s; plan() median "
             f"{median(times) * 1000:.0f} ms CPU ({', '.join(f'{t * 1000:.0f}' for t in times)}), "

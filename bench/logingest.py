@@ -11,7 +11,7 @@ import httpx
 
 from tests.conftest import IMAGE
 
-from .common import Api, Figure, RssSampler, docker_run, fmt, median, quantile, say
+from .common import TERMINAL, Api, Figure, RssSampler, docker_run, fmt, median, quantile, say
 
 LINE = b"buildfarm bench: an 80-byte line of build output, repeated until the size is met"
 LINE = (LINE + b"." * 79)[:79]  # 79 characters and a newline: 80 bytes
@@ -66,6 +66,13 @@ def bench_log(api: Api, size: int) -> Figure:
     api.wait_end(api.submit(["true"]))  # warm-up (mirror cache), not measured
     api.quiesce()
     sampler = RssSampler(pid).start()
+    try:
+        return _measure(api, size, pid, sampler)
+    finally:
+        sampler.stop()
+
+
+def _measure(api: Api, size: int, pid: int, sampler: RssSampler) -> Figure:
     time.sleep(1.0)
     before = sampler.samples[-1][2]
     cpu0 = cpu_seconds(pid)
@@ -77,8 +84,10 @@ def bench_log(api: Api, size: int) -> Figure:
         t = time.perf_counter()
         b = api.get(bid)
         latencies.append(time.perf_counter() - t)
-        if b["state"] in ("succeeded", "failed", "timed_out", "cancelled", "error"):
+        if b["state"] in TERMINAL:
             break
+        if time.perf_counter() - t0 > 60 + size / 1e6:  # slower than 1 MB/s: something is stuck
+            raise TimeoutError(f"the log build is still {b['state']} after {time.perf_counter() - t0:.0f} s")
         time.sleep(0.1)
     elapsed = time.perf_counter() - t0
     farm_cpu = cpu_seconds(pid) - cpu0
@@ -86,7 +95,7 @@ def bench_log(api: Api, size: int) -> Figure:
     assert b["state"] == "succeeded", f"the log build ended {b['state']}: {b['reason']}"
     log_bytes = b["log_bytes"]
     check = read_back(api, bid)
-    sampler.stop()
+    sampler.mark("after")
     peak, peak_read = sampler.peak("ingest"), sampler.peak("read-back")
     rate = size / elapsed / 1e6
     api.quiesce()
@@ -100,8 +109,9 @@ def bench_log(api: Api, size: int) -> Figure:
     say(f"  the API during ingest: GET /api/v1/builds/ID took median {median(latencies) * 1000:.0f} ms, "
         f"p90 {quantile(latencies, .9) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms ({len(latencies)} calls)")
     say(f"  farm RSS: {before / 1024:.0f} MB before, peak {peak / 1024:.0f} MB during ingest "
-        f"({sampler.count('ingest')} samples), peak {peak_read / 1024:.0f} MB while {check['read_bytes'] / 1e6:,.0f} MB "
-        f"were read back through the API ({check['read_bytes'] / check['read_s'] / 1e6:.0f} MB/s)")
+        f"({sampler.count('ingest')} samples), peak {peak_read / 1024:.0f} MB while "
+        f"{check['read_bytes'] / 1e6:,.0f} MB were read back through the API "
+        f"({check['read_bytes'] / check['read_s'] / 1e6:.0f} MB/s)")
     say(f"  log on the farm: {log_bytes:,} bytes = {check['payload_bytes']:,} of the build's output + "
         f"{check['farm_bytes']:,} in {len(check['farm_lines'])} lines of the farm's own; other bytes: "
         f"{check['other_lines']} lines -> {'nothing lost' if lossless else 'MISMATCH'}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from buildfarm.scheduler import PendingBuild, Resources, plan
 from tests.conftest import FarmProcess
 
-from .common import Api, Figure, fmt, median, say
+from .common import Api, Figure, fmt, median, say, stop_farm
 
 
 def bench_mesos_running(local: Api, n: int, tmp: Path) -> Figure:
@@ -35,7 +35,7 @@ def bench_mesos_running(local: Api, n: int, tmp: Path) -> Figure:
         m, lo = to_running(mapi), to_running(local)
     finally:
         mapi.close()
-        mfarm.stop()
+        stop_farm(mfarm)
         master.stop()
     say(f"  Mesos double {m:.3f} s, local backend {lo:.3f} s")
     return Figure(key="mesos-running", name=f"submit -> running through the Mesos double, median of {n}",
@@ -87,7 +87,7 @@ def bench_mesos_offers(n_builds: int, n_agents: int) -> Figure:
     specs = {f"b{i}": BuildSpec(repo="git://127.0.0.1/x.git", image="img", command=["true"],
                                 resources={"cpus": [1, 2, 3, 4][i % 4], "mem": 1024}) for i in range(n_builds)}
     b = MesosBackend(MesosOptions(master="127.0.0.1:1", reconcile_interval=1e9), R(), "http://127.0.0.1:1",
-                     lambda ev: None, lambda why: None, lambda: [], driver_factory=Driver)
+                     lambda ev: None, lambda why: None, list, driver_factory=Driver)
     b.connected.set()
     queue = list(specs)
     answered, rounds = 0, 0
