@@ -411,5 +411,9 @@ def artifacts(ctx, build_id, dest, pattern, as_json):
             click.echo(f"{a['size']:>12}  {a['sha256']}  {a['path']}")
 
 
+from .jenkins.cli import jenkins_bridge  # noqa: E402  (a command of its own module)
+
+main.add_command(jenkins_bridge)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,402 @@
+"""Jenkins, both ways, against a real farm (`buildfarm up`), real containers and the Jenkins double
+(tests/doubles/jenkins.py), driven through python-jenkins and the real `buildfarm` CLI:
+
+- a Jenkins shell step runs `buildfarm submit --wait --follow`: its exit code for each outcome,
+  the trigger recorded from BUILD_URL/JOB_NAME/BUILD_NUMBER, JUnit XML fetched for the publisher;
+- `buildfarm jenkins-bridge`: queued items get ephemeral agents (the real image with the stand-in
+  agent.jar), within limits, cleaned up when they never connect, and across a bridge restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import httpx
+import jenkins
+import pytest
+import requests
+
+from buildfarm.jenkins.bridge import node_secret, waiting_label
+from buildfarm.jenkins.downstream import notify_pipeline_end
+from tests.conftest import BUILDFARM, IMAGE, ROOT, containers_of, need, wait_until
+from tests.doubles.jenkins import JenkinsDouble
+
+AGENT_IMAGE = "buildfarm/jenkins-agent:standin"
+BIG_IMAGE = "buildfarm-test/jenkins-agent-big:latest"  # a second image (a tag of the stand-in)
+TERMINAL = {"succeeded", "failed", "timed_out", "cancelled", "error"}
+JENKINS_ENV = {"BUILD_URL": "https://jenkins.example/job/app/42/", "JOB_NAME": "app", "BUILD_NUMBER": "42"}
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def agent_image(docker_engine):
+    have = subprocess.run(["docker", "image", "inspect", AGENT_IMAGE], capture_output=True).returncode == 0
+    need(have, f"the image {AGENT_IMAGE} (make images)")
+    subprocess.run(["docker", "tag", AGENT_IMAGE, BIG_IMAGE], check=True)
+    yield AGENT_IMAGE
+    subprocess.run(["docker", "rmi", BIG_IMAGE], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def repo(git_server):
+    return git_server.make_repo("jenkins-tools", {"README": "checked out into each agent's workspace\n"})
+
+
+@pytest.fixture
+def double():
+    d = JenkinsDouble().start()
+    yield d
+    d.stop()
+
+
+def farm_env(farm) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("BUILD_URL", "JOB_NAME", "BUILD_NUMBER")}
+    if getattr(farm, "token", None):
+        env["BUILDFARM_TOKEN"] = farm.token
+    return env
+
+
+def farm_get(farm, path: str, **params) -> dict:
+    headers = getattr(farm, "headers", None) or {}
+    r = httpx.get(farm.url + path, params=params, headers=headers, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+class BridgeProcess:
+    """`buildfarm jenkins-bridge ... --json`, as an operator runs it; its events are collected."""
+
+    def __init__(self, farm, double: JenkinsDouble, label_map: Path, *extra: str):
+        self.args = [BUILDFARM, "--server", farm.url, "jenkins-bridge", "--url", double.url, "--user", double.user,
+                     "--token", double.token, "--label-map", str(label_map), "--interval", "0.3", "--json", *extra]
+        self.env = farm_env(farm)
+        self.events: list[dict] = []
+        self.output: list[str] = []
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=self.env)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        wait_until(lambda: self.of("started") or self.proc.poll() is not None, 30, what="the bridge to start")
+        assert self.proc.poll() is None, "\n".join(self.output)
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            self.output.append(line.rstrip())
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def of(self, event: str, **match) -> list[dict]:
+        return [e for e in list(self.events) if e["event"] == event and all(e.get(k) == v for k, v in match.items())]
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def bridges():
+    started: list[BridgeProcess] = []
+
+    def make(*a, **kw) -> BridgeProcess:
+        b = BridgeProcess(*a, **kw)
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+def write_label_map(path: Path, repo: str, labels: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"repo": repo, "labels": labels}))
+    return path
+
+
+def linux(max_agents: int = 2, **kw) -> dict:
+    return {"image": AGENT_IMAGE, "cpus": 0.5, "mem": 256, "max_agents": max_agents, **kw}
+
+
+def agent_builds(farm, double: JenkinsDouble) -> list[dict]:
+    """Every buildfarm build of this bridge's agents (the farm's own records)."""
+    builds = farm_get(farm, "/api/v1/builds", limit=500)["builds"]
+    return [b for b in builds if (b["spec"].get("trigger") or {}).get("detail", {}).get("bridge")
+            == double.url.rstrip("/")]
+
+
+def assert_clean(farm, double: JenkinsDouble, timeout: float = 60) -> list[dict]:
+    """No bridge node in Jenkins, every agent build ended, no container of them left."""
+    wait_until(lambda: not [n for n in double.node_names() if n.startswith("bf-")], timeout,
+               what=f"the bridge's nodes to be deleted (left: {double.node_names()})")
+    wait_until(lambda: all(b["state"] in TERMINAL for b in agent_builds(farm, double)), timeout,
+               what="every agent build to end")
+    builds = agent_builds(farm, double)
+    wait_until(lambda: not any(containers_of(b["id"]) for b in builds), 30, what="the agent containers to go")
+    return builds
+
+
+# -- Jenkins triggers buildfarm builds: a shell step ---------------------------------------------------
+
+def shell_step(farm, tmp_path: Path, script: str, background: bool = False):
+    """Run `script` as Jenkins runs a shell build step (`sh -xe SCRIPT`, BUILD_URL & co. set)."""
+    f = tmp_path / f"jenkins{time.monotonic_ns()}.sh"
+    f.write_text(f"export PATH={Path(BUILDFARM).parent}:$PATH\nexport BUILDFARM_URL={farm.url}\n{script}\n")
+    env = {**farm_env(farm), **JENKINS_ENV}
+    if background:
+        return subprocess.Popen(["sh", "-xe", str(f)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.run(["sh", "-xe", str(f)], capture_output=True, timeout=120, env=env)
+
+
+def build_id_from(stderr: bytes) -> str:
+    for line in stderr.decode().splitlines():
+        if line.startswith("build ") and line.endswith(" queued"):
+            return line.split()[1]
+    raise AssertionError(f"no build id in: {stderr.decode()[-2000:]}")
+
+
+def assert_jenkins_trigger(farm, build_id: str) -> None:
+    t = farm.build(build_id)["spec"]["trigger"]
+    assert t["kind"] == "jenkins"
+    assert t["url"] == JENKINS_ENV["BUILD_URL"]
+    assert t["detail"] == {"job": "app", "number": "42"}
+
+
+def test_shell_step_exit_codes_and_trigger(farm, git_server, tmp_path):
+    url = git_server.make_repo("jenkins-step", {"README": "x\n"})
+    submit = f"buildfarm submit --repo {url} --image {IMAGE} --wait --follow"
+    ok = shell_step(farm, tmp_path, f"{submit} -- sh -c 'echo hello from the farm'")
+    assert ok.returncode == 0, ok.stderr.decode()
+    assert b"hello from the farm" in ok.stdout  # the log, live, in the Jenkins console
+    assert_jenkins_trigger(farm, build_id_from(ok.stderr))
+
+    failed = shell_step(farm, tmp_path, f"{submit} -- sh -c 'exit 7'")
+    assert failed.returncode == 7
+    assert_jenkins_trigger(farm, build_id_from(failed.stderr))
+
+    timed_out = shell_step(farm, tmp_path, f"{submit} --timeout 2 -- sleep 60")
+    assert timed_out.returncode == 124
+    assert farm.build(build_id_from(timed_out.stderr))["state"] == "timed_out"
+
+    infra = shell_step(farm, tmp_path, f"{submit} --commit deadbeefdeadbeef -- true")
+    assert infra.returncode == 125  # the farm could not run it: an infrastructure error, not a test failure
+    assert farm.build(build_id_from(infra.stderr))["state"] == "error"
+    unreachable = shell_step(farm, tmp_path, f"buildfarm --server http://127.0.0.1:1 submit --repo {url} "
+                                             f"--image {IMAGE} --wait -- true")
+    assert unreachable.returncode == 125
+    assert b"cannot reach the farm" in unreachable.stderr
+
+    step = shell_step(farm, tmp_path, f"{submit} -- sleep 60", background=True)
+    err = b""
+    while b" queued" not in err:  # read stderr up to "build ID queued"
+        chunk = step.stderr.readline()
+        assert chunk, "the step ended before its build was queued"
+        err += chunk
+    bid = build_id_from(err)
+    assert farm.cli("cancel", bid).returncode == 0
+    assert step.wait(60) == 130
+    assert_jenkins_trigger(farm, bid)
+
+
+def test_junit_xml_fetched_for_the_publisher(farm, git_server, tmp_path):
+    url = git_server.make_repo("jenkins-junit", {"README": "x\n"})
+    junit = ('<testsuite name="unit" tests="2" failures="0"><testcase classname="t" name="a"/>'
+             '<testcase classname="t" name="b"/></testsuite>')
+    out = farm.cli("submit", "--repo", url, "--image", IMAGE, "--artifact", "reports/*.xml", "--artifact",
+                   "dist/*", "--wait", "--step", f"mkdir -p reports dist && echo '{junit}' > reports/junit.xml",
+                   "--step", "echo not a report > dist/app.txt")
+    assert out.returncode == 0, out.stderr.decode()
+    bid = out.stdout.decode().strip() or build_id_from(out.stderr)
+    workspace = tmp_path / "workspace"
+    got = farm.cli("artifacts", bid, "--download", str(workspace), "--glob", "*.xml")
+    assert got.returncode == 0, got.stderr.decode()
+    files = sorted(str(p.relative_to(workspace)) for p in workspace.rglob("*") if p.is_file())
+    assert files == ["reports/junit.xml"]
+    suite = ET.parse(workspace / "reports" / "junit.xml").getroot()
+    assert suite.tag == "testsuite" and suite.get("tests") == "2"
+
+
+def test_examples_are_well_formed():
+    config = ET.parse(ROOT / "examples" / "jenkins" / "freestyle-config.xml").getroot()
+    assert config.tag == "project"
+    shell = config.find("./builders/hudson.tasks.Shell/command").text
+    assert "buildfarm submit" in shell and "--wait" in shell and "--follow" in shell
+    assert "buildfarm artifacts" in shell and "--glob" in shell
+    assert config.find("./publishers/hudson.tasks.junit.JUnitResultArchiver/testResults") is not None
+    jenkinsfile = (ROOT / "examples" / "jenkins" / "Jenkinsfile").read_text()
+    assert "buildfarm submit" in jenkinsfile and "junit" in jenkinsfile
+
+
+# -- the double speaks Jenkins' remote API as python-jenkins expects ------------------------------------
+
+def test_double_speaks_jenkins_remote_api(double):
+    server = jenkins.Jenkins(double.url, username=double.user, password=double.token)
+    assert server.get_queue_info() == []
+    assert server.get_version() == "2.462.3"
+    bad = jenkins.Jenkins(double.url, username=double.user, password="wrong")
+    with pytest.raises(jenkins.JenkinsException, match="401"):
+        bad.get_queue_info()
+    no_crumb = requests.post(double.url + "computer/doCreateItem", auth=(double.user, double.token),
+                             data={"name": "x", "type": "hudson.slaves.DumbSlave$DescriptorImpl", "json": "{}"})
+    assert no_crumb.status_code == 403
+    item = double.enqueue("app", "linux")
+    (q,) = server.get_queue_info()
+    assert q["id"] == item and q["task"]["name"] == "app" and q["buildable"]
+    assert q["why"] == "There are no nodes with the label ‘linux’"
+    assert waiting_label(q, {"linux"}) == "linux" and waiting_label(q, {"windows"}) is None
+    server.create_node("bf-linux-t", numExecutors=1, labels="linux", exclusive=True,
+                       launcher=jenkins.LAUNCHER_JNLP, launcher_params={})
+    info = server.get_node_info("bf-linux-t")
+    assert info["offline"] and info["idle"] and info["numExecutors"] == 1 and info["jnlpAgent"]
+    assert server.get_queue_info()[0]["why"] == "All nodes of label ‘linux’ are offline"
+    assert node_secret(server, "bf-linux-t") == double.node("bf-linux-t").secret
+    with pytest.raises(jenkins.JenkinsException):
+        server.create_node("bf-linux-t", launcher=jenkins.LAUNCHER_JNLP, launcher_params={})
+    server.delete_node("bf-linux-t")
+    assert not server.node_exists("bf-linux-t")
+    queue_item = notify_pipeline_end(server, "nightly-report", "run-17", "failed", "nightly")
+    assert double.triggered == [{"job": "nightly-report", "item": queue_item, "params": {
+        "BUILDFARM_PIPELINE_RUN": "run-17", "BUILDFARM_PIPELINE_OUTCOME": "failed", "BUILDFARM_PIPELINE": "nightly"}}]
+
+
+def test_bridge_refuses_bad_configuration(farm, double, repo, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("labels:\n  linux:\n    image: x\n    cpus: -1\n")
+    out = subprocess.run([BUILDFARM, "--server", farm.url, "jenkins-bridge", "--url", double.url, "--user", "u",
+                          "--token", "t", "--label-map", str(bad)], capture_output=True, text=True, env=farm_env(farm))
+    assert out.returncode == 2 and "labels.linux.cpus" in out.stderr and "Traceback" not in out.stderr
+    good = write_label_map(tmp_path / "good.yaml", repo, {"linux": linux()})
+    out = subprocess.run([BUILDFARM, "--server", farm.url, "jenkins-bridge", "--url", double.url, "--user",
+                          double.user, "--token", "wrong", "--label-map", str(good)], capture_output=True, text=True,
+                         env=farm_env(farm))
+    assert out.returncode == 2 and "refused user" in out.stderr and "Traceback" not in out.stderr
+
+
+# -- buildfarm as Jenkins' agent cloud ----------------------------------------------------------------------
+
+def test_queued_item_gets_exactly_one_agent(farm, agent_image, double, repo, tmp_path, bridges):
+    lm = write_label_map(tmp_path / "labels.yaml", repo, {"linux": linux()})
+    bridge = bridges(farm, double, lm)
+    item = double.enqueue("app", "linux", duration=1.0)
+    wait_until(lambda: double.completed, 90, what="the Jenkins build to run on an agent")
+    builds = assert_clean(farm, double)
+    (done,) = double.completed
+    assert done["job"] == "app" and done["item"] == item and done["result"] == "SUCCESS"
+    assert double.created == [done["node"]] and double.deleted == [done["node"]]
+    assert len(builds) == 1 and builds[0]["state"] == "succeeded"
+    b = builds[0]
+    assert b["spec"]["image"] == AGENT_IMAGE and b["spec"]["trigger"]["kind"] == "jenkins"
+    assert b["spec"]["trigger"]["detail"]["node"] == done["node"]
+    assert b["spec"]["trigger"]["detail"]["item"] == str(item)
+    log = farm.log_text(b["id"])
+    assert b"Building app #1" in log and b"Terminated" in log
+    assert [e["node"] for e in bridge.of("agent-created")] == [done["node"]]
+    assert bridge.of("agent-busy", node=done["node"])  # seen busy, then taken offline: one build only
+
+
+def test_two_labels_two_images(farm, agent_image, double, repo, tmp_path, bridges):
+    lm = write_label_map(tmp_path / "labels.yaml", repo, {
+        "linux": linux(),
+        "big": {"image": BIG_IMAGE, "cpus": 1.0, "mem": 512, "max_agents": 1, "constraints": ["os:linux"]}})
+    bridges(farm, double, lm)
+    double.enqueue("small-job", "linux", duration=0.5)
+    double.enqueue("big-job", "big", duration=0.5)
+    other = double.enqueue("other", "windows")  # not served: left alone
+    wait_until(lambda: len(double.completed) == 2, 90, what="both builds")
+    builds = assert_clean(farm, double)
+    by_job = {c["job"]: c for c in double.completed}
+    spec = {b["spec"]["trigger"]["detail"]["node"]: b["spec"] for b in builds}
+    small, big = spec[by_job["small-job"]["node"]], spec[by_job["big-job"]["node"]]
+    assert (small["image"], small["resources"]["cpus"], small["resources"]["mem"]) == (AGENT_IMAGE, 0.5, 256)
+    assert (big["image"], big["resources"]["cpus"], big["resources"]["mem"]) == (BIG_IMAGE, 1.0, 512)
+    assert big["constraints"] == ["os:linux"]
+    assert by_job["big-job"]["node"].startswith("bf-big-") and by_job["small-job"]["node"].startswith("bf-linux-")
+    assert len(builds) == 2 and double.queued() == [other]  # the windows item: nobody serves it
+
+
+def test_limits_hold_under_a_burst_of_50(farm, agent_image, double, repo, tmp_path, bridges):
+    lm = write_label_map(tmp_path / "labels.yaml", repo, {"linux": linux(3), "big": linux(2)})
+    bridges(farm, double, lm, "--max-total", "4")
+    items = [double.enqueue(f"job{i}", "big" if i % 5 == 0 else "linux", duration=0.3) for i in range(50)]
+    wait_until(lambda: len(double.completed) == 50, 170, 0.5,
+               what=f"all 50 items built ({len(double.completed)} done)")
+    assert_clean(farm, double)
+    assert sorted(c["item"] for c in double.completed) == items
+    assert all(c["result"] == "SUCCESS" for c in double.completed)
+    assert double.peak_nodes["linux"] <= 3 and double.peak_nodes["big"] <= 2 and double.peak_nodes["*"] <= 4
+    nodes = [c["node"] for c in double.completed]
+    assert len(set(nodes)) == 50  # one build per agent
+
+
+def test_agent_that_never_connects_is_cleaned(farm, agent_image, double, repo, tmp_path, bridges):
+    double.accept_agents = False  # as if a firewall kept the agents from Jenkins
+    lm = write_label_map(tmp_path / "labels.yaml", repo, {"linux": linux()})
+    bridge = bridges(farm, double, lm, "--connect-timeout", "8")
+    # 1. Its queue item goes away before the agent connects.
+    first = double.enqueue("gone-soon", "linux")
+    (created,) = wait_until(lambda: bridge.of("agent-created", item=first), 30, what="an agent")
+    wait_until(lambda: farm.build(created["build"])["state"] == "running", 60, what="the agent build to run")
+    double.cancel(first)
+    (removed,) = wait_until(lambda: bridge.of("agent-removed", node=created["node"]), 30, what="its removal")
+    assert "left the queue" in removed["reason"] and removed["cancelled"]
+    # 2. Its item stays, but the agent never connects.
+    second = double.enqueue("never", "linux")
+    (created2,) = wait_until(lambda: bridge.of("agent-created", item=second), 30, what="a second agent")
+    (removed2,) = wait_until(lambda: bridge.of("agent-removed", node=created2["node"]), 60, what="the timeout")
+    assert "did not connect within 8 s" in removed2["reason"] and removed2["cancelled"]
+    double.cancel(second)
+    builds = assert_clean(farm, double)
+    assert {created["build"], created2["build"]} <= {b["id"] for b in builds}
+    assert all(b["state"] == "cancelled" for b in builds)
+    assert not double.completed
+
+
+def test_bridge_restart_leaves_no_orphans(farm, agent_image, double, repo, tmp_path, bridges):
+    lm = write_label_map(tmp_path / "labels.yaml", repo, {"linux": linux(3)})
+    bridge = bridges(farm, double, lm)
+    items = [double.enqueue(f"job{i}", "linux", duration=4.0) for i in range(4)]
+    wait_until(lambda: len(bridge.of("agent-busy")) >= 2, 90, what="two agents busy")
+    bridge.kill9()
+    # Left-overs a crash could also leave: a node whose build was never submitted, and an agent
+    # build whose node is gone.
+    server = jenkins.Jenkins(double.url, username=double.user, password=double.token)
+    server.create_node("bf-linux-orphan", numExecutors=1, labels="linux", exclusive=True,
+                       launcher=jenkins.LAUNCHER_JNLP, launcher_params={})
+    url = double.url.rstrip("/")
+    headers = getattr(farm, "headers", None) or {}
+    r = httpx.post(farm.url + "/api/v1/builds", headers=headers, json={
+        "repo": repo, "image": IMAGE, "command": ["sleep", "300"], "resources": {"cpus": 0.25, "mem": 128},
+        "trigger": {"kind": "jenkins", "detail": {"bridge": url, "node": "bf-linux-ghost", "label": "linux",
+                                                  "item": "1"}}})
+    assert r.status_code == 201, r.text
+    ghost = r.json()["id"]
+    restarted = bridges(farm, double, lm)
+    assert restarted.of("orphan-node-deleted", node="bf-linux-orphan")
+    assert restarted.of("orphan-build-cancelled", build=ghost)
+    assert restarted.of("agent-adopted")
+    wait_until(lambda: len(double.completed) == 4, 120, 0.5, what="all four items built")
+    builds = assert_clean(farm, double)
+    assert sorted(c["item"] for c in double.completed) == items
+    assert len({c["node"] for c in double.completed}) == 4
+    assert farm.build(ghost)["state"] == "cancelled"
+    assert all(b["state"] in ("succeeded", "cancelled") for b in builds)
