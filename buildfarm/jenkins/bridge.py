@@ -11,7 +11,9 @@ Every poll (python-jenkins: the queue, then the nodes) the bridge
    file, and submits a buildfarm build (trigger kind "jenkins") that runs `jenkins-agent` in the
    label's image with that secret: the farm's scheduler places it on local Docker or Mesos;
 3. follows each node: when its executor is busy the node is taken offline, so it runs exactly one
-   build; once idle again the node is deleted, the agent's channel closes and the container exits;
+   build; once idle again the node is deleted, the agent's channel closes and the container exits.
+   (From outside Jenkins this holds for builds longer than a poll: a build that starts and ends
+   between two polls can be followed by a second one before the bridge sees the node again.);
 4. cleans up: an agent that never connects within --connect-timeout, or whose queue item left the
    queue before it connected (with no other item to stand for), is cancelled in buildfarm and its
    node deleted; a node deleted by hand has its build cancelled; an agent whose build ended before
@@ -27,7 +29,9 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
@@ -40,7 +44,6 @@ from ..client import TERMINAL_STATES, Client, ClientError
 from .labelmap import LabelMap, LabelSettings
 
 PREFIX = "bf-"
-IDLE_GRACE = 2.0  # seconds a connected agent may sit idle after its item left the queue
 DRAIN_TIMEOUT = 30.0  # seconds an agent's build may take to end after its node was deleted
 STATE_CHECK = 2.0  # seconds between build-state checks of an agent that has not connected
 _QUOTED = re.compile(r"[‘'\"]([^’'\"]+)[’'\"]")
@@ -63,7 +66,6 @@ class Agent:
     connected: bool = False
     connected_at: float | None = None
     used: bool = False
-    idle_since: float | None = None
     checked_at: float = 0.0
     build_state: str = "queued"
     deadline: float = 0.0  # while draining: cancel the build after this
@@ -106,8 +108,15 @@ def slug(label: str) -> str:
 
 class Bridge:
     def __init__(self, server: jenkins.Jenkins, farm: Client, label_map: LabelMap, *, max_total: int = 10,
-                 connect_timeout: float = 300.0, emit: Emit | None = None, user: str | None = None):
+                 connect_timeout: float = 300.0, emit: Emit | None = None, user: str | None = None,
+                 launch_server: jenkins.Jenkins | None = None, launchers: int = 4):
         self.server = server
+        # Launches (node, secret, submit: ~0.5 s each) run beside the poll, so a burst of them
+        # never keeps the poll from seeing a node that went busy.
+        self.launch_server = launch_server or server
+        self.pool = ThreadPoolExecutor(max_workers=launchers, thread_name_prefix="launch")
+        self.lock = threading.Lock()
+        self.pending: dict[int, str] = {}  # queue item -> label, while its agent is being launched
         self.farm = farm
         self.map = label_map
         self.max_total = max_total
@@ -161,6 +170,7 @@ class Bridge:
     # -- one poll -----------------------------------------------------------------------------------------
     def poll(self) -> None:
         now = time.time()
+        t0 = time.monotonic()
         waiting: dict[str, list[int]] = {}
         jobs: dict[int, str] = {}
         for item in self.server.get_queue_info():
@@ -169,14 +179,23 @@ class Bridge:
                 waiting.setdefault(label, []).append(item["id"])
                 jobs[item["id"]] = (item.get("task") or {}).get("name", "?")
         nodes = self._bridge_nodes()
-        for a in list(self.agents.values()):
+        t1 = time.monotonic()
+        with self.lock:
+            agents = list(self.agents.values())
+        for a in agents:
             n = nodes.get(a.node)
             if n is None:
                 self._retire(a, "its node was deleted in Jenkins", cancel=True, delete=False)
             else:
                 self._follow(a, n, waiting.get(a.label, []), now)
+        t2 = time.monotonic()
         self._drain(now)
+        t3 = time.monotonic()
         self._provision(waiting, jobs, now)
+        t4 = time.monotonic()
+        if t4 - t0 > 1.0:
+            self.emit("slow-poll", seconds=round(t4 - t0, 2), read=round(t1 - t0, 2), follow=round(t2 - t1, 2),
+                      drain=round(t3 - t2, 2), provision=round(t4 - t3, 2))
 
     def _follow(self, a: Agent, n: dict, queued: list[int], now: float) -> None:
         if not n["offline"] or not n["idle"] or n["temporarilyOffline"]:
@@ -206,19 +225,21 @@ class Bridge:
             elif a.item not in queued and not self._rebind(a, queued):
                 self._retire(a, f"queue item {a.item} left the queue before its agent connected", cancel=True)
             return
-        # Connected and idle, never seen busy: waiting for Jenkins to hand it the item.
+        # Connected and idle, never seen busy: waiting for Jenkins to hand it the item. Jenkins takes
+        # an item off the queue in the same step that gives it to an executor, so once the item is
+        # gone this agent either ran a build quicker than a poll or will get none: retire it now,
+        # before the queue hands it a second one.
         if a.item in queued:
-            a.idle_since = None
             if now - (a.connected_at or now) > self.connect_timeout:
                 self._retire(a, f"connected but given no build within {self.connect_timeout:g} s")
             return
-        a.idle_since = a.idle_since or now
-        if now - a.idle_since >= IDLE_GRACE:
-            self._retire(a, f"queue item {a.item} left the queue (built here or elsewhere)")
+        self._retire(a, f"queue item {a.item} left the queue (built here, quicker than a poll, or elsewhere)")
 
     def _rebind(self, a: Agent, queued: list[int]) -> bool:
         """Let an agent that has not connected stand for another waiting item of its label."""
-        covered = {b.item for b in self.agents.values() if b.label == a.label and not b.used}
+        with self.lock:
+            covered = {b.item for b in self.agents.values() if b.label == a.label and not b.used}
+            covered |= set(self.pending)
         for item in queued:
             if item not in covered:
                 self.emit("agent-rebound", node=a.node, label=a.label, item=item, was=a.item)
@@ -238,7 +259,10 @@ class Bridge:
 
     def _retire(self, a: Agent, reason: str, *, cancel: bool = False, delete: bool = True,
                 failure: bool = False) -> None:
-        self.agents.pop(a.node, None)
+        if delete and not self._take_offline(a):
+            return  # it took a build after all: it retires once that is done
+        with self.lock:
+            self.agents.pop(a.node, None)
         if delete:
             self._delete_node(a.node)
         self.emit("agent-removed", node=a.node, label=a.label, item=a.item, build=a.build_id, reason=reason,
@@ -254,6 +278,20 @@ class Bridge:
             self.backoff[a.label] = (time.time() + min(2.0 * 2 ** (failures - 1), 60.0), failures)
         elif a.used:
             self.backoff.pop(a.label, None)
+
+    def _take_offline(self, a: Agent) -> bool:
+        """Before deleting an online node: take it offline so the queue gives it nothing more, then
+        look again. False if a build started on it meanwhile (it is kept, offline, until done)."""
+        try:
+            self.server.disable_node(a.node, "buildfarm: agent being removed")
+            info = self.server.get_node_info(a.node)
+        except jenkins.JenkinsException:
+            return True  # gone already
+        if not info.get("idle", True):
+            a.used = a.connected = True
+            self.emit("agent-busy", node=a.node, label=a.label, build=a.build_id)
+            return False
+        return True
 
     def _drain(self, now: float) -> None:
         """Agents whose node is gone: their container exits with the agent; cancel it if not."""
@@ -272,36 +310,55 @@ class Bridge:
 
     # -- provisioning -------------------------------------------------------------------------------------
     def _provision(self, waiting: dict[str, list[int]], jobs: dict[int, str], now: float) -> None:
+        with self.lock:
+            agents = list(self.agents.values())
+            pending = dict(self.pending)
+        count = {label: sum(1 for a in agents if a.label == label) + sum(1 for lab in pending.values() if lab == label)
+                 for label in self.map.labels}
+        total = len(agents) + len(pending)
         todo: dict[str, list[int]] = {}
         for label, items in waiting.items():
             if self.backoff.get(label, (0.0, 0))[0] > now:
                 continue
-            covered = {a.item for a in self.agents.values() if a.label == label and not a.used}
+            covered = {a.item for a in agents if a.label == label and not a.used} | set(pending)
             todo[label] = [i for i in items if i not in covered]
         # Round-robin over the labels, so one label's burst does not take the whole --max-total.
-        while any(todo.values()) and len(self.agents) < self.max_total:
+        while any(todo.values()) and total < self.max_total:
             for label in list(todo):
                 if not todo[label]:
                     continue
-                have = sum(1 for a in self.agents.values() if a.label == label)
-                if have >= self.map.labels[label].max_agents or len(self.agents) >= self.max_total:
+                if count[label] >= self.map.labels[label].max_agents or total >= self.max_total:
                     todo[label] = []
                     continue
                 item = todo[label].pop(0)
-                if not self._launch(label, self.map.labels[label], item, jobs.get(item, "?")):
-                    todo[label] = []
+                count[label] += 1
+                total += 1
+                with self.lock:
+                    self.pending[item] = label
+                self.pool.submit(self._launch, label, self.map.labels[label], item, jobs.get(item, "?"))
 
     def _launch(self, label: str, s: LabelSettings, item: int, job: str) -> bool:
+        try:
+            return self._launch_one(label, s, item, job)
+        except Exception as e:  # noqa: BLE001  (a launch thread must report, never die silently)
+            self._fail(label, f"launching an agent failed: {type(e).__name__}: {e}")
+            return False
+        finally:
+            with self.lock:
+                self.pending.pop(item, None)
+
+    def _launch_one(self, label: str, s: LabelSettings, item: int, job: str) -> bool:
+        server = self.launch_server
         name = f"{PREFIX}{slug(label)}-{secrets.token_hex(4)}"
         try:
-            self.server.create_node(
+            server.create_node(
                 name, numExecutors=1, remoteFS=s.workdir, labels=label, exclusive=True,
                 nodeDescription=f"buildfarm ephemeral agent ({label}) for queue item {item} ({job}); "
                                 f"created by buildfarm jenkins-bridge, deleted after one build",
                 launcher=jenkins.LAUNCHER_JNLP, launcher_params={"webSocket": s.websocket})
-            secret = node_secret(self.server, name)
+            secret = node_secret(server, name)
         except (jenkins.JenkinsException, requests.RequestException, BridgeError) as e:
-            self._delete_node(name)
+            self._delete_node(name, server)
             self._fail(label, f"cannot create node {name} in Jenkins: {e}")
             return False
         trigger = {"kind": "jenkins", "user": self.user, "url": f"{self.url}/computer/{quote(name)}/",
@@ -313,10 +370,11 @@ class Bridge:
         try:
             b = self.farm.submit(s.spec(self.map.repo_of(label), env, trigger))
         except ClientError as e:
-            self._delete_node(name)
+            self._delete_node(name, server)
             self._fail(label, f"buildfarm refused the agent build: {e}")
             return False
-        self.agents[name] = Agent(name, label, item, b["id"], time.time())
+        with self.lock:
+            self.agents[name] = Agent(name, label, item, b["id"], time.time())
         self.emit("agent-created", node=name, label=label, item=item, job=job, build=b["id"])
         return True
 
@@ -328,12 +386,17 @@ class Bridge:
         self.emit("error", label=label, message=message, retry_in=delay)
 
     # -- Jenkins and the farm, tolerant of what is already gone ------------------------------------------
-    def _delete_node(self, name: str) -> None:
+    def _delete_node(self, name: str, server: jenkins.Jenkins | None = None) -> None:
+        server = server or self.server
         try:
-            self.server.delete_node(name)
+            server.delete_node(name)
         except jenkins.JenkinsException:
-            if self.server.node_exists(name):
+            if server.node_exists(name):
                 raise
+
+    def close(self) -> None:
+        """Wait for launches under way (their agents are then adopted by the next start)."""
+        self.pool.shutdown(wait=True)
 
     def _cancel(self, build_id: str) -> None:
         try:

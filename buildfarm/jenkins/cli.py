@@ -91,7 +91,8 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
         click.echo(f"error: cannot reach Jenkins at {url} ({type(e).__name__}); check --url", err=True)
         sys.exit(EXIT_INFRA_ERROR)
     farm = _client(ctx)
-    bridge = Bridge(server, farm, lm, max_total=max_total, connect_timeout=connect_timeout, emit=emit, user=user)
+    bridge = Bridge(server, farm, lm, max_total=max_total, connect_timeout=connect_timeout, emit=emit, user=user,
+                    launch_server=jenkins.Jenkins(url, username=user, password=token, timeout=30))
     try:
         bridge.adopt()
     except ClientError as e:
@@ -122,4 +123,5 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
             time.sleep(max(0.0, interval - (time.monotonic() - t0)))
     except KeyboardInterrupt:
         pass
+    bridge.close()
     emit("stopped", agents=len(bridge.agents), note="running agents are adopted by the next start")

@@ -381,6 +381,10 @@ def _handler(jenkins: JenkinsDouble):
                                         "displayName": "Nodes", "totalExecutors":
                                         sum(n.num_executors for n in jenkins.nodes.values())})
             parts = path.strip("/").split("/")
+            if len(parts) == 2 and parts[0] == "computer":  # the node's page (toggleOffline redirects here)
+                with jenkins.lock:
+                    n = jenkins.nodes.get(parts[1])
+                return self._send(200 if n else 404, f"<html>{parts[1]}</html>", "text/html")
             if len(parts) == 3 and parts[0] == "computer":
                 with jenkins.lock:
                     n = jenkins.nodes.get(parts[1])
