@@ -51,11 +51,11 @@ def _serve(request: Request, name: str) -> Response:
 def router() -> APIRouter:
     r = APIRouter(tags=["dashboard"])
 
-    @r.get("/", include_in_schema=False)
+    @r.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index(request: Request) -> Response:
         return _serve(request, "index.html")
 
-    @r.get("/ui/{name}", include_in_schema=False)
+    @r.api_route("/ui/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     def asset(name: str, request: Request) -> Response:
         return _serve(request, name)
 

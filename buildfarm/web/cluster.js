@@ -111,7 +111,7 @@ export function chart(data) {
       base += v;
     }
     const d = new Date(b.start * 1000);
-    if (d.getMinutes() === 0 || i === 0) {
+    if (d.getMinutes() === 0 && x < W - R - 28) {
       const label = `${String(d.getHours()).padStart(2, '0')}:${String(d.getMinutes()).padStart(2, '0')}`;
       parts.push(`<text class="axis" x="${x.toFixed(1)}" y="${H - 6}">${label}</text>`);
     }

@@ -31,8 +31,10 @@ export function render(root, params) {
         ${field('image', 'Image', raw(`<input id="f-image" name="image" required value="${DEFAULT_IMAGE}" spellcheck="false">`), 'a Docker image with git and python3')}
         <div class="field" data-field="run">
           <span class="label">Run</span>
-          <label class="inline"><input type="radio" name="mode" value="steps" checked> shell steps</label>
-          <label class="inline"><input type="radio" name="mode" value="command"> one command</label>
+          <div class="choices">
+            <label class="inline"><input type="radio" name="mode" value="steps" checked> shell steps</label>
+            <label class="inline"><input type="radio" name="mode" value="command"> one command</label>
+          </div>
           <div class="field-error" role="alert"></div>
         </div>
         ${field('steps', 'Steps', raw('<textarea id="f-steps" name="steps" rows="4" placeholder="make -j2\nmake test" spellcheck="false"></textarea>'), 'one shell line each, run in order with sh -e')}
