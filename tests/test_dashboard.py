@@ -244,6 +244,17 @@ def test_cancel_button_cancels_a_running_build(admin, farm, repo, gate):
     expect(page.locator("#reason")).to_contain_text("cancelled")
     shot(page, "build-cancelled")
 
+    # Rebuild: the same spec again, as a new build whose page says what it rebuilt.
+    page.locator("#rebuild").click()
+    expect(page).not_to_have_url(re.compile(f"#/builds/{bid}$"))
+    again = page.url.rsplit("/", 1)[1]
+    try:
+        expect(page.locator("#spec")).to_contain_text(f"rebuild of {bid}")
+        rec = farm.api("GET", f"/api/v1/builds/{again}").json()
+        assert rec["spec"]["trigger"]["kind"] == "rebuild" and rec["spec"]["steps"] == [f"python3 gate.py {gate.url('never')}"]
+    finally:
+        farm.api("POST", f"/api/v1/builds/{again}/cancel")
+
 
 def test_submit_form_puts_errors_next_to_fields_and_lands_on_the_new_build(admin, farm, repo):
     from playwright.sync_api import expect

@@ -41,12 +41,17 @@ export function renderList(root) {
 
 function runsHtml(runs) {
   if (!runs.length) return '<p class="muted">No runs yet.</p>';
-  return html`<table class="runs"><thead><tr><th>Run</th><th>Pipeline</th><th>State</th><th>Trigger</th><th>Started</th><th class="num">Duration</th></tr></thead>
+  return html`<table class="runs"><thead><tr><th>Run</th><th>Pipeline</th><th>State</th><th>Jobs</th><th>Trigger</th><th>Started</th><th class="num">Duration</th></tr></thead>
     <tbody>${runs.map((r) => html`<tr class="run-row">
       <td><a class="mono" href="#/pipelines/${r.id}">${r.id}</a></td><td>${r.pipeline}</td><td>${runState(r.state)}</td>
-      <td>${triggerText(r.trigger)}</td>
+      <td class="small">${countsText(r.counts)}</td><td>${triggerText(r.trigger)}</td>
       <td title="${clock(r.created_at)}">${ago(r.created_at)}</td>
       <td class="num">${r.created_at ? duration((r.finished_at || Date.now() / 1000) - r.created_at) : '-'}</td></tr>`)}</tbody></table>`.toString();
+}
+
+function countsText(counts) {
+  const entries = Object.entries(counts || {});
+  return entries.length ? entries.map(([state, n]) => `${n} ${state.replace('_', ' ')}`).join(', ') : '-';
 }
 
 function triggerText(t) {
@@ -142,7 +147,8 @@ export function renderRun(root, id) {
     $('#run-cancel').hidden = run.state !== 'running' || !can('submitter');
     const params = Object.entries(run.parameters || {}).map(([k, v]) => `${k}=${v}`).join(', ');
     $('#run-meta').textContent = `${run.pipeline} · ${triggerText(run.trigger)} · started ${clock(run.created_at)}`
-      + `${run.finished_at ? ` · finished ${clock(run.finished_at)}` : ''}${params ? ` · ${params}` : ''}`;
+      + `${run.finished_at ? ` · finished ${clock(run.finished_at)}` : ''}${params ? ` · ${params}` : ''}`
+      + `${run.reason ? ` · ${run.reason}` : ''}`;
     $('#graph').innerHTML = graph(run.jobs || []);
     $('#jobs').innerHTML = jobsTable(run.jobs || []);
   });
@@ -188,7 +194,7 @@ export function graph(jobs) {
     const box = `<rect class="job-box state-${state}" x="${x}" y="${y}" width="${W}" height="${H}" rx="6"/>`
       + `<text class="job-name" x="${x + 10}" y="${y + 20}">${esc(clip(j.name, 24))}</text>`
       + `<text class="job-sub" x="${x + 10}" y="${y + 38}">${esc(clip(`${state.replace('_', ' ')}${matrix ? ` · ${matrix}` : ''}`, 30))}</text>`
-      + `<title>${esc(j.name)}: ${esc(state)}${j.when ? ` (when ${esc(j.when)})` : ''}</title>`;
+      + `<title>${esc(j.name)}: ${esc(state)}${j.reason ? `, ${esc(j.reason)}` : ''}${j.when ? ` (when ${esc(j.when)})` : ''}</title>`;
     const g = `<g class="job" data-job="${esc(j.name)}" data-state="${state}">${box}</g>`;
     return j.build_id ? `<a href="#/builds/${esc(encodeURIComponent(j.build_id))}">${g}</a>` : g;
   });
@@ -196,10 +202,10 @@ export function graph(jobs) {
 }
 
 function jobsTable(jobs) {
-  return html`<table class="jobs"><thead><tr><th>Job</th><th>State</th><th>Needs</th><th>Matrix</th><th>Build</th><th>When</th></tr></thead>
+  return html`<table class="jobs"><thead><tr><th>Job</th><th>State</th><th>Needs</th><th>Matrix</th><th>Build</th><th>When</th><th>Reason</th></tr></thead>
     <tbody>${jobs.map((j) => html`<tr><td>${j.name}</td><td>${runState(j.state)}</td><td>${(j.needs || []).join(', ') || '-'}</td>
       <td>${Object.entries(j.matrix || {}).map(([k, v]) => `${k}=${v}`).join(', ') || '-'}</td>
-      <td>${j.build_id ? html`<a class="mono" href="#/builds/${j.build_id}">${j.build_id}</a>` : '-'}</td><td>${j.when || '-'}</td></tr>`)}</tbody></table>`.toString();
+      <td>${j.build_id ? html`<a class="mono" href="#/builds/${j.build_id}">${j.build_id}</a>` : '-'}</td><td>${j.when || '-'}</td><td class="small">${j.reason || ''}</td></tr>`)}</tbody></table>`.toString();
 }
 
 function clip(s, n) {

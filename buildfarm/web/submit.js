@@ -22,7 +22,7 @@ export function render(root, params) {
     ${readOnly ? html`<p class="banner warn" id="submit-readonly">You are signed in as ${session.user}, a ${session.role}: submitting needs the submitter role.</p>` : ''}
     <form id="submit-form" class="submit-form" novalidate autocomplete="off">
       <div class="banner error" id="form-error" role="alert" hidden></div>
-      <fieldset><legend>What</legend>
+      <fieldset class="what"><legend>What</legend>
         ${field('repo', 'Repository', raw('<input id="f-repo" name="repo" required placeholder="git://host/app.git" spellcheck="false">'), 'git URL (git://, http(s)://, ssh://, file://)')}
         <div class="row">
           ${field('ref', 'Ref', raw('<input id="f-ref" name="ref" placeholder="main" spellcheck="false">'), 'branch or tag; default branch if empty')}
@@ -42,6 +42,7 @@ export function render(root, params) {
         ${field('env', 'Environment', raw('<textarea id="f-env" name="env" rows="2" placeholder="KEY=VALUE, one per line" spellcheck="false"></textarea>'))}
         ${field('secrets', 'Secrets', raw('<input id="f-secrets" name="secrets" placeholder="NAME, NAME" spellcheck="false">'), 'names of secrets stored on the farm, given as environment variables')}
       </fieldset>
+      <div class="col">
       <fieldset><legend>Where and how long</legend>
         <div class="row" data-field="resources">
           ${field('resources.cpus', 'CPUs', raw('<input id="f-resources-cpus" name="cpus" type="number" step="any" value="1">'))}
@@ -60,6 +61,7 @@ export function render(root, params) {
       <fieldset><legend>Keep</legend>
         ${field('artifacts', 'Artifacts', raw('<textarea id="f-artifacts" name="artifacts" rows="2" placeholder="dist/*.tar.gz, one glob per line" spellcheck="false"></textarea>'), 'globs relative to the checkout')}
       </fieldset>
+      </div>
       <div class="form-actions">
         <button type="submit" class="primary" id="submit-button" ${raw(readOnly ? 'disabled' : '')}>Submit build</button>
         <span class="muted" id="submit-status"></span>

@@ -120,6 +120,11 @@ export function every(ms, fn) {
   let timer = null;
   const tick = async () => {
     if (stopped) return;
+    // A tab in the background does not poll; it catches up as soon as it is shown again.
+    if (document.hidden) {
+      document.addEventListener('visibilitychange', tick, { once: true });
+      return;
+    }
     try { await fn(); } catch (e) { console.warn(e); }
     if (!stopped) timer = setTimeout(tick, ms);
   };
