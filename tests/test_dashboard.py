@@ -145,7 +145,7 @@ def wait_state(farm, build_id: str, state: str, timeout: float = 90) -> None:
 @pytest.fixture(scope="module")
 def done_build(farm, repo):
     """A build that succeeded (the table, the chart)."""
-    bid = submit(farm, repo, ["echo built"])
+    bid = submit(farm, repo, ["echo built", "echo '<b>not bold</b>'"], env={"NOTE": "<i>not italic</i>"})
     assert farm.wait_done(bid)["state"] == "succeeded"
     return bid
 
@@ -226,6 +226,23 @@ def test_build_page_follows_the_live_log_with_ansi_colours(admin, farm, repo, ga
     raw_log = page.request.get(farm.url + page.locator("#raw-log").get_attribute("href"))
     assert b"red alert" in raw_log.body()
     shot(page, "build")
+
+
+def test_log_falls_back_to_range_reads_and_escapes_markup(admin, farm, done_build):
+    from playwright.sync_api import expect
+
+    page = admin
+    page.route("**/log/events*", lambda route: route.abort())  # as if a proxy dropped the event stream
+    reads = []
+    page.on("request", lambda r: "/log?offset=" in r.url and reads.append(r.url))
+    page.goto(f"{farm.url}/#/builds/{done_build}")
+    log = page.locator("#log")
+    expect(log).to_contain_text("<b>not bold</b>")
+    expect(log.locator("b")).to_have_count(0)
+    expect(page.locator("#log-status")).to_contain_text("log complete")
+    expect(page.locator("#spec")).to_contain_text("NOTE=<i>not italic</i>")
+    expect(page.locator("#spec i")).to_have_count(0)
+    assert reads, "the log was not read by range"
 
 
 def test_cancel_button_cancels_a_running_build(admin, farm, repo, gate):
