@@ -20,6 +20,7 @@ from ..artifacts import ArtifactPathError, ChecksumMismatch, safe_relpath
 from ..records import BuildNotFound
 from ..service import Conflict, Farm, SubmitError
 from ..spec import BuildSpec
+from .hooks import router as hooks_router
 from ..states import TERMINAL, State
 
 
@@ -236,6 +237,7 @@ def create_app(farm: Farm) -> FastAPI:
         agent_auth(build_id, authorization)
         return farm.agent_finish(build_id, report.outcome, report.exit_code, report.reason, report.commit)
 
+    app.include_router(hooks_router(farm))
     return app
 
 
