@@ -142,14 +142,15 @@ def test_unknown_changes_match_every_path_filter_and_prs_filter_on_their_target(
 
 def test_superseded_picks_unfinished_builds_of_the_same_branch_or_pr():
     def rec(i, state, branch="main", pr="", repo="git://127.0.0.1/app.git", kind="hook"):
-        return {"id": i, "state": state, "spec": {"repo": repo, "trigger": {
+        return {"id": i, "number": 10 if i == "new" else 1, "state": state, "spec": {"repo": repo, "trigger": {
             "kind": kind, "detail": {"branch": branch, "pr": pr}}}}
 
     records = [rec("a", "running"), rec("b", "queued"), rec("c", "succeeded"), rec("d", "queued", branch="dev"),
                rec("e", "queued", pr="7"), rec("f", "queued", repo="git://other"), rec("g", "queued", kind="cli"),
                rec("new", "queued")]
-    assert superseded(records, event(), keep={"new"}) == ["a", "b"]
-    assert superseded(records, event(pr="7"), keep=set()) == ["e"]
+    assert superseded(records, event(), newest=10) == ["a", "b"]
+    assert superseded(records, event(pr="7"), newest=10) == ["e"]
+    assert superseded(records, event(), newest=1) == []  # builds of a later push are not touched
 
 
 # -- providers ----------------------------------------------------------------------------------

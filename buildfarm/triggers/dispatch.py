@@ -31,7 +31,7 @@ class Sink(Protocol):
 
 @dataclass
 class Outcome:
-    queued: list[dict[str, str]] = field(default_factory=list)  # {"id", "name"}
+    queued: list[dict[str, Any]] = field(default_factory=list)  # {"id", "name", "number"}
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"name", "reason"}
     refused: list[dict[str, str]] = field(default_factory=list)  # {"name", "reason"}
     cancelled: list[str] = field(default_factory=list)
@@ -58,9 +58,11 @@ def same_line(record: dict[str, Any], event: Event) -> bool:
     return not detail.get("pr") and detail.get("branch") == event.branch
 
 
-def superseded(records: list[dict[str, Any]], event: Event, keep: set[str]) -> list[str]:
+def superseded(records: list[dict[str, Any]], event: Event, newest: int) -> list[str]:
+    """Unfinished builds of the event's branch or pull request submitted before build number
+    `newest` (a concurrent, later delivery's builds are left alone)."""
     return [r["id"] for r in records
-            if r["id"] not in keep and r.get("state") in UNFINISHED and same_line(r, event)]
+            if r["number"] < newest and r.get("state") in UNFINISHED and same_line(r, event)]
 
 
 def dispatch(text: str | None, event: Event, sink: Sink) -> Outcome:
@@ -73,16 +75,15 @@ def dispatch(text: str | None, event: Event, sink: Sink) -> Outcome:
         except Refused as e:
             out.refused.append({"name": name, "reason": str(e)})
             continue
-        out.queued.append({"id": rec["id"], "name": name})
+        out.queued.append({"id": rec["id"], "name": name, "number": rec["number"]})
     if not p.specs:
         out.reason = p.reason
     elif not out.queued:
         out.reason = "; ".join(f"{r['name']}: refused: {r['reason']}" for r in out.refused)
     if p.cancel_superseded and out.queued:
-        keep = {b["id"] for b in out.queued}
-        for build_id in superseded(sink.unfinished(), event, keep):
+        for build_id in superseded(sink.unfinished(), event, min(b["number"] for b in out.queued)):
             try:
-                sink.cancel(build_id, f"superseded by {event.commit[:12]}")
+                sink.cancel(build_id, f"{event.commit[:12]}, which superseded it")
             except Refused:
                 continue  # it ended meanwhile
             out.cancelled.append(build_id)
