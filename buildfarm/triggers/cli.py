@@ -155,7 +155,8 @@ def post_receive(server: str, repo_url: str, token_file: Path | None, git_dir: P
         try:
             _one(repo, sink, repo_url, user, old, new, ref)
         except ClientError as e:
-            _say(f"warning: {e}; nothing queued for {ref} (the push itself succeeded)")
+            problem = f"cannot reach the farm at {server}" if e.infrastructure and e.status is None else str(e)
+            _say(f"warning: {problem}: nothing queued for {ref} (the push itself succeeded)")
         except Exception as e:  # never fail or garble a push
             _say(f"warning: {type(e).__name__}: {e}; nothing queued for {ref}")
 
