@@ -241,10 +241,10 @@ def test_api_errors_are_json_and_the_openapi_document_describes_it(farm):
     for path in ("/api/v1/builds", "/api/v1/builds/{build_id}", "/api/v1/builds/{build_id}/log",
                  "/api/v1/builds/{build_id}/cancel", "/api/v1/builds/{build_id}/artifacts"):
         assert path in doc["paths"]
-    bad = httpx.post(farm.url + "/api/v1/builds", json={"repo": "x", "image": "y", "command": ["true"], "bogus": 1})
+    bad = farm.api("POST", "/api/v1/builds", json={"repo": "x", "image": "y", "command": ["true"], "bogus": 1})
     assert bad.status_code == 422
     assert bad.json()["details"] == [{"field": "bogus", "message": "unknown field"}]
-    missing = httpx.get(farm.url + "/api/v1/builds/nosuch")
+    missing = farm.api("GET", "/api/v1/builds/nosuch")
     assert missing.status_code == 404 and "buildfarm list" in missing.json()["error"]
 
 

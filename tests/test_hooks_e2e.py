@@ -21,10 +21,11 @@ ZERO = "0" * 40
 GIT = ["git", "-c", "user.email=dev@example.org", "-c", "user.name=dev"]
 
 
-def buildfile(branches=("main", "release/*"), cancel=False, steps=("test -f src/main.c", "echo built $(cat src/main.c)")):
+def buildfile(branches=("main", "release/*"), cancel=False, steps=("test -f src/main.c", "echo built $(cat src/main.c)"),
+              paths_any=False):
     return json.dumps({"cancel_superseded": cancel, "builds": {"unit": {
         "image": IMAGE, "steps": list(steps), "resources": {"cpus": 0.5, "mem": 256},
-        "branches": list(branches), "paths": ["src/**", ".buildfarm.yml"]}}}, indent=1)
+        "branches": list(branches), "paths": ["**"] if paths_any else ["src/**", ".buildfarm.yml"]}}}, indent=1)
 
 
 class Checkout:
@@ -69,17 +70,27 @@ def all_builds(farm) -> list[dict]:
     return json.loads(out.stdout)
 
 
-def install(farm, checkout, *extra: str) -> None:
-    out = farm.cli("hook", "install", str(checkout.bare), "--repo-url", checkout.url, *extra)
+@pytest.fixture(scope="module")
+def hook_token(farm) -> str:
+    out = farm.cli("token", "create", "git-hook", "--role", "submitter")
     assert out.returncode == 0, out.stderr.decode()
-    assert b"installed" in out.stdout
+    return out.stdout.decode().strip()
+
+
+def install(farm, checkout, token: str, *extra: str) -> None:
+    out = farm.cli("hook", "install", str(checkout.bare), "--repo-url", checkout.url, "--token", token, *extra)
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"installed" in out.stdout and out.stderr == b"", out.stderr.decode()
+    token_file = checkout.bare / "hooks" / "buildfarm.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600 and token_file.read_text().strip() == token
+    assert token not in (checkout.bare / "hooks" / "post-receive").read_text()
 
 
 # -- the post-receive hook ------------------------------------------------------------------------
 
-def test_push_builds_the_pushed_commit_and_says_so(farm, git_server, tmp_path):
+def test_push_builds_the_pushed_commit_and_says_so(farm, git_server, tmp_path, hook_token):
     co = Checkout(git_server, tmp_path, "hooked", {".buildfarm.yml": buildfile(), "src/main.c": "v1"})
-    install(farm, co)
+    install(farm, co, hook_token)
     hook = (co.bare / "hooks" / "post-receive").read_text()
     assert "post-receive" in hook and co.url in hook
 
@@ -93,14 +104,14 @@ def test_push_builds_the_pushed_commit_and_says_so(farm, git_server, tmp_path):
     assert build["commit"] == sha
     assert b"built v2" in farm.log_text(ids[0])
     trigger = build["spec"]["trigger"]
-    assert trigger["kind"] == "hook" and trigger["user"]
+    assert trigger["kind"] == "hook" and trigger["user"]  # the pusher (the OS user on this server)
     assert trigger["detail"]["branch"] == "main" and trigger["detail"]["after"] == sha
     assert trigger["detail"]["job"] == "unit" and len(trigger["detail"]["before"]) == 40
 
 
-def test_push_touching_no_matching_path_enqueues_nothing(farm, git_server, tmp_path):
+def test_push_touching_no_matching_path_enqueues_nothing(farm, git_server, tmp_path, hook_token):
     co = Checkout(git_server, tmp_path, "docsonly", {".buildfarm.yml": buildfile(), "src/main.c": "v1"})
-    install(farm, co)
+    install(farm, co, hook_token)
     before = len(all_builds(farm))
     co.commit({"docs/guide.md": "words"})
     said = co.push()
@@ -110,9 +121,9 @@ def test_push_touching_no_matching_path_enqueues_nothing(farm, git_server, tmp_p
     assert len(all_builds(farm)) == before
 
 
-def test_branch_filters(farm, git_server, tmp_path):
+def test_branch_filters(farm, git_server, tmp_path, hook_token):
     co = Checkout(git_server, tmp_path, "branches", {".buildfarm.yml": buildfile(), "src/main.c": "v1"})
-    install(farm, co)
+    install(farm, co, hook_token)
     co.commit({"src/main.c": "feature"}, branch="feature/x")
     said = co.push("feature/x")
     assert "nothing to build for refs/heads/feature/x: branch feature/x is not in branches: main, release/*" in said
@@ -128,17 +139,18 @@ def test_branch_filters(farm, git_server, tmp_path):
     assert "refs/heads/release/1.0 deleted: nothing to build" in said
 
 
-def test_new_push_cancels_the_branchs_older_build(farm, git_server, tmp_path):
+def test_new_push_cancels_the_branchs_older_build(farm, git_server, tmp_path, hook_token):
     slow = buildfile(cancel=True, steps=("sleep 300",))
     co = Checkout(git_server, tmp_path, "supersede", {".buildfarm.yml": slow, "src/main.c": "v1"})
-    install(farm, co)
+    install(farm, co, hook_token)
     co.commit({"src/main.c": "v2"})
     [first] = queued_ids(co.push())
     sha = co.commit({"src/main.c": "v3"})
     said = co.push()
     [second] = queued_ids(said)
     assert f"cancelled build {first}: superseded by {sha[:12]}" in said
-    assert farm.wait_done(first, 60)["state"] == "cancelled"
+    ended = farm.wait_done(first, 60)
+    assert ended["state"] == "cancelled" and ended["reason"] == "cancelled by git-hook"
     assert farm.build(second)["state"] in ("queued", "launching", "running")
     assert farm.cli("cancel", second).returncode == 0
 
@@ -150,6 +162,24 @@ def test_unreachable_farm_does_not_fail_the_push(farm, git_server, tmp_path):
     co.commit({"src/main.c": "v2"})
     said = co.push()  # asserts the push succeeded
     assert "remote: buildfarm: warning: cannot reach the farm" in said and "the push itself succeeded" in said
+
+
+def test_install_checks_its_token(farm, git_server, tmp_path):
+    co = Checkout(git_server, tmp_path, "tokens", {"a": "1"})
+    viewer = farm.cli("token", "create", "watcher", "--role", "viewer").stdout.decode().strip()
+    out = farm.cli("hook", "install", str(co.bare), "--repo-url", co.url, "--token", viewer)
+    assert out.returncode == 0 and b"is a viewer's and cannot submit" in out.stderr
+    out = farm.cli("hook", "install", str(co.bare), "--repo-url", co.url, "--token", "not-a-token")
+    assert out.returncode == 0 and b"the farm refuses this token" in out.stderr
+    out = farm.cli("hook", "install", str(co.bare), "--repo-url", co.url, env={"BUILDFARM_TOKEN": ""})
+    assert out.returncode == 0 and b"no --token" in out.stderr
+    assert not (co.bare / "hooks" / "buildfarm.token").exists()
+    co.commit({"a": "2"})
+    said = co.push()  # without a token the farm refuses the builds; the push still succeeds
+    assert "remote: buildfarm: nothing to build for refs/heads/main: no .buildfarm.yml at" in said
+    co.commit({".buildfarm.yml": buildfile(paths_any=True)})
+    said = co.push()
+    assert "remote: buildfarm: warning:" in said and "token" in said and "the push itself succeeded" in said
 
 
 def test_install_refuses_a_foreign_hook_and_a_path_as_clone_url(farm, git_server, tmp_path):

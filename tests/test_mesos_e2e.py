@@ -79,7 +79,7 @@ def test_a_build_runs_end_to_end_through_pymesos_the_master_and_docker(mesos_far
 def test_constraints_place_builds_on_matching_agents_or_say_why_not(mesos_farm, repo):
     m = mesos_farm([X86, ARM, EL8])
     f = m.farm
-    wait_until(lambda: len(httpx.get(f.url + "/api/v1/agents").json()["agents"]) == 3, 30, what="three agents")
+    wait_until(lambda: len(f.api("GET", "/api/v1/agents").json()["agents"]) == 3, 30, what="three agents")
     placed = {}
     for constraint, expected in (("arch:aarch64", "agent-arm"), ("os:el8", "agent-el8"), ("os!=el8", None)):
         out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--constraint", constraint, "--wait", "--json", "--",

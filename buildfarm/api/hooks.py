@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from ..service import Conflict, Farm, SubmitError
 from ..spec import BuildSpec
 from ..triggers.buildfile import FILENAME, BuildFileError
-from ..triggers.dispatch import Refused, dispatch
+from ..triggers.dispatch import UNFINISHED, Refused, dispatch
 from ..triggers.gitrepo import GitError, Mirror
 from ..triggers.providers import PROVIDERS, Announced, Ignored, Ping, Provider
 
@@ -55,13 +55,12 @@ class FarmSink:
 
     def submit(self, spec: dict[str, Any], user: str | None) -> dict[str, Any]:
         try:
-            return self.farm.submit(BuildSpec.model_validate(spec))
+            return self.farm.submit(BuildSpec.model_validate(spec), user)
         except SubmitError as e:
             raise Refused(str(e)) from None
 
-    def unfinished(self) -> list[dict[str, Any]]:
-        ids = [i for _, i in self.farm.queue.pending()] + self.farm.builds.active_ids()
-        return self.farm.builds.get_many(dict.fromkeys(ids))
+    def unfinished(self, repo: str) -> list[dict[str, Any]]:
+        return [b for state in UNFINISHED for b in self.farm.builds.list(limit=500, state=state, repo=repo)[0]]
 
     def cancel(self, build_id: str, who: str) -> None:
         try:

@@ -39,8 +39,8 @@ class ClientSink:
                 raise
             raise Refused(str(e)) from None
 
-    def unfinished(self) -> list[dict[str, Any]]:
-        return [b for state in UNFINISHED for b in self.client.list(state=state, limit=500)]
+    def unfinished(self, repo: str) -> list[dict[str, Any]]:
+        return [b for state in UNFINISHED for b in self.client.list(limit=500, state=state, repo=repo)]
 
     def cancel(self, build_id: str, who: str) -> None:
         try:
@@ -52,9 +52,9 @@ class ClientSink:
 
 
 def _client(server: str, token: str | None) -> Client:
-    client = Client(server)
-    if token:
-        client.http.headers["Authorization"] = f"Bearer {token}"
+    client = Client(server, token=token)
+    if not token:  # the hook uses its own token only, never a token file of the git server's user
+        client.http.headers.pop("Authorization", None)
     return client
 
 
@@ -115,14 +115,27 @@ def install(ctx: click.Context, repository: Path, server: str | None, token: str
                       f"exec {shlex.join(command)} --token-file \"$(dirname \"$0\")/{TOKEN_FILE}\"\n")
     script.chmod(0o755)
     click.echo(f"installed {script}: pushes build on {server}, cloning {repo_url}")
+    _check_token(server, token)
+
+
+def _check_token(server: str, token: str | None) -> None:
+    """Warn now about what would make every push print a warning later."""
+    create = "create one with `buildfarm token create git-hook --role submitter` and install again with --token"
     if not token:
-        click.echo("warning: no --token: a farm that requires tokens will refuse the hook's builds; create one "
-                   "with `buildfarm token create git-hook --role submitter` and install again with --token", err=True)
+        click.echo(f"warning: no --token: the farm will refuse the hook's builds; {create}", err=True)
+        return
     try:
-        _client(server, token).http.get("/healthz", timeout=5)
-    except Exception as e:
-        click.echo(f"warning: the farm at {server} does not answer now ({type(e).__name__}); pushes will say so",
-                   err=True)
+        me = _client(server, token).whoami()
+    except ClientError as e:
+        if e.infrastructure:
+            click.echo(f"warning: the farm at {server} does not answer now; pushes will say so", err=True)
+        else:
+            click.echo(f"warning: the farm refuses this token ({e}); {create}", err=True)
+        return
+    if me.get("role") == "viewer":
+        click.echo(f"warning: the token of {me['user']} is a viewer's and cannot submit; {create}", err=True)
+    elif me.get("role") == "admin":
+        click.echo(f"note: the token of {me['user']} is an admin's; a submitter token is enough for the hook", err=True)
 
 
 def _say(text: str) -> None:

@@ -2,9 +2,9 @@
 the webhooks (inside the farm): plan the builds from the build file, submit them, and, when the
 file asks for it, cancel the older unfinished builds of the same branch or pull request.
 
-Superseded builds are found among the farm's unfinished builds (queued ones and launched ones),
-by repository and by the branch or pull request recorded in their trigger; no index has to be
-kept in step with the builds.
+Superseded builds are found among the repository's unfinished builds (the farm's build index by
+state and repository), by the branch or pull request recorded in their trigger; no index of its
+own has to be kept in step with the builds.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Refused(Exception):
 class Sink(Protocol):
     def submit(self, spec: dict[str, Any], user: str | None) -> dict[str, Any]: ...
 
-    def unfinished(self) -> list[dict[str, Any]]: ...
+    def unfinished(self, repo: str) -> list[dict[str, Any]]: ...
 
     def cancel(self, build_id: str, who: str) -> None: ...
 
@@ -81,7 +81,7 @@ def dispatch(text: str | None, event: Event, sink: Sink) -> Outcome:
     elif not out.queued:
         out.reason = "; ".join(f"{r['name']}: refused: {r['reason']}" for r in out.refused)
     if p.cancel_superseded and out.queued:
-        for build_id in superseded(sink.unfinished(), event, min(b["number"] for b in out.queued)):
+        for build_id in superseded(sink.unfinished(event.repo), event, min(b["number"] for b in out.queued)):
             try:
                 sink.cancel(build_id, f"{event.commit[:12]}, which superseded it")
             except Refused:
