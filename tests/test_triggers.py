@@ -140,6 +140,14 @@ def test_unknown_changes_match_every_path_filter_and_prs_filter_on_their_target(
     assert "branch develop targets not in branches" in pr.reason
 
 
+def test_pull_requests_from_forks_get_no_secrets():
+    text = "builds:\n  deploy:\n    image: i\n    steps: [x]\n    secrets: [DEPLOY_KEY]\n  test:\n    image: i\n    steps: [x]\n"
+    fork = plan(text, event(pr="3", trusted=False))
+    assert [n for n, _ in fork.specs] == ["test"]
+    assert "gets no secrets" in dict(fork.skipped)["deploy"]
+    assert [n for n, _ in plan(text, event(pr="3")).specs] == ["deploy", "test"]
+
+
 def test_superseded_picks_unfinished_builds_of_the_same_branch_or_pr():
     def rec(i, state, branch="main", pr="", repo="git://127.0.0.1/app.git", kind="hook"):
         return {"id": i, "number": 10 if i == "new" else 1, "state": state, "spec": {"repo": repo, "trigger": {
@@ -189,9 +197,10 @@ def test_github_push_and_pull_request():
     with pytest.raises(Ignored, match="'issues' builds nothing"):
         gh.announced({"X-GitHub-Event": "issues"}, {})
     pr = {"action": "synchronize", "number": 7, "sender": {"login": "bob"},
-          "pull_request": {"head": {"sha": SHA, "ref": "feature"},
+          "pull_request": {"head": {"sha": SHA, "ref": "feature", "repo": None},
                            "base": {"sha": "c" * 40, "ref": "main", "repo": {"clone_url": "https://github.com/o/app.git"}}}}
     a = gh.announced({"X-GitHub-Event": "pull_request"}, pr)
+    assert not a.event.trusted  # no head repository given: treated as a fork
     assert (a.event.pr, a.event.branch, a.event.commit, a.before, a.refs, a.since_merge_base) == \
         ("7", "main", SHA, "c" * 40, ["refs/pull/7/head"], True)
     with pytest.raises(Ignored, match="'closed'"):
@@ -207,9 +216,11 @@ def test_gitlab_push_and_merge_request():
     mr = {"object_kind": "merge_request", "user": {"username": "dan"},
           "project": {"git_http_url": "https://gitlab.example/o/app.git"},
           "object_attributes": {"iid": 3, "action": "update", "oldrev": "e" * 40, "source_branch": "f",
-                                "target_branch": "main", "last_commit": {"id": SHA}}}
+                                "target_branch": "main", "last_commit": {"id": SHA},
+                                "source_project_id": 1, "target_project_id": 1}}
     a = gl.announced({"X-Gitlab-Event": "Merge Request Hook"}, mr)
     assert (a.event.pr, a.event.commit, a.before, a.refs) == ("3", SHA, "refs/heads/main", ["refs/merge-requests/3/head"])
+    assert a.event.trusted  # source and target are the same project
     no_commits = {**mr, "object_attributes": {**mr["object_attributes"], "oldrev": None}}
     with pytest.raises(Ignored, match="without new commits"):
         gl.announced({"X-Gitlab-Event": "Merge Request Hook"}, no_commits)

@@ -13,7 +13,7 @@
 Every BuildSpec field except repo/ref/commit/trigger may be given; `branches` and `paths` are
 glob lists (`*` stays within one path segment, `**` crosses them, a leading `!` excludes; the
 last pattern that matches decides). For a pull request, `branches` is matched against the branch
-it targets. `plan()` turns the file and an event into the BuildSpecs to submit, or the reason
+it targets; a pull request from a fork gets no `secrets`. `plan()` turns the file and an event into the BuildSpecs to submit, or the reason
 nothing matched. Errors name the file, the line and what is expected.
 """
 
@@ -52,6 +52,9 @@ class Event:
     changed: list[str] | None = None  # changed paths; None: unknown (every `paths` filter matches)
     user: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    # False for a pull request from another repository (a fork): its build file is the
+    # contributor's, so its builds get no farm secrets.
+    trusted: bool = True
 
     @property
     def line(self) -> str:
@@ -294,6 +297,9 @@ def plan(text: str | None, event: Event, filename: str = FILENAME) -> Plan:
     specs, skipped = [], []
     for b in bf.builds:
         reason = why_not(b, event)
+        if not reason and b.spec.get("secrets") and not event.trusted:
+            reason = ("a pull request from another repository gets no secrets (its .buildfarm.yml is the "
+                      "contributor's); build it from a branch of this repository")
         if reason:
             skipped.append((b.name, reason))
             continue

@@ -80,12 +80,14 @@ class Provider:
         return Announced(ev, url, before)
 
     def _pull(self, delivery: str | None, event_name: str, *, number: Any, head: str | None, target: str | None,
-              base: str | None, url: str | None, user: str | None, ref: str, source: str | None) -> Announced:
+              base: str | None, url: str | None, user: str | None, ref: str, source: str | None,
+              from_fork: bool) -> Announced:
         if not (number and head and url and target):
             raise Ignored("the pull request payload lacks its number, head commit, target branch or clone URL")
         detail = {"provider": self.name, "event": event_name, "branch": target, "before": base or "", "after": head,
                   "pr": str(number), "source_branch": source or "", "delivery": delivery or ""}
-        ev = Event(repo=url, commit=head, kind="webhook", branch=target, pr=str(number), user=user, detail=detail)
+        ev = Event(repo=url, commit=head, kind="webhook", branch=target, pr=str(number), user=user, detail=detail,
+                   trusted=not from_fork)
         return Announced(ev, url, base or f"refs/heads/{target}", since_merge_base=True, refs=[ref])
 
 
@@ -123,11 +125,13 @@ class GitHub(Provider):
                 raise Ignored(f"pull request action {action!r} builds nothing (built on: {', '.join(self.pr_actions)})")
             pr = payload.get("pull_request") or {}
             number = payload.get("number") or pr.get("number")
+            head_repo = _get(pr, "head", "repo", "clone_url")
             return self._pull(delivery, event, number=number, head=_get(pr, "head", "sha"),
                               target=_get(pr, "base", "ref"), base=_get(pr, "base", "sha"),
                               url=_get(pr, "base", "repo", "clone_url") or _get(payload, "repository", "clone_url"),
                               user=_get(payload, "sender", "login"), ref=f"refs/pull/{number}/head",
-                              source=_get(pr, "head", "ref"))
+                              source=_get(pr, "head", "ref"),
+                              from_fork=head_repo != _get(pr, "base", "repo", "clone_url"))
         raise Ignored(f"{self.event_header} {event or '(none)'!r} builds nothing (built on: push, {self.pr_event})")
 
 
@@ -186,7 +190,8 @@ class GitLab(Provider):
                               target=attrs.get("target_branch"), base=None,
                               url=_get(attrs, "target", "git_http_url") or _get(payload, "project", "git_http_url"),
                               user=_get(payload, "user", "username"), ref=f"refs/merge-requests/{iid}/head",
-                              source=attrs.get("source_branch"))
+                              source=attrs.get("source_branch"),
+                              from_fork=attrs.get("source_project_id") != attrs.get("target_project_id"))
         raise Ignored(f"{self.event_header} {event or kind or '(none)'!r} builds nothing "
                       f"(built on: Push Hook, Merge Request Hook)")
 
