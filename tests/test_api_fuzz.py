@@ -21,7 +21,7 @@ def test_no_generated_request_gets_a_server_error(fresh_farm, git_server, tmp_pa
          # Revoking the admin token would leave the rest of the run testing 401s only.
          "--exclude-path-regex", "^/api/v1/tokens/",
          "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     print(run.stdout)
     tested = re.search(r"(\d+) passed", run.stdout)
