@@ -465,5 +465,9 @@ main.add_command(token)
 main.add_command(secret)
 main.add_command(whoami)
 
+from .triggers.cli import hook  # noqa: E402
+
+main.add_command(hook)
+
 if __name__ == "__main__":
     main()
