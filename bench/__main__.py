@@ -2,7 +2,8 @@
 
     python -m bench [--quick] [--only NAME[,NAME...]] [--no-extras] [--keep] [--output FILE]
 
-Figures: first-line, throughput, core, log; extras (informational): mesos-running, mesos-offers.
+Figures: first-line, throughput, core, log; extras (informational): mesos-running, mesos-offers,
+jenkins-agent.
 Results are printed, written to bench/results/latest.json, and summed up in a Markdown table
 that can be pasted into the README.
 """
@@ -33,16 +34,18 @@ from tests.conftest import IMAGE, FarmProcess, GitServer
 from .common import Api, Figure, remove_bench_containers, say, stop_farm
 
 REQUIRED = ["first-line", "throughput", "core", "log"]
-EXTRAS = ["mesos-running", "mesos-offers"]
-FARM_FIGURES = {"first-line", "throughput", "log", "mesos-running"}
+EXTRAS = ["mesos-running", "mesos-offers", "jenkins-agent"]
+FARM_FIGURES = {"first-line", "throughput", "log", "mesos-running", "jenkins-agent"}
 
 
 def sizes(quick: bool) -> dict:
     if quick:
         return {"first-line": 5, "throughput": 5, "log": 100_000_000, "core": (2_000, 200, 3),
-                "mesos-running": 5, "mesos-offers": (200, 20)}
+                "mesos-running": 5, "mesos-offers": (200, 20),
+                "jenkins-agent": 5}
     return {"first-line": 20, "throughput": 50, "log": 1_000_000_000, "core": (10_000, 1_000, 5),
-            "mesos-running": 20, "mesos-offers": (1_000, 100)}
+            "mesos-running": 20, "mesos-offers": (1_000, 100),
+            "jenkins-agent": 20}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -155,6 +158,10 @@ def main(argv=None) -> int:
                 from .mesos import bench_mesos_running
 
                 run("mesos-running", bench_mesos_running, api, n["mesos-running"], tmp)
+            if "jenkins-agent" in args.selected:
+                from .jenkins import bench_jenkins_agent
+
+                run("jenkins-agent", bench_jenkins_agent, api, n["jenkins-agent"])
             if "log" in args.selected:
                 from .logingest import bench_log
 

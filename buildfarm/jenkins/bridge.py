@@ -171,6 +171,13 @@ class Bridge:
     def poll(self) -> None:
         now = time.time()
         t0 = time.monotonic()
+        # Nodes before the queue: an item that leaves the queue in between was given to a node, which
+        # then looks idle with its item gone, and is looked at again before it is removed
+        # (_take_offline); the other order would see the item waiting and the node busy, and
+        # launch a needless agent for it.
+        with self.lock:  # before the nodes: an agent launched meanwhile waits for the next poll
+            agents = list(self.agents.values())
+        nodes = self._bridge_nodes()
         waiting: dict[str, list[int]] = {}
         jobs: dict[int, str] = {}
         for item in self.server.get_queue_info():
@@ -178,10 +185,7 @@ class Bridge:
             if label:
                 waiting.setdefault(label, []).append(item["id"])
                 jobs[item["id"]] = (item.get("task") or {}).get("name", "?")
-        nodes = self._bridge_nodes()
         t1 = time.monotonic()
-        with self.lock:
-            agents = list(self.agents.values())
         for a in agents:
             n = nodes.get(a.node)
             if n is None:
