@@ -226,7 +226,7 @@ class Bridge:
             elif now - a.created > self.connect_timeout:
                 self._retire(a, f"the agent did not connect within {self.connect_timeout:g} s", cancel=True,
                              failure=True)
-            elif a.item not in queued and not self._rebind(a, queued):
+            elif a.item not in queued and not self._rebind(a, queued) and not self._connected_since(a, now):
                 self._retire(a, f"queue item {a.item} left the queue before its agent connected", cancel=True)
             return
         # Connected and idle, never seen busy: waiting for Jenkins to hand it the item. Jenkins takes
@@ -238,6 +238,19 @@ class Bridge:
                 self._retire(a, f"connected but given no build within {self.connect_timeout:g} s")
             return
         self._retire(a, f"queue item {a.item} left the queue (built here, quicker than a poll, or elsewhere)")
+
+    def _connected_since(self, a: Agent, now: float) -> bool:
+        """Look at the node again: the agent may have connected (and taken its item) after the
+        nodes were read; then the next poll follows it like any connected agent."""
+        try:
+            n = self.server.get_node_info(a.node)
+        except jenkins.JenkinsException:
+            return False
+        if n["offline"] and n["idle"] and not n["temporarilyOffline"]:
+            return False
+        a.connected, a.connected_at = True, now
+        self.emit("agent-connected", node=a.node, label=a.label, build=a.build_id, seconds=round(now - a.created, 2))
+        return True
 
     def _rebind(self, a: Agent, queued: list[int]) -> bool:
         """Let an agent that has not connected stand for another waiting item of its label."""
