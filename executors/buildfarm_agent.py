@@ -39,6 +39,7 @@ API = os.environ.get("BUILDFARM_API", "").rstrip("/")
 BUILD_ID = os.environ.get("BUILDFARM_BUILD_ID", "")
 TOKEN = os.environ.get("BUILDFARM_TOKEN", "")
 CACHE = os.environ.get("BUILDFARM_CACHE", "/buildfarm-cache")
+CACHE_READONLY = os.environ.get("BUILDFARM_CACHE_READONLY") == "1"  # the farm keeps the mirrors
 WORKSPACE = os.environ.get("BUILDFARM_WORKSPACE", "/workspace")
 REPORT_DEADLINE = float(os.environ.get("BUILDFARM_REPORT_DEADLINE", "900"))
 HEARTBEAT_SECONDS = float(os.environ.get("BUILDFARM_HEARTBEAT", "10"))
@@ -233,9 +234,46 @@ def checkout(spec: dict, log: LogSender, pinned: str | None = None) -> str:
     import git  # GitPython, injected next to this file
 
     url = spec["repo"]
-    mirrors = os.path.join(CACHE, "git")
-    os.makedirs(mirrors, exist_ok=True)
-    mirror = os.path.join(mirrors, hashlib.sha256(url.encode()).hexdigest()[:32] + ".git")
+    mirror = os.path.join(CACHE, "git", hashlib.sha256(url.encode()).hexdigest()[:32] + ".git")
+    if os.path.exists(WORKSPACE) and os.listdir(WORKSPACE):
+        shutil.rmtree(WORKSPACE)
+    if CACHE_READONLY:
+        ws = _clone_readonly_cache(git, url, mirror, pinned or spec.get("commit"), log)
+    else:
+        _update_mirror(git, url, mirror, pinned, log)
+        ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout"])
+        ws.git.remote("set-url", "origin", url)
+    want = spec.get("commit") or spec.get("ref")
+    sha = _resolve(ws, spec.get("ref"), spec.get("commit"), url, pinned)
+    ws.git.checkout("--detach", "--quiet", sha)
+    subject = ws.git.log("-1", "--format=%s", sha)
+    log.line(f"checked out {want or 'default branch'} at {sha[:12]}: {subject}")
+    return sha
+
+
+def _clone_readonly_cache(git, url: str, mirror: str, want: str | None, log: LogSender):
+    """The farm keeps the mirror (read-only here): use it when it has the commit, else clone from
+    the repository, borrowing what objects the mirror has."""
+    have_mirror = os.path.isdir(mirror)
+    try:
+        if have_mirror and want and _has_commit(mirror, want):
+            log.line(f"mirror cache hit for {url}: {want[:12]} already there, no fetch")
+            ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout"])
+            ws.git.remote("set-url", "origin", url)
+            return ws
+        log.line(f"mirror cache {'is behind' if have_mirror else 'miss'} for {url}: cloning from the repository")
+        t = time.monotonic()
+        ws = git.Repo.clone_from(url, WORKSPACE, multi_options=["--no-checkout"]
+                                 + (["--reference", mirror] if have_mirror else []))
+        log.line(f"cloned in {time.monotonic() - t:.2f} s")
+        return ws
+    except git.GitCommandError as e:
+        raise BuildError(f"cannot fetch {url}: {_git_error(e)}") from None
+
+
+def _update_mirror(git, url: str, mirror: str, pinned: str | None, log: LogSender) -> None:
+    """Without a farm-kept cache (process isolation, Mesos agents) the agent keeps the mirror."""
+    os.makedirs(os.path.dirname(mirror), exist_ok=True)
     with open(mirror + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -259,17 +297,6 @@ def checkout(spec: dict, log: LogSender, pinned: str | None = None) -> str:
             raise BuildError(f"cannot fetch {url}: {_git_error(e)}") from None
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-    if os.path.exists(WORKSPACE) and os.listdir(WORKSPACE):
-        shutil.rmtree(WORKSPACE)
-    ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout"])
-    ws.git.remote("set-url", "origin", url)
-    want = spec.get("commit") or spec.get("ref")
-    sha = _resolve(ws, spec.get("ref"), spec.get("commit"), url, pinned)
-    ws.git.checkout("--detach", "--quiet", sha)
-    subject = ws.git.log("-1", "--format=%s", sha)
-    log.line(f"checked out {want or 'default branch'} at {sha[:12]}: {subject}")
-    return sha
 
 
 def _has_commit(mirror: str, sha: str) -> bool:
