@@ -411,5 +411,9 @@ def artifacts(ctx, build_id, dest, pattern, as_json):
             click.echo(f"{a['size']:>12}  {a['sha256']}  {a['path']}")
 
 
+from .pipelines.cli import pipeline  # noqa: E402
+
+main.add_command(pipeline)
+
 if __name__ == "__main__":
     main()

@@ -60,6 +60,8 @@ class Farm:
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         # Set by the process that runs a backend, so submit can check images on this host.
         self.image_check: Callable[[str], str | None] | None = None
+        # Called with (build id, final state) after a build ends, in the process that ended it.
+        self.end_listeners: list[Callable[[str, State], None]] = []
 
     # -- submit ------------------------------------------------------------------------------
     def submit(self, spec: BuildSpec) -> dict[str, Any]:
@@ -102,6 +104,11 @@ class Farm:
         if close_log:
             self.logs.close(build_id)
         self.builds.wake("end")
+        for listener in self.end_listeners:
+            try:
+                listener(build_id, state)
+            except Exception:  # a listener's failure never undoes the build's end
+                log.exception("end listener %r failed for build %s", listener, build_id)
         return True
 
     def cancel(self, build_id: str, who: str = "user") -> dict[str, Any]:

@@ -21,6 +21,7 @@ from ..records import BuildNotFound
 from ..service import Conflict, Farm, SubmitError
 from ..spec import BuildSpec
 from ..states import TERMINAL, State
+from . import pipelines as pipelines_api
 
 
 class ApiError(Exception):
@@ -236,6 +237,7 @@ def create_app(farm: Farm) -> FastAPI:
         agent_auth(build_id, authorization)
         return farm.agent_finish(build_id, report.outcome, report.exit_code, report.reason, report.commit)
 
+    app.include_router(pipelines_api.router(farm))
     return app
 
 
