@@ -399,7 +399,7 @@ class _Validator:
                     elif m[1] == "params" and m[2] not in p.parameters:
                         self.add(path, f"parameter {m[2]!r} is not declared; {_suggest(m[2], p.parameters)}"
                                        f"declare it under parameters: (known: {', '.join(p.parameters) or 'none'})")
-                    elif m[1] == "matrix" and axes is None:
+                    elif m[1] == "matrix" and not axes:
                         self.add(path, f"${{{{ matrix.{m[2]} }}}} is only known inside a job with a matrix")
                     elif m[1] == "matrix" and m[2] not in axes:
                         self.add(path, f"the job's matrix has no axis {m[2]!r} "
