@@ -139,7 +139,7 @@ class Api:
     def __init__(self, farm: FarmProcess, repo: str):
         self.farm = farm
         self.repo = repo
-        self.http = httpx.Client(base_url=farm.url, timeout=60)
+        self.http = httpx.Client(base_url=farm.url, timeout=60, headers=farm.headers)
         self._farm_id: str | None = None
 
     def close(self) -> None:

@@ -3,7 +3,8 @@
 
 Exit codes of `submit --wait` (and `status --exit-code`), so a Jenkins shell step can act:
 0 succeeded, the build command's own code when it failed, 124 timed out, 125 infrastructure
-error (including an unreachable farm), 130 cancelled; 2 for a bad command line or spec.
+error (including an unreachable farm), 130 cancelled; 2 for a bad command line or spec; 77 when
+the API token is missing, invalid, or its role does not allow the command.
 """
 
 from __future__ import annotations
@@ -19,20 +20,23 @@ import click
 
 from . import __version__
 from .client import TERMINAL_STATES, Client, ClientError, write_stream
-from .spec import parse_env_pairs
+from .spec import TRIGGER_KINDS, parse_env_pairs
 from .states import EXIT_INFRA_ERROR, exit_code_for
 
 EXIT_USAGE = 2
+EXIT_NOPERM = 77  # sysexits' EX_NOPERM
 
 
 def _client(ctx: click.Context) -> Client:
-    return Client(ctx.obj["server"])
+    return Client(ctx.obj["server"], ctx.obj.get("token"))
 
 
 def _fail(e: ClientError) -> None:
     click.echo(f"error: {e}", err=True)
     if e.infrastructure:
         sys.exit(EXIT_INFRA_ERROR)
+    if e.status in (401, 403):
+        sys.exit(EXIT_NOPERM)
     sys.exit(EXIT_USAGE if e.status in (400, 404, 409, 422) else 1)
 
 
@@ -68,18 +72,22 @@ def _where(b: dict) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--server", envvar="BUILDFARM_URL", default="http://127.0.0.1:8080", show_default=True,
               help="The farm's API (env BUILDFARM_URL).")
+@click.option("--token", envvar="BUILDFARM_TOKEN", metavar="TOKEN",
+              help="API token (env BUILDFARM_TOKEN) [default: DATA_DIR/admin.token of a farm on this machine].")
 @click.version_option(__version__, prog_name="buildfarm")
 @click.pass_context
-def main(ctx: click.Context, server: str) -> None:
+def main(ctx: click.Context, server: str, token: str | None) -> None:
     """buildfarm: run builds of git repositories in ephemeral containers, follow their logs,
     fetch their artifacts.
 
     \b
-    Start a farm on this machine:   buildfarm up
+    Start a farm on this machine:   buildfarm up     (dashboard on http://127.0.0.1:8080/)
     Submit and follow a build:      buildfarm submit --repo URL --image IMG --wait --follow -- make test
+    Give someone access:            buildfarm token create alice --role submitter
     """
     ctx.ensure_object(dict)
     ctx.obj["server"] = server
+    ctx.obj["token"] = token
 
 
 # -- up -----------------------------------------------------------------------------------------
@@ -143,20 +151,22 @@ def _logging() -> None:
                    "(0: none).")
 @click.option("--agent-api-url", help="The API address as build containers reach it [default: http://HOST:PORT].")
 @click.option("--no-repo-check", is_flag=True, help="Do not `git ls-remote` repositories at submit time.")
+@click.option("--allow-repo", "allow_repos", multiple=True, metavar="PREFIX",
+              help="Build only repositories whose URL starts with PREFIX (repeatable) [default: any].")
 @click.option("--start-timeout", type=float, default=300, show_default=True,
               help="Seconds a build may take from launch to its agent starting.")
 @click.option("--heartbeat-timeout", type=float, default=90, show_default=True,
               help="Seconds a running build may go without output or heartbeat.")
 @mesos_options
 def up(port, host, data_dir, backend, isolation, cpus, mem, network, warm, agent_api_url, no_repo_check,
-       start_timeout, heartbeat_timeout, **mesos):
+       allow_repos, start_timeout, heartbeat_timeout, **mesos):
     """Start a farm: Redis (a private one unless REDIS_URL is set), the API and the scheduler."""
     from .server import run_up
 
     _logging()
     settings = _settings(data_dir, backend, host=host, port=port, isolation=isolation, cpus=cpus, mem=mem,
                          network=network, warm=warm, agent_api_url=agent_api_url, check_repos=not no_repo_check,
-                         start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout, **mesos)
+                         allow_repos=tuple(allow_repos), start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout, **mesos)
     try:
         run_up(settings)
     except Exception as e:
@@ -197,6 +207,9 @@ def scheduler(backend, data_dir, agent_api_url, teardown, **mesos):
 @click.option("--mem", type=int, default=1024, show_default=True, help="Memory in MB (a Docker limit).")
 @click.option("--disk", type=int, default=0, show_default=True, help="Scratch disk in MB (placement).")
 @click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME",
+              help="A farm secret given to the build as $NAME and masked in its log (repeatable; "
+                   "`buildfarm secret set NAME` stores one).")
 @click.option("--artifact", "artifacts", multiple=True, metavar="GLOB",
               help="Files to keep, relative to the checkout; ** matches directories (repeatable).")
 @click.option("--constraint", "constraints", multiple=True, metavar="ATTR:VALUE",
@@ -212,8 +225,8 @@ def scheduler(backend, data_dir, agent_api_url, teardown, **mesos):
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, artifacts, constraints, timeout, priority,
-           retries, steps, wait_for_capacity, wait, follow, as_json, command):
+def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, secrets, artifacts, constraints, timeout,
+           priority, retries, steps, wait_for_capacity, wait, follow, as_json, command):
     """Submit a build; print its id. Put the command after `--`:
 
     \b
@@ -240,7 +253,7 @@ def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, artifacts,
     spec = {
         "repo": repo, "ref": ref, "commit": commit, "image": image,
         "command": list(command) or None, "steps": list(steps) or None,
-        "env": env, "resources": {"cpus": cpus, "mem": mem, "disk": disk},
+        "env": env, "secrets": list(secrets), "resources": {"cpus": cpus, "mem": mem, "disk": disk},
         "constraints": list(constraints), "timeout": timeout, "artifacts": list(artifacts),
         "priority": priority, "retries": retries, "wait_for_capacity": wait_for_capacity, "trigger": trigger,
     }
@@ -324,6 +337,9 @@ def status(ctx, build_id, as_json, wait):
         click.echo(f"source   {_where(b)}" + (f" at {b['commit'][:12]}" if b.get("commit") else ""))
         click.echo(f"image    {s['image']}  cpus {s['resources']['cpus']:g}  mem {s['resources']['mem']} MB")
         click.echo(f"agent    {b.get('agent_id') or '-'}  attempt {b['attempt']}")
+        t = s.get("trigger") or {}
+        click.echo(f"trigger  {_trigger(b)}" + (f"  {t['url']}" if t.get("url") else "")
+                   + "".join(f"  {k}={v}" for k, v in (t.get("detail") or {}).items()))
         click.echo(f"queued   {_ago(b['created_at'])}  duration {_build_duration(b)}")
         for h in b.get("history", []):
             click.echo(f"  {time.strftime('%H:%M:%S', time.localtime(h['at']))}  {h['state']:<10} {h['reason']}")
@@ -335,13 +351,16 @@ def status(ctx, build_id, as_json, wait):
 
 @main.command(name="list")
 @click.option("--state", type=click.Choice(sorted(TERMINAL_STATES | {"queued", "launching", "running"})))
+@click.option("--repo", help="Only builds of this repository URL.")
+@click.option("--trigger", type=click.Choice(TRIGGER_KINDS), help="Only builds started this way.")
+@click.option("--user", help="Only builds this user submitted or pushed.")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the build records as JSON.")
 @click.pass_context
-def list_(ctx, state, limit, as_json):
+def list_(ctx, state, repo, trigger, user, limit, as_json):
     """List builds, newest first."""
     try:
-        builds = _client(ctx).list(state=state, limit=limit)
+        builds = _client(ctx).list(state=state, repo=repo, trigger=trigger, user=user, limit=limit)
     except ClientError as e:
         _fail(e)
     if as_json:
@@ -350,10 +369,16 @@ def list_(ctx, state, limit, as_json):
     if not builds:
         click.echo("no builds", err=True)
         return
-    click.echo(f"{'ID':<13} {'STATE':<10} {'QUEUED':<12} {'DURATION':<9} {'IMAGE':<24} SOURCE")
+    click.echo(f"{'ID':<13} {'STATE':<10} {'QUEUED':<12} {'DURATION':<9} {'TRIGGER':<16} {'IMAGE':<24} SOURCE")
     for b in builds:
         click.echo(f"{b['id']:<13} {b['state']:<10} {_ago(b['created_at']):<12} {_build_duration(b):<9} "
-                   f"{b['spec']['image'][:24]:<24} {_where(b)}")
+                   f"{_trigger(b)[:16]:<16} {b['spec']['image'][:24]:<24} {_where(b)}")
+
+
+def _trigger(b: dict) -> str:
+    t = b["spec"].get("trigger") or {}
+    who = t.get("user") or b.get("submitted_by")
+    return f"{t.get('kind', '?')}:{who}" if who else t.get("kind", "?")
 
 
 @main.command()
@@ -379,6 +404,29 @@ def cancel(ctx, build_id, as_json):
     except ClientError as e:
         _fail(e)
     click.echo(json.dumps(b, indent=2) if as_json else f"build {build_id} {b['state']}")
+
+
+@main.command()
+@click.argument("build_id")
+@click.option("--wait", is_flag=True, help="Wait for the new build's end; exit with its outcome.")
+@click.option("--follow", "-f", is_flag=True, help="Stream the new build's log while waiting (implies --wait).")
+@click.option("--json", "as_json", is_flag=True, help="Print the new build record as JSON.")
+@click.pass_context
+def rebuild(ctx, build_id, wait, follow, as_json):
+    """Submit a build's spec again (its branch resolved anew); print the new build's id."""
+    client = _client(ctx)
+    try:
+        b = client.rebuild(build_id)
+    except ClientError as e:
+        _fail(e)
+    if not (wait or follow):
+        click.echo(json.dumps(b, indent=2) if as_json else b["id"])
+        return
+    click.echo(f"build {b['id']} queued (rebuild of {build_id})", err=True)
+    final = _wait_for(client, b["id"], follow=follow, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(final, indent=2))
+    sys.exit(exit_code_for(final["state"], final.get("exit_code")))
 
 
 @main.command()
@@ -410,6 +458,12 @@ def artifacts(ctx, build_id, dest, pattern, as_json):
         for a in items:
             click.echo(f"{a['size']:>12}  {a['sha256']}  {a['path']}")
 
+
+from .cli_access import secret, token, whoami  # noqa: E402  (they use the helpers above)
+
+main.add_command(token)
+main.add_command(secret)
+main.add_command(whoami)
 
 from .pipelines.cli import pipeline  # noqa: E402
 

@@ -24,9 +24,11 @@ class ClientError(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str | None = None, timeout: float = 30.0):
+    def __init__(self, base_url: str | None = None, token: str | None = None, timeout: float = 30.0):
         self.base = (base_url or os.environ.get("BUILDFARM_URL") or DEFAULT_URL).rstrip("/")
-        self.http = httpx.Client(base_url=self.base, timeout=timeout)
+        token = token or find_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.base, timeout=timeout, headers=headers)
 
     def _unreachable(self, e: Exception) -> ClientError:
         return ClientError(f"cannot reach the farm at {self.base} ({type(e).__name__}); is `buildfarm up` "
@@ -48,14 +50,38 @@ class Client:
     def get(self, build_id: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v1/builds/{build_id}")
 
-    def list(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
-        if state:
-            params["state"] = state
+    def list(self, limit: int = 50, offset: int = 0, **filters: str | None) -> list[dict[str, Any]]:
+        """Builds, newest first; filters: state, repo, trigger, user."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset, **{k: v for k, v in filters.items() if v}}
         return self._request("GET", "/api/v1/builds", params=params)["builds"]
 
     def cancel(self, build_id: str) -> dict[str, Any]:
         return self._request("POST", f"/api/v1/builds/{build_id}/cancel")
+
+    def rebuild(self, build_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/api/v1/builds/{build_id}/rebuild")
+
+    # -- access ---------------------------------------------------------------------------------
+    def whoami(self) -> dict[str, Any]:
+        return self._request("GET", "/api/v1/whoami")
+
+    def create_token(self, user: str, role: str) -> dict[str, Any]:
+        return self._request("POST", "/api/v1/tokens", json={"user": user, "role": role})
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/tokens")["tokens"]
+
+    def revoke_token(self, user: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/v1/tokens/{user}")
+
+    def set_secret(self, name: str, value: str) -> dict[str, Any]:
+        return self._request("PUT", f"/api/v1/secrets/{name}", json={"value": value})
+
+    def secrets(self) -> list[str]:
+        return self._request("GET", "/api/v1/secrets")["secrets"]
+
+    def delete_secret(self, name: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/v1/secrets/{name}")
 
     def artifacts(self, build_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/api/v1/builds/{build_id}/artifacts")["artifacts"]
@@ -114,6 +140,20 @@ class Client:
             raise ClientError(f"artifact {path}: sha256 mismatch (got {h.hexdigest()}, expected {expected_sha256})")
         tmp.replace(dest)
         return dest
+
+
+def find_token() -> str | None:
+    """BUILDFARM_TOKEN, else the admin token a farm on this machine wrote into its data directory
+    (readable only by the user who runs it)."""
+    if os.environ.get("BUILDFARM_TOKEN"):
+        return os.environ["BUILDFARM_TOKEN"].strip()
+    dirs = [os.environ.get("BUILDFARM_DATA"), str(Path.home() / ".buildfarm")]
+    for d in filter(None, dirs):
+        try:
+            return (Path(d) / "admin.token").read_text().strip() or None
+        except OSError:
+            continue
+    return None
 
 
 TERMINAL_STATES = {"succeeded", "failed", "timed_out", "cancelled", "error"}

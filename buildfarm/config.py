@@ -28,6 +28,7 @@ class Settings:
     heartbeat_timeout: float = 90.0  # running with no output and no heartbeat
     warm: int = 2  # idle pre-started agent containers kept per image in use (local Docker backend)
     check_repos: bool = True  # `git ls-remote` at submit time: unknown refs fail fast
+    allow_repos: tuple[str, ...] = ()  # URL prefixes builds may come from; empty: any
     max_artifact_bytes: int = 4 * 1024**3
     max_log_chunk: int = 4 * 1024**2
     mesos: object | None = None  # backends.mesos.MesosOptions with --backend mesos

@@ -77,8 +77,30 @@ class EmbeddedRedis:
             time.sleep(0.05)
         return self.url
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 5.0) -> None:
+        """Shut it down with a final save; if the save fails (its directory is gone, the disk is
+        full) shut down anyway, so no orphan redis-server is left. Waits for the process to end."""
         try:
-            redis.Redis.from_url(self.url, socket_timeout=2).shutdown(nosave=False)
-        except Exception:
-            pass
+            pid = int((self.dir / "redis.pid").read_text())
+        except (OSError, ValueError):
+            pid = None
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=2)
+        except OSError:  # port or password file gone
+            client = None
+        for nosave in (False, True):
+            try:
+                if client is not None:
+                    client.shutdown(nosave=nosave, save=not nosave)
+                break
+            except redis.ResponseError:  # the save failed: Redis refuses to stop unless told nosave
+                continue
+            except redis.RedisError:
+                break
+        deadline = time.monotonic() + wait
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)

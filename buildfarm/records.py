@@ -25,7 +25,11 @@ ACTIVE_SET = P + "active"  # ids launched and not yet cleaned up by the schedule
 AGENTS = P + "agents"  # hash: agent id -> json
 WAKEUP = P + "wakeup"  # list: the scheduler blocks on it
 SEQ = P + "seq"
+INDEX = P + "idx:"  # sets of build ids: idx:state:S, idx:repo:R, idx:trigger:K, idx:user:U
+FILTERS = ("state", "repo", "trigger", "user")
 
+# KEYS: the build's hash, its history list, the state-index prefix, and the build id (a member, not
+# a key: one Redis, never a cluster).
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, ''} end
@@ -34,6 +38,8 @@ if allowed ~= '' and not string.find(',' .. allowed .. ',', ',' .. cur .. ',', 1
   return {0, cur}
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'updated_at', ARGV[3])
+redis.call('SREM', KEYS[3] .. cur, KEYS[4])
+redis.call('SADD', KEYS[3] .. ARGV[1], KEYS[4])
 for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
@@ -60,8 +66,9 @@ class BuildStore:
         self._transition = r.register_script(_TRANSITION)
 
     # -- creation and reading ---------------------------------------------------------
-    def create(self, spec: BuildSpec) -> tuple[dict[str, Any], str]:
-        """Record a new build in `queued`; returns (record, agent token). The token is shown once."""
+    def create(self, spec: BuildSpec, user: str | None = None) -> tuple[dict[str, Any], str]:
+        """Record a new build in `queued`; returns (record, agent token). The token is shown once.
+        `user` is who submitted it (the API token's name)."""
         build_id = uuid.uuid4().hex[:12]
         token = secrets.token_urlsafe(24)
         now = time.time()
@@ -79,8 +86,11 @@ class BuildStore:
             "attempt": 0,
             "token_sha": token_digest(token),
             "log_seq": 0,
+            "submitted_by": user or "",
         }
         pipe = self.r.pipeline()
+        for name, value in _index_values(spec, user, State.QUEUED.value).items():
+            pipe.sadd(f"{INDEX}{name}:{value}", build_id)
         pipe.hset(build_key(build_id), mapping=fields)
         pipe.rpush(build_key(build_id) + ":history",
                    json.dumps({"state": "queued", "at": now, "reason": "submitted"}))
@@ -107,18 +117,27 @@ class BuildStore:
             pipe.hgetall(build_key(i))
         return [self._public(h, False) for h in pipe.execute() if h]
 
-    def list(self, limit: int = 50, offset: int = 0, state: str | None = None) -> list[dict[str, Any]]:
-        if state is None:
+    def list(self, limit: int = 50, offset: int = 0, **filters: str | None) -> tuple[list[dict[str, Any]], int]:
+        """Newest first, filtered by any of state, repo, trigger (kind) and user; returns (page, total)."""
+        sets = [f"{INDEX}{k}:{v}" for k, v in filters.items() if v and k in FILTERS]
+        if not sets:
             ids = self.r.zrevrange(BUILDS, offset, offset + limit - 1)
-            return self.get_many(ids)
-        out, start = [], 0
-        while len(out) < offset + limit:
-            ids = self.r.zrevrange(BUILDS, start, start + 499)
-            if not ids:
-                break
-            out += [b for b in self.get_many(ids) if b["state"] == state]
-            start += 500
-        return out[offset: offset + limit]
+            return self.get_many(ids), self.r.zcard(BUILDS)
+        tmp = f"{P}tmp:list:{uuid.uuid4().hex}"
+        pipe = self.r.pipeline()
+        # A set's members score 1; weight 0 keeps the creation time from `builds` as the order.
+        pipe.zinterstore(tmp, {BUILDS: 1, **{s: 0 for s in sets}})
+        pipe.zrevrange(tmp, offset, offset + limit - 1)
+        pipe.delete(tmp)
+        total, ids, _ = pipe.execute()
+        return self.get_many(ids), total
+
+    def count_by_state(self) -> dict[str, int]:
+        states = [s.value for s in State]
+        pipe = self.r.pipeline()
+        for s in states:
+            pipe.scard(f"{INDEX}state:{s}")
+        return dict(zip(states, pipe.execute()))
 
     def history(self, build_id: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.r.lrange(build_key(build_id) + ":history", 0, -1)]
@@ -142,6 +161,7 @@ class BuildStore:
             "created_at": float(h["created_at"]),
             "started_at": float(h["started_at"]) if h.get("started_at") else None,
             "finished_at": float(h["finished_at"]) if h.get("finished_at") else None,
+            "submitted_by": h.get("submitted_by") or None,
             "spec": spec,
         }
         if history:
@@ -161,7 +181,8 @@ class BuildStore:
         args: list[Any] = [to.value, reason, now, ",".join(s.value for s in allowed_from)]
         for k, v in fields.items():
             args += [k, "" if v is None else v]
-        moved, _ = self._transition(keys=[build_key(build_id), build_key(build_id) + ":history"], args=args)
+        keys = [build_key(build_id), build_key(build_id) + ":history", INDEX + "state:", build_id]
+        moved, _ = self._transition(keys=keys, args=args)
         return bool(moved)
 
     def set_fields(self, build_id: str, **fields: Any) -> None:
@@ -223,3 +244,11 @@ class BuildStore:
 
 def is_active(state: str) -> bool:
     return State(state) in ACTIVE
+
+
+def _index_values(spec: BuildSpec, user: str | None, state: str) -> dict[str, str]:
+    out = {"state": state, "repo": spec.repo, "trigger": spec.trigger.kind}
+    who = spec.trigger.user or user
+    if who:
+        out["user"] = who
+    return out

@@ -89,6 +89,7 @@ def run_up(settings: Settings) -> None:
         url = embedded.start()
     farm = Farm(settings, url)
     farm.r.ping()
+    farm.tokens.bootstrap_admin(Path(settings.data_dir) / "admin.token")
     holder: dict = {}
     backend = make_backend(settings, farm, lambda ev: holder["scheduler"].on_exit(ev))
     scheduler = holder["scheduler"] = Scheduler(farm, backend)
@@ -103,8 +104,9 @@ def run_up(settings: Settings) -> None:
                                            access_log=False, timeout_graceful_shutdown=2))
     where = (f"Mesos master {settings.mesos.master}" if settings.backend == "mesos" else
              f"local/{settings.isolation} ({backend.agents()[0].capacity.cpus:g} cpus, {backend.agents()[0].capacity.mem} MB)")
-    log.warning("buildfarm up: API on http://%s:%s, backend %s, data in %s", settings.host, settings.port,
-                where, settings.data_dir)
+    log.warning("buildfarm up: API and dashboard on http://%s:%s, backend %s, data in %s; the admin token is "
+                "in %s", settings.host, settings.port, where, settings.data_dir,
+                Path(settings.data_dir) / "admin.token")
     try:
         server.run()
     finally:

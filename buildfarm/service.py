@@ -14,12 +14,14 @@ from typing import Any
 import redis
 
 from .artifacts import ArtifactStore
+from .auth import SecretStore, TokenStore
 from .config import Settings
 from .logs import LogStore
 from .queue import BuildQueue
 from .records import BuildStore
 from .scheduler import Agent, PendingBuild, Resources, unmet_reason
-from .spec import BuildSpec
+from .spec import BuildSpec, Trigger
+from .stats import Stats
 from .states import TERMINAL, State
 
 log = logging.getLogger("buildfarm")
@@ -58,13 +60,26 @@ class Farm:
         self.queue = BuildQueue(self.rq)
         self.logs = LogStore(settings.logs_dir)
         self.artifacts = ArtifactStore(settings.artifacts_dir)
+        self.tokens = TokenStore(self.r)
+        self.secrets = SecretStore(self.r)
+        self.stats = Stats(self.r)
+        # Called after a build reaches a final state, in the process that ended it (API or scheduler).
+        self.end_listeners: list[Callable[[str, State], None]] = []
         # Set by the process that runs a backend, so submit can check images on this host.
         self.image_check: Callable[[str], str | None] | None = None
-        # Called with (build id, final state) after a build ends, in the process that ended it.
-        self.end_listeners: list[Callable[[str, State], None]] = []
 
     # -- submit ------------------------------------------------------------------------------
-    def submit(self, spec: BuildSpec) -> dict[str, Any]:
+    def submit(self, spec: BuildSpec, user: str | None = None) -> dict[str, Any]:
+        """Validate what only the farm can (capacity, image, ref, secrets), then queue the build.
+        `user` is who asked (an API token's name)."""
+        allowed = self.settings.allow_repos
+        if allowed and not spec.repo.startswith(tuple(allowed)):
+            raise SubmitError(f"this farm builds only repositories under {', '.join(allowed)}; "
+                              f"{spec.repo} is not one", "repo")
+        missing = self.secrets.missing(spec.secrets)
+        if missing:
+            raise SubmitError(f"no secret named {', '.join(missing)} on this farm; an admin stores one with "
+                              f"`buildfarm secret set NAME`", "secrets")
         self._check_capacity(spec)
         if self.image_check:
             problem = self.image_check(spec.image)
@@ -73,13 +88,20 @@ class Farm:
         pinned = None
         if self.settings.check_repos:
             pinned = None if spec.commit else check_remote(spec.repo, spec.ref)
-        record, _token = self.builds.create(spec)
+        record, _token = self.builds.create(spec, user)
         if pinned:  # the build checks out what the ref pointed at when it was submitted
             self.builds.set_fields(record["id"], pinned_commit=pinned)
         what = spec.ref or (spec.commit or "")[:12] or "default branch"
         self.queue.enqueue(record["id"], spec.priority.value, f"{spec.repo}@{what} in {spec.image}")
         self.builds.wake("submit")
         return record
+
+    def rebuild(self, build_id: str, user: str | None = None) -> dict[str, Any]:
+        """The same spec again (its ref resolved anew), recorded as a rebuild of `build_id`."""
+        spec = self.builds.spec(build_id)
+        detail = {"rebuild_of": build_id, **{f"original_{k}": v for k, v in spec.trigger.detail.items()}}
+        spec = spec.model_copy(update={"trigger": Trigger(kind="rebuild", user=user, detail=detail)})
+        return self.submit(spec, user)
 
     def _check_capacity(self, spec: BuildSpec) -> None:
         if spec.wait_for_capacity:
@@ -103,11 +125,12 @@ class Farm:
         self.logs.append_system(build_id, f"build {state.value}: {reason}")
         if close_log:
             self.logs.close(build_id)
+        self.stats.ended(state)
         self.builds.wake("end")
         for listener in self.end_listeners:
             try:
                 listener(build_id, state)
-            except Exception:  # a listener's failure never undoes the build's end
+            except Exception:  # a listener's bug must not undo the build's end
                 log.exception("end listener %r failed for build %s", listener, build_id)
         return True
 
@@ -139,14 +162,17 @@ class Farm:
         state = State(raw["state"])
         if state is State.LAUNCHING:
             now = time.time()
-            self.builds.transition(build_id, State.RUNNING, f"agent started on {host}",
-                                   allowed_from=[State.LAUNCHING], started_at=now, last_seen=now)
+            if self.builds.transition(build_id, State.RUNNING, f"agent started on {host}",
+                                      allowed_from=[State.LAUNCHING], started_at=now, last_seen=now):
+                self.stats.started(now - float(raw["created_at"]))
         elif state is not State.RUNNING:  # a retried start is fine; a stopped build is not
             raise Conflict(f"build {build_id} is {state.value}; not starting it")
         spec = self.builds.spec(build_id)
         body = spec.model_dump(mode="json")
         body["steps"] = spec.shell_steps()
-        return {"spec": body, "pinned_commit": raw.get("pinned_commit") or None}
+        # Secret values go to the agent only, over its build-scoped token; the record keeps names.
+        return {"spec": body, "pinned_commit": raw.get("pinned_commit") or None,
+                "secrets": self.secrets.values(spec.secrets)}
 
     def agent_log(self, build_id: str, seq: int, data: bytes) -> str:
         result = self.logs.append_chunk(build_id, seq, data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -32,10 +32,15 @@ class Resources(BaseModel):
     disk: Annotated[int, Field(ge=0, description="scratch disk in MB (placement only)")] = 0
 
 
+TRIGGER_KINDS = ("cli", "api", "hook", "webhook", "pipeline", "jenkins", "rebuild")
+
+
 class Trigger(BaseModel):
+    """What started a build, shown with it: a CLI user, a git hook, a webhook, a pipeline, Jenkins."""
+
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field("cli", description="cli, api, hook, webhook, pipeline, jenkins")
+    kind: Literal[TRIGGER_KINDS] = Field("api", description="cli, api, hook, webhook, pipeline, jenkins, rebuild")
     user: str | None = None
     url: str | None = Field(None, description="e.g. Jenkins' BUILD_URL")
     detail: dict[str, str] = Field(default_factory=dict)
@@ -62,6 +67,8 @@ class BuildSpec(BaseModel):
     command: list[str] | None = Field(None, description="argv of one command, run in the checkout")
     steps: list[str] | None = Field(None, description="shell steps, run in order with /bin/sh -e -c")
     env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list, description="names of farm secrets given to the build as "
+                                                                  "environment variables, masked in its log")
     resources: Resources = Field(default_factory=Resources)
     constraints: list[str] = Field(default_factory=list, description="agent attributes: 'arch:x86_64', 'os!=el7'")
     timeout: Annotated[int, Field(ge=1, le=7 * 24 * 3600, description="seconds from start")] = 3600
@@ -107,6 +114,14 @@ class BuildSpec(BaseModel):
             if name.upper().startswith("BUILDFARM_"):
                 raise ValueError(f"{name!r}: the BUILDFARM_ prefix is reserved for the farm")
         return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not a secret name (it becomes an environment variable)")
+        return list(dict.fromkeys(v))
 
     @field_validator("constraints")
     @classmethod

@@ -132,6 +132,34 @@ class Api:
         return json.loads(out or b"{}")
 
 
+class Masker:
+    """Replaces each secret's value with *** in the output stream, also when a value arrives split
+    across reads: a tail that could begin a secret waits for the next read (or the end)."""
+
+    def __init__(self, values):
+        self.values = sorted({v.encode() for v in values if v}, key=len, reverse=True)
+        self.tail = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if not self.values:
+            return data
+        buf = self.tail + data
+        for v in self.values:
+            buf = buf.replace(v, b"***")
+        hold = 0
+        for v in self.values:
+            for k in range(min(len(v) - 1, len(buf)), hold, -1):
+                if buf.endswith(v[:k]):
+                    hold = k
+                    break
+        self.tail = buf[len(buf) - hold:] if hold else b""
+        return buf[:len(buf) - hold] if hold else buf
+
+    def flush(self) -> bytes:
+        out, self.tail = self.tail, b""
+        return out
+
+
 class LogSender(threading.Thread):
     """Sends output to the API in numbered chunks, in order, as soon as it arrives.
 
@@ -145,8 +173,20 @@ class LogSender(threading.Thread):
         self.seq = 0
         self.error: Exception | None = None
         self.last_sent = time.monotonic()
+        self.masker = Masker(())
+
+    def mask(self, secrets) -> None:
+        """From now on, replace these values with *** in everything sent."""
+        self.masker = Masker(secrets)
 
     def write(self, data: bytes) -> None:
+        data = self.masker.feed(data)
+        if data:
+            self.q.put(data)
+
+    def flush_masked(self) -> None:
+        """Send what the masker held back (the end of a step's output)."""
+        data = self.masker.flush()
         if data:
             self.q.put(data)
 
@@ -154,6 +194,7 @@ class LogSender(threading.Thread):
         self.write(f"[buildfarm] {text}\n".encode())
 
     def close(self) -> None:
+        self.flush_masked()
         self.q.put(None)
         self.join()
         if self.error:
@@ -353,10 +394,11 @@ def fetch_inputs(api: Api, spec: dict, log: LogSender) -> None:
 _current: subprocess.Popen | None = None
 
 
-def run_steps(spec: dict, log: LogSender) -> int:
+def run_steps(spec: dict, log: LogSender, secrets: dict | None = None) -> int:
     global _current
     env = {k: v for k, v in os.environ.items() if k not in ("BUILDFARM_TOKEN", "BUILDFARM_API", "PYTHONPATH")}
     env.update(spec.get("env") or {})
+    env.update(secrets or {})
     env.update({"CI": "true", "BUILDFARM": "true", "BUILDFARM_BUILD_ID": BUILD_ID, "BUILDFARM_WORKSPACE": WORKSPACE})
     for step in spec["steps"]:
         log.line(f"$ {step}")
@@ -369,6 +411,7 @@ def run_steps(spec: dict, log: LogSender) -> int:
             if not data:
                 break
             log.write(data)
+        log.flush_masked()
         code = proc.wait()
         _current = None
         if code < 0:
@@ -473,6 +516,7 @@ def main() -> int:
         return 3
     spec = start["spec"]
     log = LogSender(api)
+    log.mask((start.get("secrets") or {}).values())
     log.start()
     if len(sys.argv) == 3 and sys.argv[1] == "--warm":
         log.line("running in a warm container (started before the build was submitted)")
@@ -482,7 +526,7 @@ def main() -> int:
         api.json("POST", "/progress", {"commit": sha})
         if spec.get("inputs"):
             fetch_inputs(api, spec, log)
-        code = run_steps(spec, log)
+        code = run_steps(spec, log, start.get("secrets"))
         outcome = "succeeded" if code == 0 else "failed"
         reason = "all steps passed" if code == 0 else f"a step exited with status {code}"
         if spec.get("artifacts"):

@@ -96,12 +96,14 @@ def main() -> int:
             time.sleep(0.2)
         repo = f"git://127.0.0.1:{git_port}/hello.git"
         print(f"\n== demo build of {repo} in buildfarm/builder ==\n", flush=True)
-        rc = subprocess.call([BUILDFARM, "--server", url, "submit", "--repo", repo, "--image", "buildfarm/builder",
+        token = (data / "admin.token").read_text().strip()
+        rc = subprocess.call([BUILDFARM, "--server", url, "--token", token, "submit", "--repo", repo, "--image", "buildfarm/builder",
                               "--cpus", "1", "--mem", "512", "--artifact", "dist/*.tar.gz", "--wait", "--follow",
                               "--", "make", "dist"])
         print(f"\n== the demo build exited {rc} ==")
         print(f"The farm keeps running on {url} (data in {data}). From another shell:")
-        print(f"  export BUILDFARM_URL={url}")
+        print(f"Dashboard: {url}/#token={token}  (signs this browser in as admin)")
+        print(f"  export BUILDFARM_URL={url} BUILDFARM_TOKEN=$(cat {data}/admin.token)")
         print("  .venv/bin/buildfarm list")
         print(f"  .venv/bin/buildfarm submit --repo {repo} --image buildfarm/builder --wait --follow -- make test")
         print("Ctrl-C stops the farm.", flush=True)

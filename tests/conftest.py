@@ -166,8 +166,16 @@ class FarmProcess:
                 return False
 
         wait_until(ready, 30, what="buildfarm up")
+        self.token = (self.data_dir / "admin.token").read_text().strip()
+        self.headers = {"Authorization": f"Bearer {self.token}"}
         # The scheduler publishes the agents on its first round.
-        wait_until(lambda: httpx.get(self.url + "/api/v1/agents").json()["agents"], 15, what="agents")
+        wait_until(lambda: self.api("GET", "/api/v1/agents").json()["agents"], 15, what="agents")
+
+    def api(self, method: str, path: str, **kw) -> httpx.Response:
+        """An HTTP call to the farm with the admin token (pass headers= to use another)."""
+        kw.setdefault("headers", self.headers)
+        kw.setdefault("timeout", 30)
+        return httpx.request(method, self.url + path, **kw)
 
     def up_log(self) -> str:
         return (self.data_dir.parent / f"{self.data_dir.name}-up.log").read_text(errors="replace")[-3000:]
@@ -210,10 +218,13 @@ class FarmProcess:
         return f"redis://:{(d / 'password').read_text().strip()}@127.0.0.1:{(d / 'port').read_text().strip()}/0"
 
     # -- the CLI, as a user runs it ---------------------------------------------------------------
-    def cli(self, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = 120, env: dict | None = None,
+            input_: bytes | None = None) -> subprocess.CompletedProcess:
         e = {k: v for k, v in os.environ.items() if k not in ("BUILD_URL", "JOB_NAME", "BUILD_NUMBER")}
+        e["BUILDFARM_TOKEN"] = self.token
         e.update(env or {})
-        return subprocess.run([BUILDFARM, "--server", self.url, *args], capture_output=True, timeout=timeout, env=e)
+        return subprocess.run([BUILDFARM, "--server", self.url, *args], capture_output=True, timeout=timeout, env=e,
+                              input=input_ if input_ is not None else b"")
 
     def submit(self, repo: str, *command: str, options: tuple = (), image: str = IMAGE) -> str:
         out = self.cli("submit", "--repo", repo, "--image", image, *options, "--", *command)

@@ -150,12 +150,14 @@ def test_second_build_of_a_repo_uses_the_mirror_cache(farm, git_server):
     assert b"mirror cache hit" in second.stdout and b"cloning" not in second.stdout
 
 
+# Prints the limits Docker enforces on the build (cgroup v1 or v2).
+CGROUP_LIMITS = ("if [ -f /sys/fs/cgroup/cpu.max ]; then echo cpu=$(cat /sys/fs/cgroup/cpu.max) "
+                 "mem=$(cat /sys/fs/cgroup/memory.max); else echo cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) "
+                 "mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); fi")
+
+
 def test_twenty_builds_at_once_respect_limits_and_all_finish(farm, app_repo):
-    # Each build reports the limits Docker enforces on it (cgroup v1 or v2).
-    probe = ("if [ -f /sys/fs/cgroup/cpu.max ]; then echo cpu=$(cat /sys/fs/cgroup/cpu.max) "
-             "mem=$(cat /sys/fs/cgroup/memory.max); else echo cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) "
-             "mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); fi; sleep 1")
-    ids = [farm.submit(app_repo, "sh", "-c", probe, options=("--cpus", "0.5", "--mem", "256")) for _ in range(20)]
+    ids = [farm.submit(app_repo, "sh", "-c", CGROUP_LIMITS + "; sleep 1", options=("--cpus", "0.5", "--mem", "256")) for _ in range(20)]
     records = [farm.wait_done(b, 300) for b in ids]
     assert [r["state"] for r in records] == ["succeeded"] * 20
     for r in records:
@@ -168,13 +170,10 @@ def test_twenty_builds_at_once_respect_limits_and_all_finish(farm, app_repo):
 
 
 def test_warm_containers_take_the_builds_limits(farm, app_repo):
-    probe = ("if [ -f /sys/fs/cgroup/cpu.max ]; then echo cpu=$(cat /sys/fs/cgroup/cpu.max) "
-             "mem=$(cat /sys/fs/cgroup/memory.max); else echo cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) "
-             "mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); fi")
     logs = []
     for _ in range(3):  # the farm keeps warm containers of an image once it has been used
         out = farm.cli("submit", "--repo", app_repo, "--image", IMAGE, "--cpus", "0.75", "--mem", "300", "--wait",
-                       "--follow", "--", "sh", "-c", probe)
+                       "--follow", "--", "sh", "-c", CGROUP_LIMITS)
         assert out.returncode == 0
         logs.append(out.stdout.decode())
         time.sleep(1)
@@ -241,10 +240,10 @@ def test_api_errors_are_json_and_the_openapi_document_describes_it(farm):
     for path in ("/api/v1/builds", "/api/v1/builds/{build_id}", "/api/v1/builds/{build_id}/log",
                  "/api/v1/builds/{build_id}/cancel", "/api/v1/builds/{build_id}/artifacts"):
         assert path in doc["paths"]
-    bad = httpx.post(farm.url + "/api/v1/builds", json={"repo": "x", "image": "y", "command": ["true"], "bogus": 1})
+    bad = farm.api("POST", "/api/v1/builds", json={"repo": "x", "image": "y", "command": ["true"], "bogus": 1})
     assert bad.status_code == 422
     assert bad.json()["details"] == [{"field": "bogus", "message": "unknown field"}]
-    missing = httpx.get(farm.url + "/api/v1/builds/nosuch")
+    missing = farm.api("GET", "/api/v1/builds/nosuch")
     assert missing.status_code == 404 and "buildfarm list" in missing.json()["error"]
 
 

@@ -79,7 +79,7 @@ def test_a_build_runs_end_to_end_through_pymesos_the_master_and_docker(mesos_far
 def test_constraints_place_builds_on_matching_agents_or_say_why_not(mesos_farm, repo):
     m = mesos_farm([X86, ARM, EL8])
     f = m.farm
-    wait_until(lambda: len(httpx.get(f.url + "/api/v1/agents").json()["agents"]) == 3, 30, what="three agents")
+    wait_until(lambda: len(f.api("GET", "/api/v1/agents").json()["agents"]) == 3, 30, what="three agents")
     placed = {}
     for constraint, expected in (("arch:aarch64", "agent-arm"), ("os:el8", "agent-el8"), ("os!=el8", None)):
         out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--constraint", constraint, "--wait", "--json", "--",
@@ -209,3 +209,21 @@ def test_teardown_ends_the_framework(mesos_farm, repo, tmp_path):
     assert m.master.calls_of("TEARDOWN")
     assert framework_id not in m.master.frameworks
     assert f.redis_get("bf:mesos:framework-id") is None
+
+
+def test_a_framework_removed_by_the_operator_registers_anew_without_a_subscribe_storm(mesos_farm, repo, counter):
+    m = mesos_farm()
+    f = m.farm
+    bid = f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; sleep 60")
+    wait_until(lambda: counter.hits[bid] == 1, 60, what="the build to start")
+    old = f.redis_get("bf:mesos:framework-id")
+    subscribes = len(m.master.calls_of("SUBSCRIBE"))
+    r = httpx.post(f"http://{m.master.address}/master/teardown", data={"frameworkId": old}, timeout=10)
+    assert r.status_code == 200
+    # The build's task died with the framework: the build ends with a reason, never stays "running".
+    record = f.wait_done(bid, 90)
+    assert record["state"] == "error", record
+    wait_until(lambda: f.redis_get("bf:mesos:framework-id") not in (None, old), 60, what="a new framework id")
+    assert len(m.master.calls_of("SUBSCRIBE")) - subscribes < 10  # pymesos alone would loop on the dead id
+    out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true")
+    assert out.returncode == 0, out.stderr.decode()

@@ -252,7 +252,7 @@ def test_engine_respects_the_dag_under_parallelism(farm, repo):
     assert states(run)["d"] == "pending"  # b still runs
     farm.end(build_of(run, "b"), State.SUCCEEDED, "ok")
     run = engine.advance(engine.advance(run["id"])["id"])  # advancing twice changes nothing
-    assert states(run)["d"] == "queued" and len(farm.builds.list(limit=50)) == 4
+    assert states(run)["d"] == "queued" and farm.builds.list(limit=50)[1] == 4  # (records, total)
     farm.end(build_of(run, "d"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     assert states(run)["on-failure"] == "skipped" and states(run)["always"] == "queued"

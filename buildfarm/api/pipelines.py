@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
+from redis.exceptions import LockError
 
 from ..artifacts import ArtifactPathError
 from ..pipelines.daemon import engine_for
@@ -16,11 +17,8 @@ from ..pipelines.engine import StartError
 from ..pipelines.model import PipelineInvalid, parse
 from ..pipelines.store import RunNotFound
 from ..service import Conflict, Farm
-
-try:  # access control (the lead's); before it lands every route is open, as the rest of the API
-    from .auth import require
-except ImportError:  # pragma: no cover
-    require = None
+from .auth import require
+from .errors import error as _error
 
 
 class RunRequest(BaseModel):
@@ -30,17 +28,8 @@ class RunRequest(BaseModel):
     file: str | None = Field(None, description="the name of that file (for messages)")
 
 
-def _error(status: int, message: str, details: list | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "details": details or []}, status_code=status)
-
-
 def _deps(role: str) -> list:
-    return [Depends(require(role))] if require else []
-
-
-def _who(role: str):
-    """The caller (a Principal) once access control exists; None before."""
-    return Depends(require(role)) if require else Depends(lambda: None)
+    return [Depends(require(role))]
 
 
 def router(farm: Farm) -> APIRouter:
@@ -96,8 +85,8 @@ def router(farm: Farm) -> APIRouter:
         return JSONResponse(run, status_code=201)
 
     @r.post("/api/v1/pipeline-runs", status_code=201, summary="Start a pipeline run")
-    def start_run(body: RunRequest, principal=_who("submitter")):
-        return start(body, getattr(principal, "user", None))
+    def start_run(body: RunRequest, principal=Depends(require("submitter"))):
+        return start(body, principal.user)
 
     @r.get("/api/v1/pipeline-runs", summary="Pipeline runs, newest first", dependencies=_deps("viewer"))
     def list_runs(limit: int = Query(20, ge=1, le=500), offset: int = Query(0, ge=0),
@@ -120,14 +109,16 @@ def router(farm: Farm) -> APIRouter:
             return _error(404, f"no pipeline run {run_id!r}; `buildfarm pipeline list` shows recent runs")
 
     @r.post("/api/v1/pipeline-runs/{run_id}/cancel", summary="Cancel a run: its queued and running builds, "
-                                                              "and the jobs not started", dependencies=_deps("submitter"))
-    def cancel_run(run_id: str):
+                                                              "and the jobs not started")
+    def cancel_run(run_id: str, principal=Depends(require("submitter"))):
         try:
-            return engine.cancel(run_id)
+            return engine.cancel(run_id, who=principal.user)
         except RunNotFound:
             return _error(404, f"no pipeline run {run_id!r}")
         except Conflict as e:
             return _error(409, str(e))
+        except LockError:
+            return _error(503, f"run {run_id} is being updated by another process; try again")
 
     @r.get("/api/v1/pipeline-schedule/events", summary="Ticks started, missed or failed, newest first",
            dependencies=_deps("viewer"))

@@ -385,9 +385,16 @@ class MesosBackend:
         self.on_exit(Exit(ev.build_id, ev.attempt, ev.code, ev.detail, ev.kind, ack))
 
     def framework_error(self, message: str) -> None:
+        """The master refused the framework. When it was removed (torn down, or away longer than
+        its failover timeout) its tasks are gone: forget its id so pymesos' next SUBSCRIBE registers
+        a new framework (else it re-subscribes with the dead id in a tight loop), and let
+        reconciliation settle the builds the farm believed running."""
         log.error("Mesos framework error: %s", message)
         if "removed" in message.lower() or "failover" in message.lower():
             self.r.delete(FRAMEWORK_ID_KEY)
+            self.framework_id = None
+            self.driver._framework.pop("id", None)  # as pymesos' own teardown does
+            self.connected.clear()
 
 
 class _Callbacks:

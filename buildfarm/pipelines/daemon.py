@@ -9,6 +9,8 @@ import logging
 import threading
 import time
 
+from redis.exceptions import LockError
+
 from ..service import Farm
 from .catalog import Catalog
 from .engine import Engine
@@ -49,8 +51,8 @@ class PipelineDaemon(threading.Thread):
                 for run_id in self.engine.runs.wait_for_wakeups(1.0):
                     try:
                         self.engine.advance(run_id)
-                    except KeyError:
-                        pass  # not a run (any more)
+                    except (KeyError, LockError):
+                        pass  # not a run (any more), or busy elsewhere: the next sweep looks again
                 if time.monotonic() - last >= self.sweep_seconds:
                     last = time.monotonic()
                     self.engine.sweep()

@@ -20,6 +20,8 @@ import logging
 import time
 from typing import Any
 
+from redis.exceptions import LockError
+
 from ..service import Conflict, Farm, SubmitError, check_remote
 from ..spec import BuildSpec
 from ..states import State
@@ -47,6 +49,11 @@ class Engine:
             first = plan(p, parameters, commit=None)
             if first.tag and tag_problem(first.tag["name"]):
                 raise StartError(f"tag.name: {tag_problem(first.tag['name'])}")
+            allowed = self.farm.settings.allow_repos
+            for what, url in (("repo", first.repo), ("tag.push_url", (first.tag or {}).get("push_url"))):
+                if allowed and url and not url.startswith(tuple(allowed)):
+                    raise StartError(f"{what}: this farm builds only repositories under {', '.join(allowed)}; "
+                                     f"{url} is not one")
             commit = check_remote(first.repo, first.ref)
             if not commit:
                 raise StartError(f"{first.repo} has no commit at {first.ref or 'its default branch'}")
@@ -85,6 +92,8 @@ class Engine:
                 self.advance(run_id)
             except RunNotFound:
                 self.farm.r.srem("bf:pipeline-runs:active", run_id)
+            except LockError:
+                pass  # another process is advancing it
             except Exception:
                 log.exception("advancing run %s failed", run_id)
 
@@ -151,7 +160,7 @@ class Engine:
         spec["inputs"] = [{"build": by_name[n]["build_id"], "name": n} for n in j["needs"]
                           if by_name[n]["build_id"] and by_name[n]["spec"].get("artifacts")]
         try:
-            record = self.farm.submit(BuildSpec.model_validate(spec))
+            record = self.farm.submit(BuildSpec.model_validate(spec), user=trigger.get("user"))
         except (SubmitError, ValueError) as e:
             j.update(state="error", reason=f"could not submit: {e}")
             return

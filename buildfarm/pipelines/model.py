@@ -24,11 +24,12 @@ from .cron import Schedule, cron_problem, zone_problem
 from .yamlsource import LineDict, LineList, SourceError, line_of, load
 
 TOP_KEYS = ("name", "description", "repo", "ref", "image", "schedule", "parameters", "tag", "jobs")
-JOB_KEYS = ("image", "steps", "resources", "env", "artifacts", "needs", "matrix", "constraints", "timeout",
-            "retries", "when", "priority")
+JOB_KEYS = ("image", "steps", "resources", "env", "secrets", "artifacts", "needs", "matrix", "constraints",
+            "timeout", "retries", "when", "priority")
 SCHEDULE_KEYS = ("cron", "timezone")
 TAG_KEYS = ("name", "message", "push_url")
 WHEN = ("on_success", "on_failure", "always")
+MAX_COMBINATIONS = 256
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -311,7 +312,7 @@ class _Validator:
             for k, v in job["env"].items():
                 if _scalar(v) is None:
                     self.add(path + ("env", k), "an environment value is a string or a number")
-        for key in ("artifacts", "constraints"):
+        for key in ("artifacts", "constraints", "secrets"):
             if key in job and not (isinstance(job[key], list) and all(isinstance(x, str) for x in job[key])):
                 self.add(path + (key,), "must be a list of strings")
         needs = job.get("needs", [])
@@ -362,6 +363,12 @@ class _Validator:
             axes[axis] = list(dict.fromkeys(vals))
         if not axes:
             self.add(path, "a matrix needs at least one axis, e.g. arch: [a, b]")
+        size = 1
+        for values in axes.values():
+            size *= len(values)
+        if size > MAX_COMBINATIONS:
+            self.add(path, f"the matrix has {size} combinations; at most {MAX_COMBINATIONS} builds per job")
+            return {}, []
         ex = node.get("exclude", [])
         if not isinstance(ex, list):
             self.add(path + ("exclude",), "a list of combinations to leave out, e.g. - {arch: a, shard: 3}")
@@ -594,6 +601,7 @@ def _spec(p: Pipeline, j: JobDef, params: dict[str, str], combo: dict[str, str],
         "resources": r(dict(raw.get("resources") or {})),
         "constraints": [c for c in r(list(raw.get("constraints") or [])) if c.strip()],
         "artifacts": r(list(raw.get("artifacts") or [])),
+        "secrets": r(list(raw.get("secrets") or [])),
         "timeout": parse_duration(r(raw.get("timeout", 3600))) or raw.get("timeout"),
         "priority": raw.get("priority", "normal"),
     }

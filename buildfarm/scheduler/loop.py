@@ -68,7 +68,9 @@ class Scheduler:
         active = self.check_active()
         queued = self.place()
         self.backend.settle(queued)
-        self.farm.builds.publish_agents([_agent_json(a, self.backend) for a in self.backend.agents()])
+        free = {o.agent_id: o.free for o in self.backend.offers()}
+        self.farm.builds.publish_agents([_agent_json(a, self.backend.name, free.get(a.agent_id))
+                                         for a in self.backend.agents()])
         return bool(active or queued)
 
     # -- placement ------------------------------------------------------------------------------
@@ -258,13 +260,12 @@ class Scheduler:
 _TERMINAL = {s.value for s in TERMINAL}
 
 
-def _agent_json(agent, backend) -> dict:
-    free = {o.agent_id: o.free for o in backend.offers()}.get(agent.agent_id)
+def _agent_json(agent, backend_name: str, free) -> dict:
     c = agent.capacity
     return {
         "agent_id": agent.agent_id,
         "host": agent.host,
-        "backend": backend.name,
+        "backend": backend_name,
         "attributes": dict(agent.attributes),
         "capacity": {"cpus": c.cpus, "mem": c.mem, "disk": c.disk},
         "free": {"cpus": free.cpus, "mem": free.mem, "disk": free.disk} if free else None,

@@ -673,6 +673,17 @@ class MesosMasterDouble:
                 self._rescind(o)
             return len(offers)
 
+    def teardown_framework(self, framework_id: str) -> bool:
+        """What an operator's `POST /master/teardown frameworkId=ID` does: the framework is removed,
+        its tasks are killed, and a scheduler that subscribes with its id again gets ERROR."""
+        with self.lock:
+            fw = self.frameworks.get(framework_id)
+            if fw is None:
+                return False
+            self.log(f"framework {framework_id} torn down by the operator")
+            self._remove_framework(fw)
+            return True
+
     def calls_of(self, kind: str) -> list[dict]:
         with self.lock:
             return [c for c in self.calls if c.get("type") == kind]
@@ -1584,6 +1595,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path.path.startswith("/double/"):
             return self._control(method, path.path, urllib.parse.parse_qs(path.query), body)
+        if path.path in ("/teardown", "/master/teardown") and method == "POST":
+            fid = urllib.parse.parse_qs(body.decode(errors="replace")).get("frameworkId", [""])[0]
+            return self._send(_Reply(200) if self.master.teardown_framework(fid) else
+                              _Reply(400, f"No framework found with specified ID: {fid}"))
         if method != "GET":
             return self._send(_Reply(404))
         m = self.master

@@ -1,0 +1,96 @@
+"""Signing in, API tokens and secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..auth import ROLES, Principal
+from ..service import Farm
+from .auth import COOKIE, require
+from .errors import ApiError
+
+
+class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(..., description="who the token is for (letters, digits, . _ - @)")
+    role: str = Field(..., description=" < ".join(ROLES))
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(..., min_length=1, max_length=256)
+
+
+class SecretValue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: str = Field(..., min_length=1, max_length=64 * 1024)
+
+
+def router(farm: Farm) -> APIRouter:
+    api = APIRouter(prefix="/api/v1")
+    admin = Depends(require("admin"))
+
+    @api.get("/whoami", tags=["access"], summary="The caller's name and role")
+    def whoami(who: Principal = Depends(require("viewer"))) -> dict[str, str]:
+        return {"user": who.user, "role": who.role}
+
+    @api.post("/session", tags=["access"], summary="Sign the dashboard in with a token (sets a cookie)")
+    def sign_in(body: SessionRequest, request: Request):
+        who = farm.tokens.check(body.token)
+        if who is None:
+            raise ApiError(401, "this API token is not valid (revoked, mistyped, or from another farm)")
+        resp = JSONResponse({"user": who.user, "role": who.role})
+        resp.set_cookie(COOKIE, body.token, httponly=True, samesite="strict", path="/",
+                        secure=request.url.scheme == "https", max_age=30 * 24 * 3600)
+        return resp
+
+    @api.delete("/session", tags=["access"], summary="Sign the dashboard out")
+    def sign_out():
+        resp = JSONResponse({"signed_out": True})
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    @api.get("/tokens", tags=["access"], summary="API tokens (names and roles, never the tokens)",
+             dependencies=[admin])
+    def list_tokens() -> dict[str, Any]:
+        return {"tokens": farm.tokens.list()}
+
+    @api.post("/tokens", tags=["access"], status_code=201, dependencies=[admin],
+              summary="Create an API token; the answer is the only time it is shown")
+    def create_token(body: NewToken) -> dict[str, Any]:
+        try:
+            token = farm.tokens.create(body.user, body.role)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        return {"user": body.user, "role": body.role, "token": token}
+
+    @api.delete("/tokens/{user}", tags=["access"], summary="Revoke a user's token", dependencies=[admin])
+    def revoke_token(user: str) -> dict[str, Any]:
+        if not farm.tokens.revoke(user):
+            raise ApiError(404, f"no token named {user!r}; `buildfarm token list` shows them")
+        return {"revoked": user}
+
+    @api.get("/secrets", tags=["access"], summary="Secret names (never their values)", dependencies=[admin])
+    def list_secrets() -> dict[str, Any]:
+        return {"secrets": farm.secrets.names()}
+
+    @api.put("/secrets/{name}", tags=["access"], summary="Store a secret builds may ask for by name",
+             dependencies=[admin])
+    def set_secret(name: str, body: SecretValue) -> dict[str, Any]:
+        try:
+            farm.secrets.set(name, body.value)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        return {"name": name}
+
+    @api.delete("/secrets/{name}", tags=["access"], summary="Delete a secret", dependencies=[admin])
+    def delete_secret(name: str) -> dict[str, Any]:
+        if not farm.secrets.delete(name):
+            raise ApiError(404, f"no secret named {name!r}; `buildfarm secret list` shows them")
+        return {"deleted": name}
+
+    return api

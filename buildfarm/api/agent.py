@@ -1,0 +1,99 @@
+"""The build agent's reports. Each call carries the build's own token, which is good for that
+build's current attempt only: it can start, log, heartbeat, upload artifacts and finish, nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from ..agent_bundle import build_bundle, bundle_tarball
+from ..artifacts import ArtifactPathError, ChecksumMismatch, safe_relpath
+from ..service import Conflict, Farm
+from .errors import ApiError
+
+
+class FinishReport(BaseModel):
+    outcome: str
+    exit_code: int | None = None
+    reason: str = ""
+    commit: str | None = None
+
+
+def router(farm: Farm) -> APIRouter:
+    api = APIRouter(prefix="/api/v1/agent", tags=["agent"])
+    builds = farm.builds
+    bundle: dict[str, Any] = {}
+
+    @api.get("/bundle.tar.gz", summary="The build agent, for the Mesos fetcher", response_class=Response,
+             responses={200: {"content": {"application/gzip": {}}, "description": "the agent bundle"}})
+    def agent_bundle():
+        if "data" not in bundle:
+            path = build_bundle(Path(farm.settings.data_dir) / "agent")
+            bundle["data"], bundle["sha256"] = bundle_tarball(path)
+        return Response(bundle["data"], media_type="application/gzip",
+                        headers={"X-Checksum-Sha256": bundle["sha256"]})
+
+    def auth(build_id: str, authorization: str | None) -> None:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        if not token or not builds.exists(build_id) or not builds.check_token(build_id, token):
+            raise ApiError(401, "this token is not valid for this build")
+
+    @api.post("/builds/{build_id}/start")
+    def start(build_id: str, body: dict = Body(default={}), authorization: str | None = Header(None)):
+        auth(build_id, authorization)
+        try:
+            return farm.agent_start(build_id, str(body.get("host", "?")))
+        except Conflict as e:
+            raise ApiError(409, str(e)) from None
+
+    @api.post("/builds/{build_id}/log")
+    async def log(build_id: str, request: Request, seq: int = Query(..., ge=1),
+                  authorization: str | None = Header(None)):
+        auth(build_id, authorization)
+        data = await request.body()
+        if len(data) > farm.settings.max_log_chunk:
+            raise ApiError(413, f"log chunk larger than {farm.settings.max_log_chunk} bytes")
+        # File and Redis writes off the event loop, so followers keep streaming meanwhile.
+        result = await run_in_threadpool(farm.agent_log, build_id, seq, data)
+        if result == "gap":
+            raise ApiError(409, f"expected log chunk {farm.logs.expected_seq(build_id)}, got {seq}")
+        return {"result": result}
+
+    @api.post("/builds/{build_id}/heartbeat")
+    def heartbeat(build_id: str, authorization: str | None = Header(None)):
+        auth(build_id, authorization)
+        farm.agent_heartbeat(build_id)
+        return {"state": builds.raw(build_id)["state"]}
+
+    @api.post("/builds/{build_id}/progress")
+    def progress(build_id: str, body: dict = Body(default={}), authorization: str | None = Header(None)):
+        auth(build_id, authorization)
+        if body.get("commit"):
+            builds.set_fields(build_id, resolved_commit=str(body["commit"])[:40])
+        return {"ok": True}
+
+    @api.put("/builds/{build_id}/artifacts/{path:path}")
+    async def artifact(build_id: str, path: str, request: Request, x_checksum_sha256: str | None = Header(None),
+                       authorization: str | None = Header(None)):
+        auth(build_id, authorization)
+        try:
+            size, sha = await farm.artifacts.put(build_id, path, request.stream(), x_checksum_sha256,
+                                                 farm.settings.max_artifact_bytes)
+        except ArtifactPathError as e:
+            raise ApiError(400, str(e)) from None
+        except ChecksumMismatch as e:
+            raise ApiError(422, str(e)) from None
+        builds.add_artifact(build_id, safe_relpath(path), size, sha)
+        return {"path": path, "size": size, "sha256": sha}
+
+    @api.post("/builds/{build_id}/finish")
+    def finish(build_id: str, report: FinishReport, authorization: str | None = Header(None)):
+        auth(build_id, authorization)
+        return farm.agent_finish(build_id, report.outcome, report.exit_code, report.reason, report.commit)
+
+    return api

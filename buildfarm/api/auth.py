@@ -1,0 +1,65 @@
+"""Who is calling: `require(role)` is the FastAPI dependency every user route declares.
+
+A token comes as `Authorization: Bearer TOKEN`, or in the `bf_session` cookie the dashboard gets
+from `POST /api/v1/session`. Changes made with the cookie must also come from the farm's own
+pages (same origin), so another site cannot ride a signed-in browser.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+
+from ..auth import ROLES, Principal
+
+COOKIE = "bf_session"
+_bearer = HTTPBearer(auto_error=False, description="an API token: `buildfarm token create NAME --role ROLE`")
+_cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="the dashboard's session")
+_SAFE = {"GET", "HEAD", "OPTIONS"}
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+
+
+def require(role: str):
+    """The dependency for a route that needs at least `role`; its value is the caller."""
+    if role not in ROLES:
+        raise ValueError(role)
+
+    # The two schemes are declared so /docs and the OpenAPI document show them; `authenticate` reads them.
+    async def dependency(request: Request, _b: HTTPAuthorizationCredentials | None = Security(_bearer),
+                         _c: str | None = Security(_cookie)) -> Principal:
+        return authenticate(request, role)
+
+    return dependency
+
+
+def authenticate(request: Request, role: str) -> Principal:
+    tokens = request.app.state.farm.tokens
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    via_cookie = False
+    if not token and request.cookies.get(COOKIE):
+        token, via_cookie = request.cookies[COOKIE], True
+    if not token:
+        raise AuthError(401, "this needs an API token: pass `Authorization: Bearer TOKEN` (the CLI reads "
+                             "BUILDFARM_TOKEN), or sign in on the dashboard; an admin makes one with "
+                             "`buildfarm token create NAME --role viewer|submitter|admin`")
+    who = tokens.check(token)
+    if who is None:
+        raise AuthError(401, "this API token is not valid (revoked, mistyped, or from another farm)")
+    if via_cookie and request.method not in _SAFE and not _same_origin(request):
+        raise AuthError(403, "a change signed in by cookie must come from the farm's own pages")
+    if not who.can(role):
+        raise AuthError(403, f"{who.user} is a {who.role}; this needs the {role} role")
+    request.state.principal = who
+    return who
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin") or request.headers.get("referer") or ""
+    host = request.headers.get("host", "")
+    return bool(host) and (origin == f"http://{host}" or origin == f"https://{host}"
+                           or origin.startswith((f"http://{host}/", f"https://{host}/")))

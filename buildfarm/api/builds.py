@@ -1,0 +1,180 @@
+"""Builds, their logs and their artifacts: what users and the dashboard read and change."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import FileResponse, Response, StreamingResponse
+
+from ..auth import Principal
+from ..service import Conflict, Farm, SubmitError
+from ..spec import TRIGGER_KINDS, BuildSpec
+from ..states import TERMINAL, State
+from .auth import require
+from .errors import ApiError
+
+_TERMINAL = {s.value for s in TERMINAL}
+READ_CHUNK = 256 * 1024
+ENDED_GRACE = 15.0  # seconds a log may stay open after its build ended (the container is being removed)
+KEEPALIVE = 15.0
+
+
+def router(farm: Farm) -> APIRouter:
+    api = APIRouter(prefix="/api/v1")
+    builds = farm.builds
+    viewer, submitter = Depends(require("viewer")), Depends(require("submitter"))
+
+    @api.post("/builds", status_code=201, tags=["builds"], summary="Submit a build")
+    def submit(spec: BuildSpec, who: Principal = submitter) -> dict[str, Any]:
+        try:
+            return farm.submit(spec, who.user)
+        except SubmitError as e:
+            raise ApiError(400, str(e), [{"field": e.field or "spec", "message": str(e)}]) from None
+
+    @api.get("/builds", tags=["builds"], summary="List builds, newest first, filtered and paged",
+             dependencies=[viewer])
+    def list_builds(state: State | None = None,
+                    repo: str | None = Query(None, description="the repository URL, exactly as submitted"),
+                    trigger: str | None = Query(None, description=f"one of {', '.join(TRIGGER_KINDS)}"),
+                    user: str | None = Query(None, description="who submitted or pushed"),
+                    limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10**9)) -> dict[str, Any]:
+        page, total = builds.list(limit=limit, offset=offset, state=state.value if state else None,
+                                  repo=repo, trigger=trigger, user=user)
+        return {"builds": page, "total": total, "limit": limit, "offset": offset}
+
+    @api.get("/builds/{build_id}", tags=["builds"], summary="A build's record and state history",
+             dependencies=[viewer])
+    def get_build(build_id: str) -> dict[str, Any]:
+        rec = builds.get(build_id)
+        rec["artifacts"] = builds.artifacts(build_id)
+        rec["log_bytes"] = farm.logs.size(build_id)
+        return rec
+
+    @api.post("/builds/{build_id}/cancel", tags=["builds"], summary="Cancel a queued or running build")
+    def cancel(build_id: str, who: Principal = submitter) -> dict[str, Any]:
+        try:
+            return farm.cancel(build_id, who.user)
+        except Conflict as e:
+            raise ApiError(409, str(e)) from None
+
+    @api.post("/builds/{build_id}/rebuild", status_code=201, tags=["builds"],
+              summary="Submit the same build again (its ref resolved anew)")
+    def rebuild(build_id: str, who: Principal = submitter) -> dict[str, Any]:
+        try:
+            return farm.rebuild(build_id, who.user)
+        except SubmitError as e:
+            raise ApiError(400, f"cannot rebuild {build_id}: {e}", [{"field": e.field or "spec", "message": str(e)}]) from None
+
+    # -- logs -------------------------------------------------------------------------------------
+    async def follow(build_id: str, offset: int, keep_following: bool) -> AsyncIterator[bytes]:
+        """The log's bytes from `offset`; with keep_following, until the build ended and its log closed.
+        Yields b"" when nothing came for a while (a chance to send a keep-alive)."""
+        pos, ended_since, quiet_since = offset, None, time.monotonic()
+        while True:
+            data = farm.logs.read(build_id, pos, READ_CHUNK)
+            if data:
+                pos += len(data)
+                ended_since, quiet_since = None, time.monotonic()
+                yield data
+                continue
+            if not keep_following:
+                return
+            if farm.logs.is_closed(build_id):
+                if farm.logs.size(build_id) <= pos:
+                    return
+                continue
+            if builds.r.hget(f"bf:build:{build_id}", "state") in _TERMINAL:
+                ended_since = ended_since or time.monotonic()
+                if time.monotonic() - ended_since > ENDED_GRACE:
+                    return
+            if time.monotonic() - quiet_since > KEEPALIVE:
+                quiet_since = time.monotonic()
+                yield b""
+            await farm.logs.notifier.wait(build_id, 1.0)
+
+    @api.get("/builds/{build_id}/log", tags=["logs"], dependencies=[viewer],
+             summary="The build's log as raw bytes: a range (offset, length), or followed live",
+             response_class=StreamingResponse,
+             responses={200: {"content": {"text/plain": {}}, "description": "log bytes from `offset`"}})
+    async def get_log(build_id: str, offset: int = Query(0, ge=0, le=2**53),
+                      length: int | None = Query(None, ge=1, le=2**53, description="at most this many bytes"),
+                      follow_: bool = Query(False, alias="follow", description="keep streaming until the build ends")):
+        builds.raw(build_id)  # 404 for an unknown build
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
+                   "X-Log-Size": str(farm.logs.size(build_id))}
+        if length is not None and not follow_:
+            return Response(farm.logs.read(build_id, offset, length), media_type="text/plain; charset=utf-8",
+                            headers=headers)
+
+        async def body():
+            async for chunk in follow(build_id, offset, follow_):
+                if chunk:
+                    yield chunk
+
+        return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)
+
+    @api.get("/builds/{build_id}/log/events", tags=["logs"], dependencies=[viewer],
+             summary="The build's log live, as Server-Sent Events",
+             description="`event: log` carries text (UTF-8, invalid bytes replaced) and `id:` the byte offset "
+                         "after it, so a reconnecting EventSource resumes with `Last-Event-ID`; `event: end` "
+                         "carries `{\"state\": ...}` when the build has ended and its log is complete.",
+             response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}})
+    async def log_events(build_id: str, offset: int = Query(0, ge=0, le=2**53),
+                         last_event_id: str | None = Header(None)):
+        builds.raw(build_id)
+        if last_event_id and last_event_id.isdigit():
+            offset = int(last_event_id)
+
+        async def events():
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            pos = offset
+            yield b"retry: 2000\n\n"
+            async for chunk in follow(build_id, offset, True):
+                if not chunk:
+                    yield b": keep-alive\n\n"
+                    continue
+                pos += len(chunk)
+                text = decoder.decode(chunk)
+                if text:
+                    held = len(decoder.getstate()[0])
+                    yield sse("log", text, pos - held)
+            state = builds.r.hget(f"bf:build:{build_id}", "state")
+            yield sse("end", json.dumps({"state": state}), pos)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # -- artifacts ------------------------------------------------------------------------------------
+    @api.get("/builds/{build_id}/artifacts", tags=["artifacts"], summary="The build's artifacts",
+             dependencies=[viewer])
+    def list_artifacts(build_id: str) -> dict[str, Any]:
+        builds.raw(build_id)
+        return {"artifacts": builds.artifacts(build_id)}
+
+    @api.get("/builds/{build_id}/artifacts/{path:path}", tags=["artifacts"], summary="Download an artifact",
+             response_class=FileResponse, dependencies=[viewer],
+             responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}})
+    def download_artifact(build_id: str, path: str):
+        builds.raw(build_id)
+        meta = {a["path"]: a for a in builds.artifacts(build_id)}.get(path)
+        if meta is None:
+            raise ApiError(404, f"build {build_id} has no artifact {path!r}; "
+                                f"`buildfarm artifacts {build_id}` lists them")
+        full = farm.artifacts.path(build_id, path)
+        return FileResponse(full, filename=full.name, media_type="application/octet-stream",
+                            headers={"X-Checksum-Sha256": meta["sha256"]})
+
+    return api
+
+
+def sse(event: str, text: str, offset: int) -> bytes:
+    """One Server-Sent Event. SSE ends a data line at CR or LF, so each line of `text` is its own
+    `data:` field (the client joins them with LF); a lone CR (a progress bar) becomes LF."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return (f"event: {event}\nid: {offset}\n" + "".join(f"data: {ln}\n" for ln in lines) + "\n").encode()

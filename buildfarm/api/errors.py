@@ -1,0 +1,66 @@
+"""Every error the API returns is JSON: {"error": "what is wrong and how to fix it", "details": [...]}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..records import BuildNotFound
+from .auth import AuthError
+
+log = logging.getLogger("buildfarm.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, details: list | None = None):
+        self.status, self.message, self.details = status, message, details or []
+
+
+def error(status: int, message: str, details: list | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "details": details or []}, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error(exc.status, exc.message, exc.details)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(request: Request, exc: AuthError):
+        if exc.status == 401:
+            log.warning("refused %s %s from %s: %s", request.method, request.url.path,
+                        request.client.host if request.client else "?", exc.message)
+        return error(exc.status, exc.message, headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        details = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            if err.get("type") == "extra_forbidden":
+                msg = "unknown field"
+            elif err.get("type") == "missing":
+                msg = "required"
+            details.append({"field": ".".join(loc) or "body", "message": msg})
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        return error(422, f"invalid request: {summary}", details)
+
+    @app.exception_handler(BuildNotFound)
+    async def _missing(request: Request, exc: BuildNotFound):
+        return error(404, f"no build {exc.args[0]!r}; `buildfarm list` shows the builds")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        message = {404: f"no such route {request.url.path}; /docs lists the API",
+                   405: f"{request.method} is not allowed on {request.url.path}; /docs lists the API"}
+        return error(exc.status_code, message.get(exc.status_code, str(exc.detail)), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error(500, f"internal error ({type(exc).__name__}); the farm's log has the details")

@@ -1,0 +1,128 @@
+"""Users' API tokens with roles, and the secrets builds may ask for. Both live in Redis.
+
+A token is shown once, when it is created; Redis keeps only its sha256. Roles are ordered:
+a viewer reads, a submitter also submits, cancels and rebuilds, an admin also manages tokens
+and secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from .records import token_digest
+
+ROLES = ("viewer", "submitter", "admin")
+TOKENS = "bf:tokens"  # hash: sha256(token) -> {"user", "role", "created_at"}
+TOKEN_NAMES = "bf:token-names"  # hash: user -> sha256(token)
+SECRETS = "bf:secrets"  # hash: name -> value
+_NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words in logs
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    role: str
+
+    def can(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+class TokenStore:
+    def __init__(self, r: redis.Redis):
+        self.r = r
+
+    def create(self, user: str, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        if not _NAME.match(user):
+            raise ValueError(f"{user!r} is not a token name; use letters, digits, '.', '_', '-' or '@' (1-64)")
+        if self.r.hexists(TOKEN_NAMES, user):
+            raise ValueError(f"a token named {user!r} exists; revoke it first or pick another name")
+        token = "bf_" + secrets.token_urlsafe(30)
+        sha = token_digest(token)
+        pipe = self.r.pipeline()
+        pipe.hset(TOKENS, sha, json.dumps({"user": user, "role": role, "created_at": time.time()}))
+        pipe.hset(TOKEN_NAMES, user, sha)
+        pipe.execute()
+        return token
+
+    def check(self, token: str) -> Principal | None:
+        if not token:
+            return None
+        raw = self.r.hget(TOKENS, token_digest(token))
+        if not raw:
+            return None
+        info = json.loads(raw)
+        return Principal(info["user"], info["role"])
+
+    def list(self) -> list[dict]:
+        out = []
+        for sha, raw in self.r.hgetall(TOKENS).items():
+            info = json.loads(raw)
+            out.append({"user": info["user"], "role": info["role"], "created_at": info["created_at"]})
+        return sorted(out, key=lambda t: t["user"])
+
+    def revoke(self, user: str) -> bool:
+        sha = self.r.hget(TOKEN_NAMES, user)
+        if not sha:
+            return False
+        pipe = self.r.pipeline()
+        pipe.hdel(TOKENS, sha)
+        pipe.hdel(TOKEN_NAMES, user)
+        pipe.execute()
+        return True
+
+    def bootstrap_admin(self, path: Path) -> None:
+        """The first admin token, written to DATA_DIR/admin.token (0600), unless it is still valid."""
+        if path.exists() and self.check(path.read_text().strip()):
+            return
+        self.revoke("admin")
+        token = self.create("admin", "admin")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
+        tmp.write_text(token + "\n")
+        tmp.replace(path)
+
+
+class SecretStore:
+    def __init__(self, r: redis.Redis):
+        self.r = r
+
+    def set(self, name: str, value: str) -> None:
+        if not SECRET_NAME.match(name):
+            raise ValueError(f"{name!r} is not a secret name; it becomes an environment variable, so use "
+                             f"letters, digits and '_' (not starting with a digit)")
+        if name.upper().startswith("BUILDFARM_"):
+            raise ValueError(f"{name!r}: the BUILDFARM_ prefix is reserved for the farm")
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(f"secret {name} is shorter than {MIN_SECRET_LENGTH} characters; so short a value "
+                             f"cannot be masked in logs without masking ordinary text")
+        self.r.hset(SECRETS, name, value)
+
+    def names(self) -> list[str]:
+        return sorted(self.r.hkeys(SECRETS))
+
+    def delete(self, name: str) -> bool:
+        return bool(self.r.hdel(SECRETS, name))
+
+    def missing(self, names: list[str]) -> list[str]:
+        if not names:
+            return []
+        have = self.r.hmget(SECRETS, names)
+        return [n for n, v in zip(names, have) if v is None]
+
+    def values(self, names: list[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        return {n: v for n, v in zip(names, self.r.hmget(SECRETS, names)) if v is not None}

@@ -1,0 +1,64 @@
+"""Counters kept in Redis, so every farm process (API, scheduler) adds to the same figures:
+builds ended per 10-minute bucket and state (the dashboard's throughput chart), and the
+submit-to-start latency histogram (Prometheus' `/metrics`)."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+BUCKET_SECONDS = 600
+KEEP_SECONDS = 48 * 3600
+ENDED = "bf:stats:ended:"  # + bucket start: hash state -> count
+LATENCY = "bf:stats:start-latency"  # hash: upper bound ("+Inf" last) -> count, plus "sum" and "count"
+LATENCY_BOUNDS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class Stats:
+    def __init__(self, r: redis.Redis):
+        self.r = r
+
+    def ended(self, state, at: float | None = None) -> None:
+        bucket = int((at or time.time()) // BUCKET_SECONDS * BUCKET_SECONDS)
+        pipe = self.r.pipeline()
+        pipe.hincrby(f"{ENDED}{bucket}", state.value, 1)
+        pipe.expire(f"{ENDED}{bucket}", KEEP_SECONDS)
+        pipe.execute()
+
+    def started(self, waited: float) -> None:
+        """One build went from submitted to running in `waited` seconds (cumulative buckets)."""
+        pipe = self.r.pipeline()
+        for bound in LATENCY_BOUNDS:
+            if waited <= bound:
+                pipe.hincrby(LATENCY, _label(bound), 1)
+        pipe.hincrby(LATENCY, "+Inf", 1)
+        pipe.hincrbyfloat(LATENCY, "sum", max(waited, 0.0))
+        pipe.hincrby(LATENCY, "count", 1)
+        pipe.execute()
+
+    def throughput(self, hours: float, now: float | None = None) -> list[dict]:
+        """Builds ended per bucket over the last `hours`, oldest first: succeeded, failed, other."""
+        now = now or time.time()
+        last = int(now // BUCKET_SECONDS * BUCKET_SECONDS)
+        starts = list(range(last - int(hours * 3600) + BUCKET_SECONDS, last + 1, BUCKET_SECONDS))
+        pipe = self.r.pipeline()
+        for s in starts:
+            pipe.hgetall(f"{ENDED}{s}")
+        out = []
+        for s, counts in zip(starts, pipe.execute()):
+            counts = {k: int(v) for k, v in counts.items()}
+            ok, failed = counts.pop("succeeded", 0), counts.pop("failed", 0)
+            out.append({"start": s, "succeeded": ok, "failed": failed, "other": sum(counts.values())})
+        return out
+
+    def latency(self) -> tuple[list[tuple[str, int]], float, int]:
+        """([(upper bound, cumulative count)...,("+Inf", n)], sum, count)."""
+        h = self.r.hgetall(LATENCY)
+        buckets = [(_label(b), int(h.get(_label(b), 0))) for b in LATENCY_BOUNDS]
+        buckets.append(("+Inf", int(h.get("+Inf", 0))))
+        return buckets, float(h.get("sum", 0.0)), int(h.get("count", 0))
+
+
+def _label(bound: float) -> str:
+    return f"{bound:g}"
