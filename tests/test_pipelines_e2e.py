@@ -152,8 +152,13 @@ def test_nightly_ib_runs_to_completion_through_the_cli(pfarm, sample, git_server
 
 
 def test_a_failed_job_stops_its_dependants_and_always_jobs_still_run(pfarm, sample):
-    code, run, stderr = run_json(pfarm, "chain", "-p", f"repo={sample}")
-    assert code == 1, stderr
+    out = pfarm.cli("pipeline", "run", "chain", "-p", f"repo={sample}", "--follow", timeout=150)
+    assert out.returncode == 1, out.stderr.decode()
+    logs = out.stdout.decode()  # --follow prints each job's log as it ends
+    assert "----- test (" in logs and "testing" in logs and "step exited with status 3" in logs
+    assert logs.index("----- build (") < logs.index("----- test (") < logs.index("----- cleanup (")
+    run_id = out.stderr.decode().split()[1]
+    run = json.loads(pfarm.cli("pipeline", "status", run_id, "--json").stdout)
     j = jobs(run)
     assert (j["build"]["state"], j["test"]["state"], j["deploy"]["state"], j["cleanup"]["state"]) == \
         ("succeeded", "failed", "skipped", "succeeded")
