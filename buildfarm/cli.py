@@ -465,6 +465,10 @@ main.add_command(token)
 main.add_command(secret)
 main.add_command(whoami)
 
+from .triggers.cli import hook  # noqa: E402
+
+main.add_command(hook)
+
 from .pipelines.cli import pipeline  # noqa: E402
 
 main.add_command(pipeline)
