@@ -469,5 +469,9 @@ from .triggers.cli import hook  # noqa: E402
 
 main.add_command(hook)
 
+from .pipelines.cli import pipeline  # noqa: E402
+
+main.add_command(pipeline)
+
 if __name__ == "__main__":
     main()

@@ -97,6 +97,36 @@ class Api:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    def download(self, path: str, dest: str, deadline=REPORT_DEADLINE) -> str:
+        """GET `path` streamed into the file `dest`; returns its sha256. Retried like call()."""
+        end = time.monotonic() + deadline
+        delay = 0.2
+        while True:
+            req = urllib.request.Request(self.base + path)
+            req.add_header("Authorization", f"Bearer {self.token}")
+            try:
+                h = hashlib.sha256()
+                with urllib.request.urlopen(req, timeout=60) as resp, open(dest + ".part", "wb") as f:
+                    while True:
+                        chunk = resp.read(CHUNK)
+                        if not chunk:
+                            break
+                        h.update(chunk)
+                        f.write(chunk)
+                os.replace(dest + ".part", dest)
+                return h.hexdigest()
+            except urllib.error.HTTPError as e:
+                if 400 <= e.code < 500:
+                    raise Rejected(e.code, e.read()) from None
+                err = f"HTTP {e.code}"
+            except (urllib.error.URLError, OSError) as e:
+                err = str(e)
+            if time.monotonic() > end:
+                raise TimeoutError(f"GET {path}: the API did not answer for {deadline:.0f} s ({err})")
+            diag(f"GET {path} failed ({err}); retrying in {delay:.1f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
     def json(self, method: str, path: str, obj=None) -> dict:
         data = json.dumps(obj or {}).encode()
         out = self.call(method, path, data=data, headers={"Content-Type": "application/json"})
@@ -350,6 +380,42 @@ def _contains(ws, ref: str, sha: str) -> bool:
     return False
 
 
+# -- inputs: artifacts of upstream builds (pipelines) ----------------------------------------------
+
+def fetch_inputs(api: Api, spec: dict, log: LogSender) -> None:
+    """Download the artifacts of the builds this one needs into the workspace, at the paths they
+    had in their own workspace (sha256 checked). Two inputs with the same path are an error."""
+    names = {i["build"]: i.get("name") or i["build"] for i in spec.get("inputs") or []}
+    try:
+        listing = json.loads(api.call("GET", "/inputs"))["inputs"]
+    except Rejected as e:
+        raise BuildError(f"the farm refused the inputs' list: {e}") from None
+    root = os.path.realpath(WORKSPACE)
+    came_from: dict[str, str] = {}
+    for inp in listing:
+        up = inp["build"]
+        if not inp["artifacts"]:
+            log.line(f"input {names.get(up, up)} (build {up}) has no artifacts")
+        for a in inp["artifacts"]:
+            rel = a["path"]
+            dest = os.path.realpath(os.path.join(WORKSPACE, rel))
+            if not dest.startswith(root + os.sep):
+                raise BuildError(f"input artifact {rel!r} of build {up} would land outside the workspace")
+            if rel in came_from:
+                raise BuildError(f"inputs {came_from[rel]} and {names.get(up, up)} both have {rel!r}; "
+                                 f"give the artifacts distinct paths (e.g. with ${{{{ matrix.AXIS }}}} in them)")
+            came_from[rel] = names.get(up, up)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            try:
+                sha = api.download(f"/inputs/{up}/{urllib.parse.quote(rel)}", dest)
+            except Rejected as e:
+                raise BuildError(f"input artifact {rel!r} of build {up}: {e}") from None
+            if sha != a["sha256"]:
+                raise BuildError(f"input artifact {rel!r} of build {up}: sha256 {sha} is not {a['sha256']}")
+        if inp["artifacts"]:
+            log.line(f"input {names.get(up, up)} (build {up}): {len(inp['artifacts'])} artifact(s) downloaded")
+
+
 # -- steps ------------------------------------------------------------------------------------
 
 _current: subprocess.Popen | None = None
@@ -485,6 +551,8 @@ def main() -> int:
     try:
         sha = checkout(spec, log, start.get("pinned_commit"))
         api.json("POST", "/progress", {"commit": sha})
+        if spec.get("inputs"):
+            fetch_inputs(api, spec, log)
         code = run_steps(spec, log, start.get("secrets"))
         outcome = "succeeded" if code == 0 else "failed"
         reason = "all steps passed" if code == 0 else f"a step exited with status {code}"
