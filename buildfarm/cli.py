@@ -469,6 +469,10 @@ from .triggers.cli import hook  # noqa: E402
 
 main.add_command(hook)
 
+from .pipelines.cli import pipeline  # noqa: E402
+
+main.add_command(pipeline)
+
 from .jenkins.cli import jenkins_bridge  # noqa: E402  (a command of its own module)
 
 main.add_command(jenkins_bridge)

@@ -15,6 +15,7 @@ from .api import create_app
 from .backends.base import LaunchError
 from .config import Settings
 from .embedded_redis import EmbeddedRedis
+from .pipelines.daemon import start_daemon as start_pipeline_daemon
 from .scheduler.loop import Scheduler
 from .service import Farm
 from .states import State
@@ -69,6 +70,7 @@ def run_scheduler(settings: Settings, teardown: bool = False) -> None:
             farm.builds.drop_active(bid)
         return
     scheduler = holder["scheduler"] = Scheduler(farm, backend)
+    start_pipeline_daemon(farm)
     try:
         scheduler.run()
     except KeyboardInterrupt:
@@ -95,6 +97,7 @@ def run_up(settings: Settings) -> None:
         farm.image_check = backend.check_image
     thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
     thread.start()
+    start_pipeline_daemon(farm)
 
     app = create_app(farm)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",

@@ -46,6 +46,15 @@ class Trigger(BaseModel):
     detail: dict[str, str] = Field(default_factory=dict)
 
 
+class Input(BaseModel):
+    """An upstream build whose artifacts the agent downloads into the workspace before the steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    build: str = Field(..., pattern=r"^[0-9a-f]{6,40}$", description="the upstream build's id")
+    name: str = Field("", max_length=200, description="what it is, e.g. a pipeline job (shown in the log)")
+
+
 class BuildSpec(BaseModel):
     """What to build, where, and with what."""
 
@@ -64,6 +73,7 @@ class BuildSpec(BaseModel):
     constraints: list[str] = Field(default_factory=list, description="agent attributes: 'arch:x86_64', 'os!=el7'")
     timeout: Annotated[int, Field(ge=1, le=7 * 24 * 3600, description="seconds from start")] = 3600
     artifacts: list[str] = Field(default_factory=list, description="globs relative to the checkout")
+    inputs: list[Input] = Field(default_factory=list, description="builds whose artifacts are downloaded first")
     priority: Priority = Priority.NORMAL
     retries: Annotated[int, Field(ge=0, le=10, description="retries after infrastructure failures")] = 0
     wait_for_capacity: bool = Field(False, description="wait instead of failing when no agent can ever fit it")

@@ -39,6 +39,7 @@ API = os.environ.get("BUILDFARM_API", "").rstrip("/")
 BUILD_ID = os.environ.get("BUILDFARM_BUILD_ID", "")
 TOKEN = os.environ.get("BUILDFARM_TOKEN", "")
 CACHE = os.environ.get("BUILDFARM_CACHE", "/buildfarm-cache")
+CACHE_READONLY = os.environ.get("BUILDFARM_CACHE_READONLY") == "1"  # the farm keeps the mirrors
 WORKSPACE = os.environ.get("BUILDFARM_WORKSPACE", "/workspace")
 REPORT_DEADLINE = float(os.environ.get("BUILDFARM_REPORT_DEADLINE", "900"))
 HEARTBEAT_SECONDS = float(os.environ.get("BUILDFARM_HEARTBEAT", "10"))
@@ -93,6 +94,36 @@ class Api:
             if time.monotonic() > end:
                 raise TimeoutError(f"{method} {path}: the API did not answer for {deadline:.0f} s ({err})")
             diag(f"{method} {path} failed ({err}); retrying in {delay:.1f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def download(self, path: str, dest: str, deadline=REPORT_DEADLINE) -> str:
+        """GET `path` streamed into the file `dest`; returns its sha256. Retried like call()."""
+        end = time.monotonic() + deadline
+        delay = 0.2
+        while True:
+            req = urllib.request.Request(self.base + path)
+            req.add_header("Authorization", f"Bearer {self.token}")
+            try:
+                h = hashlib.sha256()
+                with urllib.request.urlopen(req, timeout=60) as resp, open(dest + ".part", "wb") as f:
+                    while True:
+                        chunk = resp.read(CHUNK)
+                        if not chunk:
+                            break
+                        h.update(chunk)
+                        f.write(chunk)
+                os.replace(dest + ".part", dest)
+                return h.hexdigest()
+            except urllib.error.HTTPError as e:
+                if 400 <= e.code < 500:
+                    raise Rejected(e.code, e.read()) from None
+                err = f"HTTP {e.code}"
+            except (urllib.error.URLError, OSError) as e:
+                err = str(e)
+            if time.monotonic() > end:
+                raise TimeoutError(f"GET {path}: the API did not answer for {deadline:.0f} s ({err})")
+            diag(f"GET {path} failed ({err}); retrying in {delay:.1f} s")
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -233,9 +264,46 @@ def checkout(spec: dict, log: LogSender, pinned: str | None = None) -> str:
     import git  # GitPython, injected next to this file
 
     url = spec["repo"]
-    mirrors = os.path.join(CACHE, "git")
-    os.makedirs(mirrors, exist_ok=True)
-    mirror = os.path.join(mirrors, hashlib.sha256(url.encode()).hexdigest()[:32] + ".git")
+    mirror = os.path.join(CACHE, "git", hashlib.sha256(url.encode()).hexdigest()[:32] + ".git")
+    if os.path.exists(WORKSPACE) and os.listdir(WORKSPACE):
+        shutil.rmtree(WORKSPACE)
+    if CACHE_READONLY:
+        ws = _clone_readonly_cache(git, url, mirror, pinned or spec.get("commit"), log)
+    else:
+        _update_mirror(git, url, mirror, pinned, log)
+        ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout"])
+        ws.git.remote("set-url", "origin", url)
+    want = spec.get("commit") or spec.get("ref")
+    sha = _resolve(ws, spec.get("ref"), spec.get("commit"), url, pinned)
+    ws.git.checkout("--detach", "--quiet", sha)
+    subject = ws.git.log("-1", "--format=%s", sha)
+    log.line(f"checked out {want or 'default branch'} at {sha[:12]}: {subject}")
+    return sha
+
+
+def _clone_readonly_cache(git, url: str, mirror: str, want: str | None, log: LogSender):
+    """The farm keeps the mirror (read-only here): use it when it has the commit, else clone from
+    the repository, borrowing what objects the mirror has."""
+    have_mirror = os.path.isdir(mirror)
+    try:
+        if have_mirror and want and _has_commit(mirror, want):
+            log.line(f"mirror cache hit for {url}: {want[:12]} already there, no fetch")
+            ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout"])
+            ws.git.remote("set-url", "origin", url)
+            return ws
+        log.line(f"mirror cache {'is behind' if have_mirror else 'miss'} for {url}: cloning from the repository")
+        t = time.monotonic()
+        ws = git.Repo.clone_from(url, WORKSPACE, multi_options=["--no-checkout"]
+                                 + (["--reference", mirror] if have_mirror else []))
+        log.line(f"cloned in {time.monotonic() - t:.2f} s")
+        return ws
+    except git.GitCommandError as e:
+        raise BuildError(f"cannot fetch {url}: {_git_error(e)}") from None
+
+
+def _update_mirror(git, url: str, mirror: str, pinned: str | None, log: LogSender) -> None:
+    """Without a farm-kept cache (process isolation, Mesos agents) the agent keeps the mirror."""
+    os.makedirs(os.path.dirname(mirror), exist_ok=True)
     with open(mirror + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -259,17 +327,6 @@ def checkout(spec: dict, log: LogSender, pinned: str | None = None) -> str:
             raise BuildError(f"cannot fetch {url}: {_git_error(e)}") from None
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-    if os.path.exists(WORKSPACE) and os.listdir(WORKSPACE):
-        shutil.rmtree(WORKSPACE)
-    ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout"])
-    ws.git.remote("set-url", "origin", url)
-    want = spec.get("commit") or spec.get("ref")
-    sha = _resolve(ws, spec.get("ref"), spec.get("commit"), url, pinned)
-    ws.git.checkout("--detach", "--quiet", sha)
-    subject = ws.git.log("-1", "--format=%s", sha)
-    log.line(f"checked out {want or 'default branch'} at {sha[:12]}: {subject}")
-    return sha
 
 
 def _has_commit(mirror: str, sha: str) -> bool:
@@ -321,6 +378,42 @@ def _contains(ws, ref: str, sha: str) -> bool:
         except git.GitCommandError:
             continue
     return False
+
+
+# -- inputs: artifacts of upstream builds (pipelines) ----------------------------------------------
+
+def fetch_inputs(api: Api, spec: dict, log: LogSender) -> None:
+    """Download the artifacts of the builds this one needs into the workspace, at the paths they
+    had in their own workspace (sha256 checked). Two inputs with the same path are an error."""
+    names = {i["build"]: i.get("name") or i["build"] for i in spec.get("inputs") or []}
+    try:
+        listing = json.loads(api.call("GET", "/inputs"))["inputs"]
+    except Rejected as e:
+        raise BuildError(f"the farm refused the inputs' list: {e}") from None
+    root = os.path.realpath(WORKSPACE)
+    came_from: dict[str, str] = {}
+    for inp in listing:
+        up = inp["build"]
+        if not inp["artifacts"]:
+            log.line(f"input {names.get(up, up)} (build {up}) has no artifacts")
+        for a in inp["artifacts"]:
+            rel = a["path"]
+            dest = os.path.realpath(os.path.join(WORKSPACE, rel))
+            if not dest.startswith(root + os.sep):
+                raise BuildError(f"input artifact {rel!r} of build {up} would land outside the workspace")
+            if rel in came_from:
+                raise BuildError(f"inputs {came_from[rel]} and {names.get(up, up)} both have {rel!r}; "
+                                 f"give the artifacts distinct paths (e.g. with ${{{{ matrix.AXIS }}}} in them)")
+            came_from[rel] = names.get(up, up)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            try:
+                sha = api.download(f"/inputs/{up}/{urllib.parse.quote(rel)}", dest)
+            except Rejected as e:
+                raise BuildError(f"input artifact {rel!r} of build {up}: {e}") from None
+            if sha != a["sha256"]:
+                raise BuildError(f"input artifact {rel!r} of build {up}: sha256 {sha} is not {a['sha256']}")
+        if inp["artifacts"]:
+            log.line(f"input {names.get(up, up)} (build {up}): {len(inp['artifacts'])} artifact(s) downloaded")
 
 
 # -- steps ------------------------------------------------------------------------------------
@@ -458,6 +551,8 @@ def main() -> int:
     try:
         sha = checkout(spec, log, start.get("pinned_commit"))
         api.json("POST", "/progress", {"commit": sha})
+        if spec.get("inputs"):
+            fetch_inputs(api, spec, log)
         code = run_steps(spec, log, start.get("secrets"))
         outcome = "succeeded" if code == 0 else "failed"
         reason = "all steps passed" if code == 0 else f"a step exited with status {code}"

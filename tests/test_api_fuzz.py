@@ -24,5 +24,5 @@ def test_no_generated_request_gets_a_server_error(fresh_farm, git_server, tmp_pa
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     print(run.stdout)
-    tested = re.search(r"(\d+) passed", run.stdout)
-    assert tested and int(tested.group(1)) > 500, run.stdout[-3000:]  # a real run, not an empty one
+    tested = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
+    assert tested and int(tested.group(2)) > 500, run.stdout[-3000:]  # a real run, not an empty one

@@ -144,10 +144,28 @@ def test_binary_and_non_utf8_output_survive(farm, app_repo):
 def test_second_build_of_a_repo_uses_the_mirror_cache(farm, git_server):
     url = git_server.make_repo("cached", {"f": "x\n"})
     first = farm.cli("submit", "--repo", url, "--image", IMAGE, "--wait", "--follow", "--", "true")
+    assert first.returncode == 0, first.stderr.decode()
+    # The farm fills the mirror in the background when the first build launches (the first build
+    # itself may clone from the repository, or find the mirror already there).
+    mirrors = farm.data_dir / "cache" / "git"
+    wait_until(lambda: [p for p in mirrors.glob("*.git") if (p / "HEAD").exists()], 60, what="the mirror")
     second = farm.cli("submit", "--repo", url, "--image", IMAGE, "--wait", "--follow", "--", "true")
-    assert first.returncode == 0 and second.returncode == 0
-    assert b"mirror cache miss" in first.stdout
+    assert second.returncode == 0
     assert b"mirror cache hit" in second.stdout and b"cloning" not in second.stdout
+
+
+def test_builds_cannot_write_into_the_shared_mirror_cache(farm, git_server):
+    url = git_server.make_repo("poison", {"f": "x\n"})
+    farm.cli("submit", "--repo", url, "--image", IMAGE, "--wait", "--", "true")
+    mirrors = farm.data_dir / "cache" / "git"
+    wait_until(lambda: list(mirrors.glob("*.git/HEAD")), 60, what="the mirror")
+    out = farm.cli("submit", "--repo", url, "--image", IMAGE, "--wait", "--follow", "--", "sh", "-c",
+                   "ls /buildfarm-cache; for m in /buildfarm-cache/git/*.git; do "
+                   "echo evil > $m/refs/heads/main && echo POIS''ONED; done; touch /buildfarm-cache/git/x && echo WR''OTE; true")
+    assert out.returncode == 0, out.stderr.decode()
+    log = out.stdout.decode()
+    assert "Read-only file system" in log and "POISONED" not in log and "WROTE" not in log
+    assert "hooks" not in log.split("$ sh -c", 1)[1].split("\n", 2)[1]  # only the mirrors are mounted
 
 
 # Prints the limits Docker enforces on the build (cgroup v1 or v2).

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..service import Farm
-from . import access, agent, builds, errors
+from . import access, agent, builds, errors, pipelines
 from . import farm as farm_routes
 from . import hooks, web
 
@@ -24,6 +24,7 @@ def create_app(farm: Farm) -> FastAPI:
     app.include_router(farm_routes.router(farm))
     app.include_router(access.router(farm))
     app.include_router(agent.router(farm))
+    app.include_router(pipelines.router(farm))
     app.include_router(hooks.router(farm))
     app.include_router(web.router())
     return app

@@ -28,6 +28,8 @@ from ..scheduler import Agent, Offer, Resources
 from ..spec import BuildSpec
 from .base import LAUNCH_FAILED, Exit, ExitListener, Found, LaunchError
 
+from ..mirrors import MirrorCache
+
 log = logging.getLogger("buildfarm.local")
 
 AGENT_MOUNT = "/buildfarm/agent"
@@ -65,6 +67,8 @@ class LocalBackend:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="launch")
         runner_cls = DockerRunner if settings.isolation == "docker" else ProcessRunner
         self.runner = runner_cls(settings, farm_id, bundle, on_exit)
+        # Docker builds read the mirrors the farm keeps; plain processes keep their own (no isolation).
+        self.mirrors = MirrorCache(settings.cache_dir / "git") if settings.isolation == "docker" else None
 
     # -- capacity -------------------------------------------------------------------------------
     def agents(self) -> list[Agent]:
@@ -95,6 +99,8 @@ class LocalBackend:
         is reported as an Exit with code -1 and the reason)."""
         self.allocate(build_id, spec)
         self._pool.submit(self._launch, build_id, attempt, spec, token)
+        if self.mirrors:
+            self.mirrors.refresh_soon(spec.repo)
 
     def _launch(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
         try:
@@ -125,6 +131,8 @@ class LocalBackend:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.mirrors:
+            self.mirrors.close()
         if hasattr(self.runner, "close_warm"):
             self.runner.close_warm()
 
@@ -163,13 +171,16 @@ class DockerRunner:
         """A build container: unprivileged, limited, with the agent bundle and the mirror cache."""
         s = self.settings
         s.cache_dir.mkdir(parents=True, exist_ok=True)
+        (s.cache_dir / "git").mkdir(parents=True, exist_ok=True)
+        # The mirrors only, read-only: the farm keeps them (buildfarm/mirrors.py).
         mounts = {str(self.bundle): {"bind": AGENT_MOUNT, "mode": "ro"},
-                  str(s.cache_dir): {"bind": CACHE_MOUNT, "mode": "rw"}}
+                  str(s.cache_dir / "git"): {"bind": CACHE_MOUNT + "/git", "mode": "ro"}}
         mounts.update(volumes or {})
         limits = {}
         if r is not None:
             limits = {"nano_cpus": int(r.cpus * 1e9), "mem_limit": f"{r.mem}m", "memswap_limit": f"{r.mem}m"}
-        env = {"BUILDFARM_CACHE": CACHE_MOUNT, "BUILDFARM_WORKSPACE": "/workspace", "PYTHONPATH": AGENT_MOUNT,
+        env = {"BUILDFARM_CACHE": CACHE_MOUNT, "BUILDFARM_CACHE_READONLY": "1", "BUILDFARM_WORKSPACE": "/workspace",
+               "PYTHONPATH": AGENT_MOUNT,
                "PYTHONDONTWRITEBYTECODE": "1", **env}
         return self.client.containers.create(
             image, command=command, name=name, labels={LABEL_FARM: self.farm_id, **labels}, environment=env,

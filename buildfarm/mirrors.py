@@ -1,0 +1,89 @@
+"""The git mirror cache of the local Docker backend, kept by the farm and read-only to builds.
+
+Build containers mount `CACHE/git` read-only: a build's own commands cannot rewrite a mirror that
+later builds of other users check out from. The farm refreshes a repository's mirror in the
+background whenever one of its builds launches, so the next build finds its commit there and
+skips the network; a build whose commit is not in the mirror yet clones from the repository,
+borrowing the objects the mirror has.
+
+Only network URLs are fetched here (git, http(s), ssh): a local path would make the farm copy a
+host repository into what every build can read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+log = logging.getLogger("buildfarm.mirrors")
+NETWORK_SCHEMES = ("git://", "http://", "https://", "ssh://")
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+           "GIT_ALLOW_PROTOCOL": "git:http:https:ssh", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+
+
+def mirror_name(url: str) -> str:
+    """The mirror's directory name; the agent (executors/buildfarm_agent.py) derives the same."""
+    return hashlib.sha256(url.encode()).hexdigest()[:32] + ".git"
+
+
+class MirrorCache:
+    def __init__(self, root: Path, timeout: float = 600.0):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mirror")
+        self._lock = threading.Lock()
+        self._state: dict[str, str] = {}  # url -> "running" | "again" while a refresh is under way
+
+    def refresh_soon(self, url: str) -> None:
+        """Fetch `url` into its mirror in the background. Requests that come while one runs are
+        coalesced into a single further fetch."""
+        if not url.startswith(NETWORK_SCHEMES):
+            return
+        with self._lock:
+            if url in self._state:
+                self._state[url] = "again"
+                return
+            self._state[url] = "running"
+        self._pool.submit(self._run, url)
+
+    def _run(self, url: str) -> None:
+        while True:
+            try:
+                self.refresh(url)
+            except Exception as e:  # the build clones on its own; the next launch tries again
+                log.warning("mirror of %s not refreshed: %s", url, e)
+            with self._lock:
+                if self._state.get(url) != "again":
+                    self._state.pop(url, None)
+                    return
+                self._state[url] = "running"
+
+    def refresh(self, url: str) -> None:
+        mirror = self.root / mirror_name(url)
+        if mirror.is_dir():
+            self._git(["-C", str(mirror), "fetch", "--prune", "--tags", "origin"])
+            return
+        tmp = mirror.with_name(mirror.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._git(["clone", "--mirror", "--quiet", "--", url, str(tmp)])
+            self._git(["-C", str(tmp), "config", "gc.auto", "0"])  # workspaces borrow its objects
+            tmp.rename(mirror)  # readers see a whole mirror or none
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _git(self, args: list[str]) -> None:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=self.timeout, env=GIT_ENV,
+                             check=False)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"git {args[0]} failed")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
