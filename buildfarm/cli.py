@@ -262,13 +262,18 @@ def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, secrets, a
         build = client.submit(spec)
     except ClientError as e:
         _fail(e)
+    _queued(client, build, wait, follow, as_json)
+
+
+def _queued(client: Client, build: dict, wait: bool, follow: bool, as_json: bool, note: str = "") -> None:
+    """Print a queued build's id (or record); with --wait/--follow, wait and exit with its outcome."""
     bid = build["id"]
     if not (wait or follow):
         click.echo(json.dumps(build, indent=2) if as_json else bid)
         if not as_json:
-            click.echo(f"queued; follow it with: buildfarm logs -f {bid}", err=True)
+            click.echo(f"queued{note}; follow it with: buildfarm logs -f {bid}", err=True)
         return
-    click.echo(f"build {bid} queued", err=True)
+    click.echo(f"build {bid} queued{note}", err=True)
     final = _wait_for(client, bid, follow=follow, quiet=as_json)
     if as_json:
         click.echo(json.dumps(final, indent=2))
@@ -419,14 +424,7 @@ def rebuild(ctx, build_id, wait, follow, as_json):
         b = client.rebuild(build_id)
     except ClientError as e:
         _fail(e)
-    if not (wait or follow):
-        click.echo(json.dumps(b, indent=2) if as_json else b["id"])
-        return
-    click.echo(f"build {b['id']} queued (rebuild of {build_id})", err=True)
-    final = _wait_for(client, b["id"], follow=follow, quiet=as_json)
-    if as_json:
-        click.echo(json.dumps(final, indent=2))
-    sys.exit(exit_code_for(final["state"], final.get("exit_code")))
+    _queued(client, b, wait, follow, as_json, note=f" (rebuild of {build_id})")
 
 
 @main.command()
