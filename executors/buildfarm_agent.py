@@ -43,7 +43,7 @@ CACHE_READONLY = os.environ.get("BUILDFARM_CACHE_READONLY") == "1"  # the farm k
 WORKSPACE = os.environ.get("BUILDFARM_WORKSPACE", "/workspace")
 REPORT_DEADLINE = float(os.environ.get("BUILDFARM_REPORT_DEADLINE", "900"))
 HEARTBEAT_SECONDS = float(os.environ.get("BUILDFARM_HEARTBEAT", "10"))
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024  # per POST: fewer requests for a chatty build; small output still goes at once
 
 
 def diag(msg: str) -> None:
