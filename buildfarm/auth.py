@@ -122,6 +122,16 @@ class SecretStore:
         have = self.r.hmget(SECRETS, names)
         return [n for n, v in zip(names, have) if v is None]
 
+    # A build's own one-time secrets (BuildSpec.secret_env), kept until the build ends.
+    def keep_for_build(self, build_id: str, values: dict[str, str]) -> None:
+        self.r.hset(f"bf:build:{build_id}:secrets", mapping=values)
+
+    def for_build(self, build_id: str) -> dict[str, str]:
+        return self.r.hgetall(f"bf:build:{build_id}:secrets")
+
+    def drop_for_build(self, build_id: str) -> None:
+        self.r.delete(f"bf:build:{build_id}:secrets")
+
     def values(self, names: list[str]) -> dict[str, str]:
         if not names:
             return {}

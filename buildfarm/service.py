@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from .artifacts import ArtifactStore
-from .auth import SecretStore, TokenStore
+from .auth import MIN_SECRET_LENGTH, SecretStore, TokenStore
 from .config import Settings
 from .logs import LogStore
 from .queue import BuildQueue
@@ -76,6 +76,10 @@ class Farm:
         if allowed and not spec.repo.startswith(tuple(allowed)):
             raise SubmitError(f"this farm builds only repositories under {', '.join(allowed)}; "
                               f"{spec.repo} is not one", "repo")
+        short = [k for k, v in spec.secret_env.items() if len(v) < MIN_SECRET_LENGTH]
+        if short:
+            raise SubmitError(f"secret_env {', '.join(short)}: a value shorter than {MIN_SECRET_LENGTH} characters "
+                              f"cannot be masked in the log", "secret_env")
         missing = self.secrets.missing(spec.secrets)
         if missing:
             raise SubmitError(f"no secret named {', '.join(missing)} on this farm; an admin stores one with "
@@ -88,7 +92,12 @@ class Farm:
         pinned = None
         if self.settings.check_repos:
             pinned = None if spec.commit else check_remote(spec.repo, spec.ref)
+        own_secrets = spec.secret_env
+        if own_secrets:  # the record shows the names only
+            spec = spec.model_copy(update={"secret_env": {k: "***" for k in own_secrets}})
         record, _token = self.builds.create(spec, user)
+        if own_secrets:
+            self.secrets.keep_for_build(record["id"], own_secrets)
         if pinned:  # the build checks out what the ref pointed at when it was submitted
             self.builds.set_fields(record["id"], pinned_commit=pinned)
         what = spec.ref or (spec.commit or "")[:12] or "default branch"
@@ -99,6 +108,9 @@ class Farm:
     def rebuild(self, build_id: str, user: str | None = None) -> dict[str, Any]:
         """The same spec again (its ref resolved anew), recorded as a rebuild of `build_id`."""
         spec = self.builds.spec(build_id)
+        if spec.secret_env:
+            raise SubmitError(f"build {build_id} was given one-time secrets ({', '.join(spec.secret_env)}), which "
+                              f"the farm does not keep; submit it anew with them", "secret_env")
         detail = {"rebuild_of": build_id, **{f"original_{k}": v for k, v in spec.trigger.detail.items()}}
         spec = spec.model_copy(update={"trigger": Trigger(kind="rebuild", user=user, detail=detail)})
         return self.submit(spec, user)
@@ -125,6 +137,7 @@ class Farm:
         self.logs.append_system(build_id, f"build {state.value}: {reason}")
         if close_log:
             self.logs.close(build_id)
+        self.secrets.drop_for_build(build_id)
         self.stats.ended(state)
         self.builds.wake("end")
         for listener in self.end_listeners:
@@ -172,7 +185,7 @@ class Farm:
         body["steps"] = spec.shell_steps()
         # Secret values go to the agent only, over its build-scoped token; the record keeps names.
         return {"spec": body, "pinned_commit": raw.get("pinned_commit") or None,
-                "secrets": self.secrets.values(spec.secrets)}
+                "secrets": {**self.secrets.values(spec.secrets), **self.secrets.for_build(build_id)}}
 
     def agent_log(self, build_id: str, seq: int, data: bytes) -> str:
         result = self.logs.append_chunk(build_id, seq, data)

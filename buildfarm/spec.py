@@ -69,6 +69,9 @@ class BuildSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list, description="names of farm secrets given to the build as "
                                                                   "environment variables, masked in its log")
+    secret_env: dict[str, str] = Field(default_factory=dict, description=(
+        "environment variables for this build only, masked in its log, never shown again: the record "
+        "keeps the names with *** and the values are dropped when the build ends"))
     resources: Resources = Field(default_factory=Resources)
     constraints: list[str] = Field(default_factory=list, description="agent attributes: 'arch:x86_64', 'os!=el7'")
     timeout: Annotated[int, Field(ge=1, le=7 * 24 * 3600, description="seconds from start")] = 3600
@@ -122,6 +125,14 @@ class BuildSpec(BaseModel):
             if not _ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not a secret name (it becomes an environment variable)")
         return list(dict.fromkeys(v))
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _ENV_NAME.match(name) or name.upper().startswith("BUILDFARM_"):
+                raise ValueError(f"{name!r} is not a usable environment variable name")
+        return v
 
     @field_validator("constraints")
     @classmethod

@@ -208,3 +208,23 @@ def test_dashboard_session_cookie_is_refused_from_another_origin(farm, roles, re
         ours = browser.post(f"/api/v1/builds/{bid}/cancel", headers={"Origin": farm.url})
         assert ours.status_code == 200 and ours.json()["state"] == "cancelled"
         assert browser.post("/api/v1/session", json={"token": "bf_wrong"}).status_code == 401
+
+
+def test_one_time_secrets_of_a_build_are_masked_shown_as_stars_and_dropped(farm, repo):
+    value = "one-time-Xy7-value"
+    spec = {"repo": repo, "image": IMAGE, "resources": {"cpus": 0.25, "mem": 128},
+            "steps": ['[ "$DEPLOY_KEY" = "' + value[:4] + '"' + '"' + value[4:] + '" ] && echo "have $DEPLOY_KEY"'],
+            "secret_env": {"DEPLOY_KEY": value}}
+    made = farm.api("POST", "/api/v1/builds", json=spec)
+    assert made.status_code == 201, made.text
+    bid = made.json()["id"]
+    b = farm.wait_done(bid)
+    assert b["state"] == "succeeded", b
+    assert b["spec"]["secret_env"] == {"DEPLOY_KEY": "***"} and value not in json.dumps(b)
+    assert "have ***" in farm.log_text(bid).decode()
+    assert farm.redis_get(f"bf:build:{bid}:secrets") is None  # dropped when the build ended
+    again = farm.api("POST", f"/api/v1/builds/{bid}/rebuild")
+    assert again.status_code == 400 and "one-time secrets" in again.json()["error"]
+    short = farm.api("POST", "/api/v1/builds", json={**spec, "secret_env": {"K": "abc"}})
+    assert short.status_code == 400 and short.json()["details"][0]["field"] == "secret_env"
+    assert "cannot be masked" in short.json()["error"]

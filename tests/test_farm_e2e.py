@@ -281,3 +281,17 @@ def test_list_shows_recent_builds(farm, app_repo):
     assert out.returncode == 0 and bid.encode() in out.stdout
     as_json = json.loads(farm.cli("list", "--json", "--state", "succeeded").stdout)
     assert all(b["state"] == "succeeded" for b in as_json) and {"id", "state"} <= set(as_json[0])
+
+
+def test_a_queued_record_that_no_longer_validates_ends_in_error_and_blocks_nobody(farm, app_repo):
+    import redis
+
+    stuck = farm.submit(app_repo, "true", options=("--cpus", "64", "--wait-for-capacity"))
+    r = redis.Redis.from_url(farm.redis_url(), decode_responses=True)
+    spec = json.loads(r.hget(f"bf:build:{stuck}", "spec"))
+    spec["resources"]["cpus"] = -1  # what an older or hand-edited record could hold
+    r.hset(f"bf:build:{stuck}", "spec", json.dumps(spec))
+    ok = farm.submit(app_repo, "true")
+    assert farm.wait_done(ok)["state"] == "succeeded"
+    bad = farm.wait_done(stuck)
+    assert bad["state"] == "error" and "stored spec is not valid" in bad["reason"], bad

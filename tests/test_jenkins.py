@@ -310,6 +310,10 @@ def test_queued_item_gets_exactly_one_agent(farm, agent_image, double, repo, tmp
     assert b["spec"]["trigger"]["detail"]["item"] == str(item)
     log = farm.log_text(b["id"])
     assert b"Building app #1" in log and b"Terminated" in log
+    # The node's secret reached the agent (it connected) but is in neither the record nor the log.
+    node_secret_value = double.secrets_issued[done["node"]]
+    assert b["spec"]["secret_env"] == {"JENKINS_SECRET": "***"} and "JENKINS_SECRET" not in b["spec"]["env"]
+    assert node_secret_value not in json.dumps(b) and node_secret_value.encode() not in log
     assert [e["node"] for e in bridge.of("agent-created")] == [done["node"]]
     assert bridge.of("agent-busy", node=done["node"])  # seen busy, then taken offline: one build only
 

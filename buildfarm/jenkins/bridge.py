@@ -380,12 +380,13 @@ class Bridge:
             return False
         trigger = {"kind": "jenkins", "user": self.user, "url": f"{self.url}/computer/{quote(name)}/",
                    "detail": {"bridge": self.url, "node": name, "label": label, "item": str(item), "job": job}}
-        env = {"JENKINS_URL": self.url + "/", "JENKINS_AGENT_NAME": name, "JENKINS_SECRET": secret,
-               "JENKINS_AGENT_WORKDIR": s.workdir}
+        env = {"JENKINS_URL": self.url + "/", "JENKINS_AGENT_NAME": name, "JENKINS_AGENT_WORKDIR": s.workdir}
         if s.websocket:
             env["JENKINS_WEB_SOCKET"] = "true"
+        spec = s.spec(self.map.repo_of(label), env, trigger)
+        spec["secret_env"] = {"JENKINS_SECRET": secret}  # masked in the log, never in the build's record
         try:
-            b = self.farm.submit(s.spec(self.map.repo_of(label), env, trigger))
+            b = self.farm.submit(spec)
         except ClientError as e:
             self._delete_node(name, server)
             self._fail(label, f"buildfarm refused the agent build: {e}")

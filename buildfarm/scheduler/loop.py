@@ -14,6 +14,8 @@ import logging
 import threading
 import time
 
+from pydantic import ValidationError
+
 from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
@@ -91,8 +93,14 @@ class Scheduler:
                 self.farm.queue.mark_ended(bid, priority, State(h["state"])) if h["state"] in _TERMINAL else None
                 continue
             raws[bid] = h
-        pending = [pending_build(bid, BuildSpec.model_validate_json(h["spec"]), int(h["seq"]))
-                   for bid, h in raws.items()]
+        pending = []
+        for bid, h in list(raws.items()):
+            try:
+                pending.append(pending_build(bid, BuildSpec.model_validate_json(h["spec"]), int(h["seq"])))
+            except ValidationError as e:  # one unreadable record must not stop every other build
+                raws.pop(bid)
+                self.farm.end(bid, State.ERROR, f"its stored spec is not valid any more: {e.errors()[0]['msg']}",
+                              close_log=True)
         result = plan(self.backend.agents(), self.backend.offers(), pending)
         for bid, reason in result.impossible.items():
             spec = BuildSpec.model_validate_json(raws[bid]["spec"])

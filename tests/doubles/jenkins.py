@@ -98,6 +98,7 @@ class JenkinsDouble:
         self.triggered: list[dict] = []
         self.created: list[str] = []
         self.deleted: list[str] = []
+        self.secrets_issued: dict[str, str] = {}  # node name -> its JNLP secret, kept after deletion
         self.peak_nodes: collections.Counter = collections.Counter()  # label -> most nodes at once ("*": all)
         self.peak_online: collections.Counter = collections.Counter()
         self.accept_agents = True  # False: agents cannot connect (as behind a firewall)
@@ -242,6 +243,7 @@ class JenkinsDouble:
                                     num_executors=int(conf.get("numExecutors", 1)), remote_fs=conf.get("remoteFS", ""),
                                     mode=conf.get("mode", "NORMAL"), launcher=launcher, secret=secrets.token_hex(32))
             self.created.append(name)
+            self.secrets_issued[name] = self.nodes[name].secret
             self._note_peaks()
         return 302, ""
 
