@@ -45,10 +45,14 @@ def _emitter(as_json: bool):
 @click.option("--on-pipeline-end", "downstream_job", metavar="JOB",
               help="Trigger this Jenkins job (parameters BUILDFARM_PIPELINE_RUN, BUILDFARM_PIPELINE_OUTCOME, "
                    "BUILDFARM_PIPELINE) when a buildfarm pipeline run ends.")
+@click.option("--pipeline-state", "pipeline_state", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --on-pipeline-end: remember in FILE the runs already reported, so that after a "
+                   "restart the bridge also reports the runs that ended while it was down (without it, "
+                   "those are missed).")
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
 @click.pass_context
 def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_timeout, interval, downstream_job,
-                   as_json):
+                   pipeline_state, as_json):
     """Give Jenkins ephemeral agents run by buildfarm: for each item in Jenkins' queue that waits for
     a label in the label map, create a one-shot node in Jenkins and run its agent
     (images/jenkins-agent) as a buildfarm build; delete the node after its one build.
@@ -66,13 +70,16 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
     from ..cli import _client
     from ..client import ClientError
     from .bridge import Bridge
-    from .downstream import PipelineWatcher
+    from .downstream import PipelineWatcher, StateFileError
     from .labelmap import LabelMapError, load_label_map
 
     try:
         lm = load_label_map(label_map, default_repo=repo)
     except LabelMapError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if pipeline_state and not downstream_job:
+        click.echo("error: --pipeline-state is the memory of --on-pipeline-end JOB; give that too", err=True)
         sys.exit(EXIT_USAGE)
     emit = _emitter(as_json)
     server = jenkins.Jenkins(url, username=user, password=token, timeout=30)
@@ -91,6 +98,11 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
         click.echo(f"error: cannot reach Jenkins at {url} ({type(e).__name__}); check --url", err=True)
         sys.exit(EXIT_INFRA_ERROR)
     farm = _client(ctx)
+    try:
+        watcher = PipelineWatcher(server, farm, downstream_job, emit, pipeline_state) if downstream_job else None
+    except StateFileError as e:
+        click.echo(f"error: --pipeline-state {e}", err=True)
+        sys.exit(EXIT_USAGE)
     bridge = Bridge(server, farm, lm, max_total=max_total, connect_timeout=connect_timeout, emit=emit, user=user,
                     launch_server=jenkins.Jenkins(url, username=user, password=token, timeout=30))
     try:
@@ -98,9 +110,8 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
     except ClientError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_INFRA_ERROR if e.infrastructure else 1)
-    watcher = PipelineWatcher(server, farm, downstream_job, emit) if downstream_job else None
     emit("started", jenkins=url, version=version, labels=",".join(lm.labels), max_total=max_total,
-         adopted=len(bridge.agents))
+         adopted=len(bridge.agents), on_pipeline_end=downstream_job)
 
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -115,7 +126,7 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
                     watcher.check()
                     next_watch = t0 + 5
                 failures = 0
-            except (jenkins.JenkinsException, requests.RequestException, ClientError) as e:
+            except (jenkins.JenkinsException, OSError, ClientError) as e:  # OSError: requests', a state file's
                 failures += 1
                 emit("poll-failed", message=str(e).splitlines()[0][:300], retry_in=min(interval * failures, 10))
                 time.sleep(min(interval * failures, 10))

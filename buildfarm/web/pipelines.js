@@ -148,7 +148,7 @@ export function renderRun(root, id) {
     const params = Object.entries(run.parameters || {}).map(([k, v]) => `${k}=${v}`).join(', ');
     $('#run-meta').textContent = `${run.pipeline} · ${triggerText(run.trigger)} · started ${clock(run.created_at)}`
       + `${run.finished_at ? ` · finished ${clock(run.finished_at)}` : ''}${params ? ` · ${params}` : ''}`
-      + `${run.reason ? ` · ${run.reason}` : ''}`;
+      + `${run.reason && run.reason !== 'started' ? ` · ${run.reason}` : ''}`;
     $('#graph').innerHTML = graph(run.jobs || []);
     $('#jobs').innerHTML = jobsTable(run.jobs || []);
   });
