@@ -295,6 +295,9 @@ def _clone_readonly_cache(git, url: str, mirror: str, want: str | None, log: Log
         t = time.monotonic()
         ws = git.Repo.clone_from(url, WORKSPACE, multi_options=["--no-checkout"]
                                  + (["--reference", mirror] if have_mirror else []))
+        if want and not _has_commit(WORKSPACE, want):
+            # Not on a branch or tag: a pull request's head (refs/pull/N/head) or another ref.
+            ws.git.fetch("origin", "+refs/*:refs/buildfarm/remote/*")
         log.line(f"cloned in {time.monotonic() - t:.2f} s")
         return ws
     except git.GitCommandError as e:

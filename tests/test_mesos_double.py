@@ -801,7 +801,8 @@ def test_it_runs_as_a_program():
 
 
 def _recorded():
-    path = os.environ.get("MESOS_TRANSCRIPT") or ROOT.parent / "shared" / "mesos-v1" / "transcript-mesos-1.12.jsonl"
+    # A copy of shared/mesos-v1 lives in tests/data, so a clone anywhere has it.
+    path = os.environ.get("MESOS_TRANSCRIPT") or ROOT / "tests" / "data" / "mesos-v1" / "transcript-mesos-1.12.jsonl"
     need(os.path.exists(path), f"the recorded Mesos 1.12 exchange ({path})")
     with open(path) as f:
         return [json.loads(line) for line in f]

@@ -280,13 +280,13 @@ class Bridge:
             return  # it took a build after all: it retires once that is done
         with self.lock:
             self.agents.pop(a.node, None)
+        if cancel:  # first, so the agent is stopped rather than left to fail on a vanished node
+            self._cancel(a.build_id)
         if delete:
             self._delete_node(a.node)
         self.emit("agent-removed", node=a.node, label=a.label, item=a.item, build=a.build_id, reason=reason,
                   cancelled=cancel)
-        if cancel:
-            self._cancel(a.build_id)
-        elif a.build_state not in TERMINAL_STATES:
+        if not cancel and a.build_state not in TERMINAL_STATES:
             a.deadline = time.time() + DRAIN_TIMEOUT
             self.draining[a.node] = a
         if failure:
