@@ -11,7 +11,7 @@ run: deps venv images
 	$(BIN)/python scripts/demo.py --port $(PORT)
 
 test: deps venv images
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 bench: deps venv images
 	$(BIN)/python -m bench
