@@ -40,6 +40,14 @@ def _fail(e: ClientError) -> None:
     sys.exit(EXIT_USAGE if e.status in (400, 404, 409, 422) else 1)
 
 
+def _api(call, *args, **kwargs):
+    """One API call; a ClientError ends the command with its message and exit code."""
+    try:
+        return call(*args, **kwargs)
+    except ClientError as e:
+        _fail(e)
+
+
 def _ago(t: float | None) -> str:
     if not t:
         return "-"
@@ -258,10 +266,7 @@ def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, secrets, a
         "priority": priority, "retries": retries, "wait_for_capacity": wait_for_capacity, "trigger": trigger,
     }
     client = _client(ctx)
-    try:
-        build = client.submit(spec)
-    except ClientError as e:
-        _fail(e)
+    build = _api(client.submit, spec)
     _queued(client, build, wait, follow, as_json)
 
 
@@ -364,10 +369,7 @@ def status(ctx, build_id, as_json, wait):
 @click.pass_context
 def list_(ctx, state, repo, trigger, user, limit, as_json):
     """List builds, newest first."""
-    try:
-        builds = _client(ctx).list(state=state, repo=repo, trigger=trigger, user=user, limit=limit)
-    except ClientError as e:
-        _fail(e)
+    builds = _api(_client(ctx).list, state=state, repo=repo, trigger=trigger, user=user, limit=limit)
     if as_json:
         click.echo(json.dumps(builds, indent=2))
         return
@@ -404,10 +406,7 @@ def logs(ctx, build_id, follow):
 @click.pass_context
 def cancel(ctx, build_id, as_json):
     """Cancel a queued or running build (its container is killed)."""
-    try:
-        b = _client(ctx).cancel(build_id)
-    except ClientError as e:
-        _fail(e)
+    b = _api(_client(ctx).cancel, build_id)
     click.echo(json.dumps(b, indent=2) if as_json else f"build {build_id} {b['state']}")
 
 
@@ -420,10 +419,7 @@ def cancel(ctx, build_id, as_json):
 def rebuild(ctx, build_id, wait, follow, as_json):
     """Submit a build's spec again (its branch resolved anew); print the new build's id."""
     client = _client(ctx)
-    try:
-        b = client.rebuild(build_id)
-    except ClientError as e:
-        _fail(e)
+    b = _api(client.rebuild, build_id)
     _queued(client, b, wait, follow, as_json, note=f" (rebuild of {build_id})")
 
 

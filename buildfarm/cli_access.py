@@ -10,18 +10,14 @@ import time
 import click
 
 from .auth import ROLES
-from .cli import _client, _fail
-from .client import ClientError
+from .cli import _api, _client
 
 
 @click.command()
 @click.pass_context
 def whoami(ctx):
     """Show the user and role of the token in use."""
-    try:
-        me = _client(ctx).whoami()
-    except ClientError as e:
-        _fail(e)
+    me = _api(_client(ctx).whoami)
     click.echo(f"{me['user']} ({me['role']})")
 
 
@@ -43,10 +39,7 @@ def token():
 @click.pass_context
 def token_create(ctx, user, role, as_json):
     """Create a token for USER and print it (the only time it is shown)."""
-    try:
-        made = _client(ctx).create_token(user, role)
-    except ClientError as e:
-        _fail(e)
+    made = _api(_client(ctx).create_token, user, role)
     if as_json:
         click.echo(json.dumps(made, indent=2))
         return
@@ -59,10 +52,7 @@ def token_create(ctx, user, role, as_json):
 @click.pass_context
 def token_list(ctx, as_json):
     """List token names and roles (never the tokens)."""
-    try:
-        items = _client(ctx).tokens()
-    except ClientError as e:
-        _fail(e)
+    items = _api(_client(ctx).tokens)
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
@@ -75,10 +65,7 @@ def token_list(ctx, as_json):
 @click.pass_context
 def token_revoke(ctx, user):
     """Revoke USER's token: it stops working at once."""
-    try:
-        _client(ctx).revoke_token(user)
-    except ClientError as e:
-        _fail(e)
+    _api(_client(ctx).revoke_token, user)
     click.echo(f"revoked {user}'s token", err=True)
 
 
@@ -103,10 +90,7 @@ def secret_set(ctx, name, value_from_stdin):
         value = sys.stdin.read().rstrip("\n")
     else:
         value = click.prompt(f"value of {name}", hide_input=True)
-    try:
-        _client(ctx).set_secret(name, value)
-    except ClientError as e:
-        _fail(e)
+    _api(_client(ctx).set_secret, name, value)
     click.echo(f"stored secret {name}", err=True)
 
 
@@ -114,11 +98,8 @@ def secret_set(ctx, name, value_from_stdin):
 @click.pass_context
 def secret_list(ctx):
     """List secret names."""
-    try:
-        for n in _client(ctx).secrets():
-            click.echo(n)
-    except ClientError as e:
-        _fail(e)
+    for n in _api(_client(ctx).secrets):
+        click.echo(n)
 
 
 @secret.command("delete")
@@ -126,8 +107,5 @@ def secret_list(ctx):
 @click.pass_context
 def secret_delete(ctx, name):
     """Delete secret NAME."""
-    try:
-        _client(ctx).delete_secret(name)
-    except ClientError as e:
-        _fail(e)
+    _api(_client(ctx).delete_secret, name)
     click.echo(f"deleted secret {name}", err=True)
