@@ -70,12 +70,13 @@ def run_scheduler(settings: Settings, teardown: bool = False) -> None:
             farm.builds.drop_active(bid)
         return
     scheduler = holder["scheduler"] = Scheduler(farm, backend)
-    start_pipeline_daemon(farm)
+    pipelines = start_pipeline_daemon(farm)
     try:
         scheduler.run()
     except KeyboardInterrupt:
         pass
     finally:
+        pipelines.stop()
         scheduler.stop()
         backend.close()
 
@@ -97,7 +98,7 @@ def run_up(settings: Settings) -> None:
         farm.image_check = backend.check_image
     thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
     thread.start()
-    start_pipeline_daemon(farm)
+    pipelines = start_pipeline_daemon(farm)
 
     app = create_app(farm)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
@@ -110,8 +111,10 @@ def run_up(settings: Settings) -> None:
     try:
         server.run()
     finally:
+        pipelines.stop()
         scheduler.stop()
         thread.join(timeout=5)
+        pipelines.join(timeout=5)  # both are done with Redis before it stops
         backend.close()
         if embedded is not None:  # the embedded default owns its Redis
             embedded.stop()
