@@ -11,11 +11,15 @@ import io
 import os
 import shutil
 import sys
+import time
 import tarfile
 from pathlib import Path
 
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "executors" / "buildfarm_agent.py"
 PACKAGES = ("git", "gitdb", "smmap")
+
+
+KEEP_OLD_BUNDLES = 8 * 24 * 3600  # seconds: longer than the longest build timeout (7 days)
 
 
 def _package_dir(name: str) -> Path:
@@ -47,6 +51,7 @@ def build_bundle(root: Path) -> Path:
     if (dest / "buildfarm_agent.py").exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    prune_old_bundles(Path(root), keep=dest.name)
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -61,6 +66,18 @@ def build_bundle(root: Path) -> Path:
     except OSError:  # another process built it first
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def prune_old_bundles(root: Path, keep: str, older_than: float = KEEP_OLD_BUNDLES) -> list[str]:
+    """Remove bundles of earlier versions once no build can still use them. The local backend
+    touches a bundle at each launch, and a build runs at most 7 days (its longest timeout), so a
+    bundle untouched for longer is nobody's."""
+    removed = []
+    for d in root.iterdir():
+        if d.name != keep and d.is_dir() and time.time() - d.stat().st_mtime > older_than:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+    return removed
 
 
 def bundle_tarball(bundle: Path) -> tuple[bytes, str]:

@@ -91,3 +91,19 @@ def test_artifact_upload_checks_the_sha256(tmp_path):
     assert not (tmp_path / "b/out/y.txt").exists()
     with pytest.raises(ArtifactPathError):
         asyncio.run(store.put("b", "big", chunks(), None, 5))
+
+
+def test_old_agent_bundles_are_pruned_once_no_build_can_use_them(tmp_path):
+    import os
+    import time
+
+    from buildfarm.agent_bundle import build_bundle
+
+    stale = tmp_path / "0123456789abcdef"
+    stale.mkdir()
+    os.utime(stale, (time.time() - 9 * 86400,) * 2)  # untouched for longer than any build runs
+    recent = tmp_path / "fedcba9876543210"  # an earlier version a running build still uses
+    recent.mkdir()
+    current = build_bundle(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([current.name, recent.name])
+    assert (current / "buildfarm_agent.py").exists()

@@ -98,6 +98,7 @@ class LocalBackend:
         """Reserve the resources now; start the container in the background (a failure to start
         is reported as an Exit with code -1 and the reason)."""
         self.allocate(build_id, spec)
+        os.utime(self.runner.bundle)  # in use: an upgraded farm's pruning keeps it (agent_bundle.py)
         self._pool.submit(self._launch, build_id, attempt, spec, token)
         if self.mirrors:
             self.mirrors.refresh_soon(spec.repo)
