@@ -56,6 +56,16 @@ def launched_tasks(farm: Farm) -> list[str]:
 
 def run_scheduler(settings: Settings, teardown: bool = False) -> None:
     """The scheduler alone (the API runs elsewhere, against the same Redis)."""
+    try:
+        _schedule(settings, teardown)
+    except Exception:
+        # pymesos ends a refused subscription by raising its error in this thread, anywhere.
+        if backend_failure(settings):
+            raise LaunchError(mesos_hint(backend_failure(settings))) from None
+        raise
+
+
+def _schedule(settings: Settings, teardown: bool) -> None:
     if not settings.redis_url:
         raise LaunchError("`buildfarm scheduler` needs REDIS_URL (the farm's Redis)")
     farm = Farm(settings, settings.redis_url)
@@ -88,6 +98,22 @@ def run_up(settings: Settings) -> None:
     if not url:
         embedded = EmbeddedRedis(Path(settings.data_dir))
         url = embedded.start()
+    try:
+        _serve(settings, url)
+    except Exception:
+        # pymesos ends a refused subscription by raising its error in this thread, anywhere.
+        if backend_failure(settings):
+            raise LaunchError(mesos_hint(backend_failure(settings))) from None
+        raise
+    finally:
+        if embedded is not None:  # the embedded default owns its Redis
+            embedded.stop()
+    if backend_failure(settings):  # it stopped the server: say why
+        raise LaunchError(mesos_hint(backend_failure(settings)))
+
+
+def _serve(settings: Settings, url: str) -> None:
+    """The API, the scheduler and the pipeline daemon, until the server is stopped."""
     farm = Farm(settings, url)
     farm.r.ping()
     farm.tokens.bootstrap_admin(Path(settings.data_dir) / "admin.token")
@@ -97,25 +123,39 @@ def run_up(settings: Settings) -> None:
     if settings.backend == "local":
         farm.image_check = backend.check_image
     thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
-    thread.start()
-    pipelines = start_pipeline_daemon(farm)
-
+    pipelines = start_pipeline_daemon(farm, start=False)
     app = create_app(farm)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=2))
     where = (f"Mesos master {settings.mesos.master}" if settings.backend == "mesos" else
              f"local/{settings.isolation} ({backend.agents()[0].capacity.cpus:g} cpus, {backend.agents()[0].capacity.mem} MB)")
-    log.warning("buildfarm up: API and dashboard on http://%s:%s, backend %s, data in %s; the admin token is "
-                "in %s", settings.host, settings.port, where, settings.data_dir,
-                Path(settings.data_dir) / "admin.token")
     try:
+        thread.start()
+        pipelines.start()
+        log.warning("buildfarm up: API and dashboard on http://%s:%s, backend %s, data in %s; the admin token "
+                    "is in %s", settings.host, settings.port, where, settings.data_dir,
+                    Path(settings.data_dir) / "admin.token")
         server.run()
     finally:
         pipelines.stop()
         scheduler.stop()
-        thread.join(timeout=5)
-        pipelines.join(timeout=5)  # both are done with Redis before it stops
+        for t in (thread, pipelines):  # both are done with Redis before it stops
+            if t.is_alive():
+                t.join(timeout=5)
         backend.close()
-        if embedded is not None:  # the embedded default owns its Redis
-            embedded.stop()
+
+
+def backend_failure(settings: Settings) -> str | None:
+    """Why the Mesos backend's connection ended for good, if it did."""
+    if settings.backend != "mesos":
+        return None
+    from .backends.mesos import connection_failure
+
+    return connection_failure()
+
+
+def mesos_hint(fatal: str) -> str:
+    if "HTTP 401" in fatal or "HTTP 403" in fatal:
+        return f"{fatal}; check --principal and --secret (BUILDFARM_MESOS_SECRET)"
+    return fatal
 

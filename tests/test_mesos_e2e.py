@@ -10,7 +10,7 @@ import subprocess
 import httpx
 import pytest
 
-from .conftest import BUILDFARM, IMAGE, FarmProcess, wait_until
+from .conftest import BUILDFARM, IMAGE, FarmProcess, free_port, wait_until
 from .doubles.mesos import AgentSpec, MesosDouble
 
 pytestmark = pytest.mark.docker
@@ -227,3 +227,26 @@ def test_a_framework_removed_by_the_operator_registers_anew_without_a_subscribe_
     assert len(m.master.calls_of("SUBSCRIBE")) - subscribes < 10  # pymesos alone would loop on the dead id
     out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true")
     assert out.returncode == 0, out.stderr.decode()
+
+
+def test_credentials_the_master_refuses_stop_the_farm_with_a_clear_message(tmp_path, docker_engine, redis_binary):
+    master = MesosDouble([X86]).start()
+    master.credentials = ("buildfarm", "right-secret")
+    try:
+        for command in (["up", "--port", str(free_port())], ["scheduler", "--agent-api-url", "http://127.0.0.1:9"]):
+            env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+            if command[0] == "scheduler":
+                up = FarmProcess(tmp_path / "data-ok")  # the scheduler alone needs a farm's Redis
+                env["REDIS_URL"] = up.redis_url()
+            out = subprocess.run([BUILDFARM, *command, "--backend", "mesos", "--master", master.address,
+                                  "--principal", "buildfarm", "--secret", "wrong-secret",
+                                  "--data-dir", str(tmp_path / f"data-{command[0]}")],
+                                 capture_output=True, text=True, timeout=90, env=env)
+            if command[0] == "scheduler":
+                up.stop()
+            assert out.returncode == 125, out.stderr[-2000:]
+            last = out.stderr.strip().splitlines()[-1]
+            assert last.startswith("error: the connection to the Mesos master") and "HTTP 401" in last, last
+            assert "check --principal and --secret" in last
+    finally:
+        master.stop()

@@ -138,10 +138,8 @@ class MesosBackend:
             "role": options.role,
             "failover_timeout": options.failover_timeout,
             "checkpoint": options.checkpoint,
-            "hostname": "",
             "capabilities": [{"type": "TASK_KILLING_STATE"}, {"type": "PARTITION_AWARE"}],
         }
-        framework.pop("hostname")
         if options.principal:
             framework["principal"] = options.principal
         if self.framework_id:
@@ -150,6 +148,13 @@ class MesosBackend:
             from pymesos import MesosSchedulerDriver
 
             driver_factory = MesosSchedulerDriver
+        # pymesos' connection thread ends for good on a refused SUBSCRIBE (a 4xx: wrong credentials,
+        # an invalid role) or a master unreachable past its deadline; it logs the cause and
+        # interrupts the main thread. Keep the cause, so the farm stops with it, not silently.
+        self.fatal: str | None = None
+        pymesos_log = logging.getLogger("pymesos.process")
+        pymesos_log.addHandler(_AbortWatcher(self))
+        pymesos_log.propagate = False  # the watcher says it, once and without a traceback
         self.driver = driver_factory(_Callbacks(self), framework, options.master, use_addict=False,
                                      implicit_acknowledgements=False, principal=options.principal,
                                      secret=options.secret, failover=True)
@@ -395,6 +400,27 @@ class MesosBackend:
             self.framework_id = None
             self.driver._framework.pop("id", None)  # as pymesos' own teardown does
             self.connected.clear()
+
+
+class _AbortWatcher(logging.Handler):
+    last: str | None = None  # the latest backend's failure, for the process that runs it
+
+    def __init__(self, backend: MesosBackend):
+        super().__init__(logging.WARNING)
+        self.backend = backend
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Thread abort") and record.exc_info and record.exc_info[1]:
+            cause = str(record.exc_info[1]).removesuffix(": b''")  # pymesos prints an empty body so
+            why = f"the connection to the Mesos master {self.backend.opts.master} ended: {cause}"
+            self.backend.fatal = _AbortWatcher.last = why
+        else:  # pymesos' other news (reconnects, redirects), without its tracebacks
+            log.log(record.levelno, "pymesos: %s", record.getMessage())
+
+
+def connection_failure() -> str | None:
+    """Why pymesos' connection thread ended for good in this process, if it did."""
+    return _AbortWatcher.last
 
 
 class _Callbacks:

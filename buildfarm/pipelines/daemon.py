@@ -65,7 +65,8 @@ class PipelineDaemon(threading.Thread):
         self.stopping.set()
 
 
-def start_daemon(farm: Farm) -> PipelineDaemon:
+def start_daemon(farm: Farm, start: bool = True) -> PipelineDaemon:
     daemon = PipelineDaemon(engine_for(farm))
-    daemon.start()
+    if start:
+        daemon.start()
     return daemon

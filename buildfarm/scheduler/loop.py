@@ -16,7 +16,7 @@ import time
 
 from pydantic import ValidationError
 
-from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found
+from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
 from ..states import ACTIVE, TERMINAL, State
@@ -45,6 +45,8 @@ class Scheduler:
     def run(self) -> None:
         recovered = False
         while not self.stopping.is_set():
+            if getattr(self.backend, "fatal", None):  # the backend cannot go on (Mesos refused us)
+                raise LaunchError(self.backend.fatal)
             try:
                 if not recovered:
                     self.recover()

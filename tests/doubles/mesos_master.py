@@ -393,6 +393,10 @@ class _Reply:
         self.headers = headers or {}
 
 
+def _basic(principal: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{principal}:{secret}".encode()).decode()
+
+
 def _bad(text: str) -> _Reply:
     return _Reply(400, text)
 
@@ -447,6 +451,7 @@ class MesosMasterDouble:
         self.agents: dict[str, Agent] = {}
         self.frameworks: dict[str, Framework] = {}
         self.removed_frameworks: dict[str, Framework] = {}
+        self.credentials: tuple[str, str] | None = None  # (principal, secret) the scheduler API demands
         self.offers: dict[str, Offer] = {}
         self.all_tasks: list[Task] = []
         self.calls: list[dict] = []  # every scheduler call the master took (2xx), in order
@@ -729,6 +734,9 @@ class MesosMasterDouble:
             return _Reply(307, headers={"Location": f"//{self.redirect_to}/master/api/v1/scheduler"})
         if time.monotonic() < self._down_until:
             return _Reply(503, "Master has not finished recovery")
+        if self.credentials and headers.get("Authorization") != _basic(*self.credentials):
+            # A master run with --authenticate_http_frameworks refuses other credentials.
+            return _Reply(401, headers={"WWW-Authenticate": 'Basic realm="mesos-master-scheduler"'})
         if method != "POST":
             return _Reply(405, f"Expecting one of {{ 'POST' }}, but received '{method}'", headers={"Allow": "POST"})
         ctype = headers.get("Content-Type")
