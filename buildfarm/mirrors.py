@@ -6,8 +6,10 @@ background whenever one of its builds launches, so the next build finds its comm
 skips the network; a build whose commit is not in the mirror yet clones from the repository,
 borrowing the objects the mirror has.
 
-Only network URLs are fetched here (git, http(s), ssh): a local path would make the farm copy a
-host repository into what every build can read.
+Only anonymous network URLs are fetched here (git, http, https), with no credentials of the
+farm's user (no ~/.ssh, ~/.netrc or git credential helpers) and no hooks: a build can only cause
+the farm to mirror what anyone could read, never a host repository or a private one the farm's
+own keys reach. Builds of other repositories (ssh://, local paths) clone on their own.
 """
 
 from __future__ import annotations
@@ -22,9 +24,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger("buildfarm.mirrors")
-NETWORK_SCHEMES = ("git://", "http://", "https://", "ssh://")
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
-           "GIT_ALLOW_PROTOCOL": "git:http:https:ssh", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+ANONYMOUS_SCHEMES = ("git://", "http://", "https://")
+_EMPTY_HOME = "/nonexistent"  # no ~/.gitconfig, ~/.netrc, ~/.ssh or credential store of the farm's user
+
+
+def anonymous_git_env() -> dict[str, str]:
+    """The environment of git commands the farm runs on a user's behalf."""
+    return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
+            "HOME": _EMPTY_HOME, "XDG_CONFIG_HOME": _EMPTY_HOME, "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_SSH_COMMAND": "ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityFile=none -o BatchMode=yes "
+                               "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/dev/null",
+            "GIT_ALLOW_PROTOCOL": "git:http:https:ssh", "PATH": "/usr/bin:/bin:/usr/local/bin"}
 
 
 def mirror_name(url: str) -> str:
@@ -44,7 +54,7 @@ class MirrorCache:
     def refresh_soon(self, url: str) -> None:
         """Fetch `url` into its mirror in the background. Requests that come while one runs are
         coalesced into a single further fetch."""
-        if not url.startswith(NETWORK_SCHEMES):
+        if not url.startswith(ANONYMOUS_SCHEMES):
             return
         with self._lock:
             if url in self._state:
@@ -68,20 +78,20 @@ class MirrorCache:
     def refresh(self, url: str) -> None:
         mirror = self.root / mirror_name(url)
         if mirror.is_dir():
-            self._git(["-C", str(mirror), "fetch", "--prune", "--tags", "origin"])
+            self._git(["-C", str(mirror), "-c", "core.hooksPath=/dev/null", "fetch", "--prune", "--tags", "origin"])
             return
         tmp = mirror.with_name(mirror.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            self._git(["clone", "--mirror", "--quiet", "--", url, str(tmp)])
+            self._git(["-c", "core.hooksPath=/dev/null", "clone", "--mirror", "--quiet", "--", url, str(tmp)])
             self._git(["-C", str(tmp), "config", "gc.auto", "0"])  # workspaces borrow its objects
             tmp.rename(mirror)  # readers see a whole mirror or none
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _git(self, args: list[str]) -> None:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=self.timeout, env=GIT_ENV,
-                             check=False)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=self.timeout,
+                             env=anonymous_git_env(), check=False)
         if out.returncode != 0:
             raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"git {args[0]} failed")
 

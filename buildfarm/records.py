@@ -132,6 +132,29 @@ class BuildStore:
         total, ids, _ = pipe.execute()
         return self.get_many(ids), total
 
+    def backfill_index(self) -> int:
+        """Index the builds recorded before the filter index existed (once per Redis)."""
+        if not self.r.set(INDEX + "built", "1", nx=True):
+            return 0
+        done, start = 0, 0
+        while ids := self.r.zrange(BUILDS, start, start + 499):
+            pipe = self.r.pipeline()
+            for bid in ids:
+                pipe.hmget(build_key(bid), "spec", "state", "submitted_by")
+            rows = pipe.execute()
+            pipe = self.r.pipeline()
+            for bid, (spec, state, user) in zip(ids, rows):
+                try:
+                    values = _index_values(BuildSpec.model_validate_json(spec), user, state) if spec and state else {}
+                except ValueError:  # a record that no longer validates: the scheduler ends it
+                    values = {"state": state} if state else {}
+                for name, value in values.items():
+                    pipe.sadd(f"{INDEX}{name}:{value}", bid)
+                done += bool(values)
+            pipe.execute()
+            start += 500
+        return done
+
     def count_by_state(self) -> dict[str, int]:
         states = [s.value for s in State]
         pipe = self.r.pipeline()

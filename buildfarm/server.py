@@ -117,6 +117,7 @@ def _serve(settings: Settings, url: str) -> None:
     farm = Farm(settings, url)
     farm.r.ping()
     farm.tokens.bootstrap_admin(Path(settings.data_dir) / "admin.token")
+    farm.builds.backfill_index()
     holder: dict = {}
     backend = make_backend(settings, farm, lambda ev: holder["scheduler"].on_exit(ev))
     scheduler = holder["scheduler"] = Scheduler(farm, backend)

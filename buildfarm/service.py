@@ -6,8 +6,10 @@ submit, cancel, and the agent's start/log/finish reports. Every change is record
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from .artifacts import ArtifactStore
 from .auth import MIN_SECRET_LENGTH, SecretStore, TokenStore
 from .config import Settings
 from .logs import LogStore
+from .mirrors import ANONYMOUS_SCHEMES, anonymous_git_env
 from .queue import BuildQueue
 from .records import BuildStore
 from .scheduler import Agent, PendingBuild, Resources, unmet_reason
@@ -72,9 +75,8 @@ class Farm:
     def submit(self, spec: BuildSpec, user: str | None = None) -> dict[str, Any]:
         """Validate what only the farm can (capacity, image, ref, secrets), then queue the build.
         `user` is who asked (an API token's name)."""
-        allowed = self.settings.allow_repos
-        if allowed and not spec.repo.startswith(tuple(allowed)):
-            raise SubmitError(f"this farm builds only repositories under {', '.join(allowed)}; "
+        if not repo_allowed(spec.repo, self.settings.allow_repos):
+            raise SubmitError(f"this farm builds only repositories under {', '.join(self.settings.allow_repos)}; "
                               f"{spec.repo} is not one", "repo")
         short = [k for k, v in spec.secret_env.items() if len(v) < MIN_SECRET_LENGTH]
         if short:
@@ -212,10 +214,29 @@ def agent_from_json(a: dict[str, Any]) -> Agent:
                  a.get("attributes", {}))
 
 
+def repo_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether `url` is under one of the allowed prefixes (any, when there are none). A path with
+    '.' or '..' segments (also %-encoded) is refused: git would resolve it out of the prefix."""
+    if not prefixes:
+        return True
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path if "://" in url else url)
+    if any(seg in (".", "..") for seg in path.replace("\\", "/").split("/")):
+        return False
+    return url.startswith(tuple(prefixes))
+
+
 def check_remote(url: str, ref: str | None, timeout: float = 20.0) -> str | None:
     """Fail fast on an unreachable repository or an unknown branch/tag (`git ls-remote`).
     Returns the commit the ref (or the default branch) points at now, which the build pins."""
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    if url.startswith(ANONYMOUS_SCHEMES):
+        env = anonymous_git_env()
+    elif url.startswith("ssh://"):  # the refs only, with the farm's key; nothing of it is mirrored
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes", "GIT_ALLOW_PROTOCOL": "ssh",
+               "HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    else:
+        # A local path is the build's to read, not the farm's: the build itself finds out (an
+        # unknown ref then ends it `error` with the reason).
+        return None
     try:
         out = subprocess.run(["git", "ls-remote", "--", url], capture_output=True, text=True, timeout=timeout,
                              env=env, check=False)

@@ -78,7 +78,9 @@ class GitServer:
         self.repos.mkdir(parents=True)
         self.port = free_port()
         self.proc = subprocess.Popen(
-            ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={self.repos}", "--listen=127.0.0.1",
+            # Pushes only into repositories that say daemon.receivepack (allow_push).
+            ["git", "daemon", "--reuseaddr", "--export-all", "--allow-override=receive-pack",
+             f"--base-path={self.repos}", "--listen=127.0.0.1",
              f"--port={self.port}", "--verbose", str(self.repos)],
             stdout=subprocess.DEVNULL, stderr=open(root / "daemon.log", "wb"))
         wait_until(lambda: _port_open(self.port), 10, what="git daemon")
@@ -113,6 +115,12 @@ class GitServer:
         bare = self.repos / f"{name}.git"
         shutil.rmtree(bare, ignore_errors=True)
         subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+        return self.url(name)
+
+    def allow_push(self, name: str) -> str:
+        """Let anyone push to this repository over git:// (as a release pipeline's tag push does)."""
+        subprocess.run(["git", "-C", str(self.repos / f"{name}.git"), "config", "daemon.receivepack", "true"],
+                       check=True)
         return self.url(name)
 
     def head(self, name: str, ref: str = "main") -> str:

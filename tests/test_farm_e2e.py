@@ -147,7 +147,7 @@ def test_second_build_of_a_repo_uses_the_mirror_cache(farm, git_server):
     assert first.returncode == 0, first.stderr.decode()
     # The farm fills the mirror in the background when the first build launches (the first build
     # itself may clone from the repository, or find the mirror already there).
-    mirrors = farm.data_dir / "cache" / "git"
+    mirrors = farm.data_dir / "cache" / "mirrors"
     wait_until(lambda: [p for p in mirrors.glob("*.git") if (p / "HEAD").exists()], 60, what="the mirror")
     second = farm.cli("submit", "--repo", url, "--image", IMAGE, "--wait", "--follow", "--", "true")
     assert second.returncode == 0
@@ -157,7 +157,7 @@ def test_second_build_of_a_repo_uses_the_mirror_cache(farm, git_server):
 def test_builds_cannot_write_into_the_shared_mirror_cache(farm, git_server):
     url = git_server.make_repo("poison", {"f": "x\n"})
     farm.cli("submit", "--repo", url, "--image", IMAGE, "--wait", "--", "true")
-    mirrors = farm.data_dir / "cache" / "git"
+    mirrors = farm.data_dir / "cache" / "mirrors"
     wait_until(lambda: list(mirrors.glob("*.git/HEAD")), 60, what="the mirror")
     out = farm.cli("submit", "--repo", url, "--image", IMAGE, "--wait", "--follow", "--", "sh", "-c",
                    "ls /buildfarm-cache; for m in /buildfarm-cache/git/*.git; do "

@@ -201,7 +201,7 @@ def test_release_is_tagged_only_when_every_job_passed(pfarm, git_server):
     good = git_server.make_repo("rel-good", SAMPLE)
     bad = git_server.make_repo("rel-bad", BROKEN)
     for name, url in (("rel-good", good), ("rel-bad", bad)):
-        push = f"file://{git_server.repos / f'{name}.git'}"
+        push = git_server.allow_push(name)
         code, run, stderr = run_json(pfarm, str(ROOT / "pipelines" / "release.yaml"), "-p", f"repo={url}",
                                      "-p", "version=CMSSW_15_0_1", "-p", f"push_url={push}")
         if name == "rel-good":

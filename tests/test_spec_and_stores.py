@@ -107,3 +107,25 @@ def test_old_agent_bundles_are_pruned_once_no_build_can_use_them(tmp_path):
     current = build_bundle(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([current.name, recent.name])
     assert (current / "buildfarm_agent.py").exists()
+
+
+def test_allowed_repository_prefixes_cannot_be_left_with_dot_segments():
+    from buildfarm.service import repo_allowed
+
+    allowed = ("https://git.example/acme/",)
+    assert repo_allowed("https://git.example/acme/app.git", allowed)
+    for url in ("https://git.example/acme/../evil/x.git", "https://git.example/acme/%2E%2E/evil/x.git",
+                "https://git.example/acme/./x.git", "https://git.example/other/x.git"):
+        assert not repo_allowed(url, allowed), url
+    assert repo_allowed("anything", ())
+
+
+def test_a_cut_short_webhook_secret_file_is_replaced(tmp_path, monkeypatch):
+    from buildfarm.api.hooks import webhook_secret
+
+    monkeypatch.delenv("BUILDFARM_WEBHOOK_SECRET", raising=False)
+    (tmp_path / "webhook.secret").write_text("")  # a first start killed mid-write
+    secret = webhook_secret(tmp_path)
+    assert len(secret) >= 32 and (tmp_path / "webhook.secret").read_text().strip() == secret
+    assert oct((tmp_path / "webhook.secret").stat().st_mode & 0o777) == "0o600"
+    assert webhook_secret(tmp_path) == secret  # kept from then on

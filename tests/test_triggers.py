@@ -258,3 +258,19 @@ def test_changed_paths_of_pushes_new_branches_and_root_commits(tmp_path):
     assert repo.changed_paths(root, third) == ["a.txt", "docs/r.md", "src/x.c"]
     assert repo.changed_paths(second, third, since_merge_base=True) == ["a.txt", "src/x.c"]
     assert repo.read(second, "docs/r.md") == "1" and repo.read(root, "docs/r.md") is None
+
+
+def test_build_files_cannot_take_other_builds_artifacts_or_secret_values():
+    for key, value in (("inputs", "[{build: abcdef12}]"), ("secret_env", "{TOKEN: abcdefgh}")):
+        with pytest.raises(BuildFileError) as e:
+            parse(f"builds:\n  unit:\n    image: img\n    steps: [make]\n    {key}: {value}\n")
+        assert f"unknown key '{key}' (a build file cannot set it)" in str(e.value)
+        assert "line 5" in str(e.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once():
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"l{i}: &l{i} [{', '.join([f'*{p}'] * 9)}]" for i, p in enumerate(["a"] + [f"l{j}" for j in range(7)])]
+    with pytest.raises(BuildFileError) as e:
+        parse("\n".join(levels) + "\nbuilds: []\n")  # 9 levels: minutes and gigabytes if expanded
+    assert "line 1: YAML anchors and aliases" in str(e.value)

@@ -31,19 +31,25 @@ from ..triggers.providers import PROVIDERS, Announced, Ignored, Ping, Provider
 log = logging.getLogger("buildfarm.hooks")
 DELIVERY_TTL = 7 * 24 * 3600
 SECRET_ENV = "BUILDFARM_WEBHOOK_SECRET"
+MIN_SECRET = 16
 
 
 def webhook_secret(data_dir: str | Path) -> str:
     """BUILDFARM_WEBHOOK_SECRET, else DATA_DIR/webhook.secret (created 0600 when missing)."""
     if os.environ.get(SECRET_ENV):
+        if len(os.environ[SECRET_ENV]) < MIN_SECRET:
+            raise ValueError(f"{SECRET_ENV} is shorter than {MIN_SECRET} characters; use a long random value")
         return os.environ[SECRET_ENV]
     path = Path(data_dir) / "webhook.secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists() and len(path.read_text().strip()) >= MIN_SECRET:
         return path.read_text().strip()
+    # Missing, or cut short (a first start killed mid-write): an empty key would make every
+    # signature forgeable, so write a new one.
+    tmp = path.with_name(f"webhook.secret.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32) + "\n")
+    os.replace(tmp, path)
     return path.read_text().strip()
 
 
@@ -127,7 +133,12 @@ def router(farm: Farm) -> APIRouter:
             if delivery and not farm.r.set(key, "1", nx=True, ex=DELIVERY_TTL):
                 return JSONResponse({"result": "duplicate", "delivery": delivery, "builds": [],
                                      "reason": f"delivery {delivery} was received before; nothing queued"})
-            status, reply = await run_in_threadpool(_build, farm, announced)
+            try:
+                status, reply = await run_in_threadpool(_build, farm, announced)
+            except Exception:
+                if delivery:
+                    farm.r.delete(key)  # the redelivery must not be taken for a duplicate
+                raise
             if status >= 500 and delivery:
                 farm.r.delete(key)  # a redelivery may succeed
             return JSONResponse({**reply, "delivery": delivery}, status_code=status)

@@ -39,6 +39,8 @@ LABEL_BUILD = "buildfarm.build-id"
 LABEL_ATTEMPT = "buildfarm.attempt"
 LABEL_WARM = "buildfarm.warm"
 ASSIGN_MOUNT = "/buildfarm/assignment"
+# Farm-kept mirrors (not "git": builds could write that directory before the farm kept it).
+MIRRORS = "mirrors"
 
 
 def host_capacity(settings: Settings) -> Resources:
@@ -68,7 +70,7 @@ class LocalBackend:
         runner_cls = DockerRunner if settings.isolation == "docker" else ProcessRunner
         self.runner = runner_cls(settings, farm_id, bundle, on_exit)
         # Docker builds read the mirrors the farm keeps; plain processes keep their own (no isolation).
-        self.mirrors = MirrorCache(settings.cache_dir / "git") if settings.isolation == "docker" else None
+        self.mirrors = MirrorCache(settings.cache_dir / MIRRORS) if settings.isolation == "docker" else None
 
     # -- capacity -------------------------------------------------------------------------------
     def agents(self) -> list[Agent]:
@@ -172,10 +174,10 @@ class DockerRunner:
         """A build container: unprivileged, limited, with the agent bundle and the mirror cache."""
         s = self.settings
         s.cache_dir.mkdir(parents=True, exist_ok=True)
-        (s.cache_dir / "git").mkdir(parents=True, exist_ok=True)
+        (s.cache_dir / MIRRORS).mkdir(parents=True, exist_ok=True)
         # The mirrors only, read-only: the farm keeps them (buildfarm/mirrors.py).
         mounts = {str(self.bundle): {"bind": AGENT_MOUNT, "mode": "ro"},
-                  str(s.cache_dir / "git"): {"bind": CACHE_MOUNT + "/git", "mode": "ro"}}
+                  str(s.cache_dir / MIRRORS): {"bind": CACHE_MOUNT + "/git", "mode": "ro"}}
         mounts.update(volumes or {})
         limits = {}
         if r is not None:

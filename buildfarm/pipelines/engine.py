@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.exceptions import LockError
 
-from ..service import Conflict, Farm, SubmitError, check_remote
+from ..service import Conflict, Farm, SubmitError, check_remote, repo_allowed
 from ..spec import BuildSpec
 from ..states import State
 from .catalog import Catalog
@@ -49,11 +49,17 @@ class Engine:
             first = plan(p, parameters, commit=None)
             if first.tag and tag_problem(first.tag["name"]):
                 raise StartError(f"tag.name: {tag_problem(first.tag['name'])}")
-            allowed = self.farm.settings.allow_repos
             for what, url in (("repo", first.repo), ("tag.push_url", (first.tag or {}).get("push_url"))):
-                if allowed and url and not url.startswith(tuple(allowed)):
-                    raise StartError(f"{what}: this farm builds only repositories under {', '.join(allowed)}; "
-                                     f"{url} is not one")
+                if url and not repo_allowed(url, self.farm.settings.allow_repos):
+                    raise StartError(f"{what}: this farm builds only repositories under "
+                                     f"{', '.join(self.farm.settings.allow_repos)}; {url} is not one")
+            push_url = (first.tag or {}).get("push_url")
+            if push_url and not push_url.startswith(("git://", "http://", "https://", "ssh://")):
+                raise StartError(f"tag.push_url: {push_url} is not a git, http(s) or ssh URL; the farm pushes "
+                                 f"release tags to network remotes only, never to a path on its host")
+            if not first.repo.startswith(("git://", "http://", "https://", "ssh://")):
+                raise StartError(f"repo: {first.repo} is not a git, http(s) or ssh URL; a run pins its commit "
+                                 f"with `git ls-remote`, which the farm does for network repositories only")
             commit = check_remote(first.repo, first.ref)
             if not commit:
                 raise StartError(f"{first.repo} has no commit at {first.ref or 'its default branch'}")

@@ -23,8 +23,13 @@ def tag_problem(name: str) -> str | None:
     return None
 
 
+GIT_TIMEOUT = 120  # seconds per git command: well under the run lock's lifetime (store.py)
+
+
 def _git_env() -> dict[str, str]:
+    # The farm's own credentials push the tag, so only to network remotes, never a host path.
     return {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+            "GIT_ALLOW_PROTOCOL": "git:http:https:ssh",
             "GIT_AUTHOR_NAME": "buildfarm", "GIT_AUTHOR_EMAIL": "buildfarm@localhost",
             "GIT_COMMITTER_NAME": "buildfarm", "GIT_COMMITTER_EMAIL": "buildfarm@localhost"}
 
@@ -34,7 +39,8 @@ def remote_tag(push_url: str, name: str) -> str | None:
     import git
 
     out = git.Git().execute(["git", "ls-remote", "--tags", "--", push_url, f"refs/tags/{name}",
-                             f"refs/tags/{name}^{{}}"], env={**os.environ, **_git_env()})
+                             f"refs/tags/{name}^{{}}"], env={**os.environ, **_git_env()},
+                             kill_after_timeout=GIT_TIMEOUT)
     refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
     return refs.get(f"refs/tags/{name}^{{}}") or refs.get(f"refs/tags/{name}")
 
@@ -59,14 +65,16 @@ def create_tag(repo_url: str, push_url: str, commit: str, name: str, message: st
             repo = git.Repo.init(tmp, bare=True)
             env = _git_env()
             with repo.git.custom_environment(**env):
-                repo.git.fetch("--quiet", "--", repo_url, "+refs/heads/*:refs/remotes/origin/*")
+                repo.git.fetch("--quiet", "--", repo_url, "+refs/heads/*:refs/remotes/origin/*",
+                               kill_after_timeout=GIT_TIMEOUT)
                 try:
                     repo.git.cat_file("-e", f"{commit}^{{commit}}")
                 except git.GitCommandError:
                     raise TagError(f"commit {commit[:12]} is on no branch of {repo_url} any more; "
                                    f"not tagging") from None
                 repo.git.tag("-a", name, commit, "-m", message)
-                repo.git.push("--quiet", "--", push_url, f"refs/tags/{name}:refs/tags/{name}")
+                repo.git.push("--quiet", "--", push_url, f"refs/tags/{name}:refs/tags/{name}",
+                              kill_after_timeout=GIT_TIMEOUT)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     except git.GitCommandError as e:

@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from ..yamlcheck import refusal
+
 
 class LineDict(dict):
     """A mapping with `line` (its own) and `lines[key]` (each key's)."""
@@ -68,6 +70,9 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequen
 
 def load(text: str) -> Any:
     """Parse one YAML document; SourceError(line, message) for a syntax error."""
+    refused = refusal(text)
+    if refused:
+        raise SourceError(*refused)
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except SourceError:

@@ -27,11 +27,14 @@ import yaml
 from pydantic import ValidationError
 
 from ..spec import BuildSpec, describe_errors
+from ..yamlcheck import refusal
 
 FILENAME = ".buildfarm.yml"
 ZERO = "0" * 40
 # BuildSpec fields a build file may not set: the event decides them.
 _FROM_EVENT = {"repo", "ref", "commit", "trigger"}
+# ... and fields a file anyone can push must not set: other builds' artifacts, secret values.
+_NOT_FROM_FILES = {"inputs", "secret_env"}
 _FILTERS = {"name", "branches", "paths"}
 _TOP = {"builds", "cancel_superseded"}
 
@@ -171,6 +174,10 @@ def _where(path: tuple) -> str:
 
 def parse(text: str, filename: str = FILENAME) -> BuildFile:
     """Read and check a build file's form (its build specs are checked by `plan`, with the event)."""
+    refused = refusal(text)
+    if refused:
+        line, why = refused
+        raise BuildFileError(f"{filename}{f', line {line}' if line else ''}: {why}")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -205,7 +212,7 @@ def parse(text: str, filename: str = FILENAME) -> BuildFile:
     else:
         raise fail(("builds",), "`builds` must be a mapping of build name -> build, or a list of builds")
 
-    allowed = (set(BuildSpec.model_fields) - _FROM_EVENT) | _FILTERS
+    allowed = (set(BuildSpec.model_fields) - _FROM_EVENT - _NOT_FROM_FILES) | _FILTERS
     builds, names = [], set()
     for path, name, body in entries:
         if not isinstance(body, dict):
@@ -217,7 +224,8 @@ def parse(text: str, filename: str = FILENAME) -> BuildFile:
         names.add(name)
         for key in body:
             if key not in allowed:
-                hint = " (the event decides it)" if key in _FROM_EVENT else ""
+                hint = (" (the event decides it)" if key in _FROM_EVENT else
+                        " (a build file cannot set it)" if key in _NOT_FROM_FILES else "")
                 raise fail(path + (key,), f"build {name!r}: unknown key {key!r}{hint}; expected one of "
                                           f"{', '.join(sorted(allowed - {'name'}))}")
         filters = {}
