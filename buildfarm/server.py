@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
@@ -56,13 +57,8 @@ def launched_tasks(farm: Farm) -> list[str]:
 
 def run_scheduler(settings: Settings, teardown: bool = False) -> None:
     """The scheduler alone (the API runs elsewhere, against the same Redis)."""
-    try:
+    with _backend_failure_explained(settings):
         _schedule(settings, teardown)
-    except Exception:
-        # pymesos ends a refused subscription by raising its error in this thread, anywhere.
-        if backend_failure(settings):
-            raise LaunchError(mesos_hint(backend_failure(settings))) from None
-        raise
 
 
 def _schedule(settings: Settings, teardown: bool) -> None:
@@ -99,12 +95,8 @@ def run_up(settings: Settings) -> None:
         embedded = EmbeddedRedis(Path(settings.data_dir))
         url = embedded.start()
     try:
-        _serve(settings, url)
-    except Exception:
-        # pymesos ends a refused subscription by raising its error in this thread, anywhere.
-        if backend_failure(settings):
-            raise LaunchError(mesos_hint(backend_failure(settings))) from None
-        raise
+        with _backend_failure_explained(settings):
+            _serve(settings, url)
     finally:
         if embedded is not None:  # the embedded default owns its Redis
             embedded.stop()
@@ -144,6 +136,18 @@ def _serve(settings: Settings, url: str) -> None:
             if t.is_alive():
                 t.join(timeout=5)
         backend.close()
+
+
+@contextmanager
+def _backend_failure_explained(settings: Settings):
+    """pymesos ends a refused subscription by raising its error in the main thread, anywhere:
+    replace whatever that interrupted with the cause."""
+    try:
+        yield
+    except Exception:
+        if backend_failure(settings):
+            raise LaunchError(mesos_hint(backend_failure(settings))) from None
+        raise
 
 
 def backend_failure(settings: Settings) -> str | None:
