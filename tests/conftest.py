@@ -29,6 +29,9 @@ IMAGE = os.environ.get("BUILDFARM_TEST_IMAGE", "buildfarm/builder:latest")
 BASE_IMAGE = "buildfarm/base:bookworm"  # no python3: for the "image cannot run the agent" case
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# Fixtures shared by several test files (the browser, the Jenkins double and bridge).
+pytest_plugins = ["tests.webui", "tests.jenkins_support"]
+
 
 def need(condition: bool, what: str) -> None:
     if condition:

@@ -12,9 +12,8 @@ import re
 
 import pytest
 
-# The browser, a page per test, sign-in, the gates and screenshots are the dashboard tests' own.
-from .test_dashboard import (LONG, browser, gate, new_page, repo, shot, sign_in)  # noqa: F401
 from .conftest import wait_until
+from .webui import GATE_PY, LONG, shot, sign_in
 
 pytestmark = pytest.mark.docker
 
@@ -39,6 +38,11 @@ jobs:
     resources: {{cpus: 0.25, mem: 128}}
     steps: ["echo never published"]
 """
+
+
+@pytest.fixture(scope="module")
+def repo(git_server):
+    return git_server.make_repo("webapp-pipelines", {"gate.py": GATE_PY, "README": "pipeline graph tests\n"})
 
 
 def start_run(farm, repo_url: str, gate_base: str, tag: str) -> str:

@@ -15,8 +15,7 @@ import subprocess
 import pytest
 
 from tests.conftest import BUILDFARM, wait_until
-# The double, the bridge as a process and its label map are the Jenkins tests' own.
-from tests.test_jenkins import double, bridges, farm_env, linux, write_label_map  # noqa: F401
+from tests.jenkins_support import farm_env, linux, write_label_map
 
 pytestmark = pytest.mark.docker
 
