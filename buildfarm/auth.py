@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from .records import token_digest
+from .records import build_key, token_digest
 
 ROLES = ("viewer", "submitter", "admin")
 TOKENS = "bf:tokens"  # hash: sha256(token) -> {"user", "role", "created_at"}
@@ -124,13 +124,13 @@ class SecretStore:
 
     # A build's own one-time secrets (BuildSpec.secret_env), kept until the build ends.
     def keep_for_build(self, build_id: str, values: dict[str, str]) -> None:
-        self.r.hset(f"bf:build:{build_id}:secrets", mapping=values)
+        self.r.hset(build_key(build_id) + ":secrets", mapping=values)
 
     def for_build(self, build_id: str) -> dict[str, str]:
-        return self.r.hgetall(f"bf:build:{build_id}:secrets")
+        return self.r.hgetall(build_key(build_id) + ":secrets")
 
     def drop_for_build(self, build_id: str) -> None:
-        self.r.delete(f"bf:build:{build_id}:secrets")
+        self.r.delete(build_key(build_id) + ":secrets")
 
     def values(self, names: list[str]) -> dict[str, str]:
         if not names:

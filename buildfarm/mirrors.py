@@ -25,6 +25,7 @@ from pathlib import Path
 
 log = logging.getLogger("buildfarm.mirrors")
 ANONYMOUS_SCHEMES = ("git://", "http://", "https://")
+NETWORK_SCHEMES = ANONYMOUS_SCHEMES + ("ssh://",)
 _EMPTY_HOME = "/nonexistent"  # no ~/.gitconfig, ~/.netrc, ~/.ssh or credential store of the farm's user
 
 

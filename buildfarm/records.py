@@ -107,6 +107,9 @@ class BuildStore:
             raise BuildNotFound(build_id)
         return h
 
+    def state(self, build_id: str) -> str | None:
+        return self.r.hget(build_key(build_id), "state")
+
     def get(self, build_id: str, history: bool = True) -> dict[str, Any]:
         return self._public(self.raw(build_id), history)
 

@@ -120,8 +120,11 @@ def _serve(settings: Settings, url: str) -> None:
     app = create_app(farm)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=2))
-    where = (f"Mesos master {settings.mesos.master}" if settings.backend == "mesos" else
-             f"local/{settings.isolation} ({backend.agents()[0].capacity.cpus:g} cpus, {backend.agents()[0].capacity.mem} MB)")
+    if settings.backend == "mesos":
+        where = f"Mesos master {settings.mesos.master}"
+    else:
+        capacity = backend.agents()[0].capacity
+        where = f"local/{settings.isolation} ({capacity.cpus:g} cpus, {capacity.mem} MB)"
     try:
         thread.start()
         pipelines.start()

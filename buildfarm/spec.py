@@ -6,12 +6,20 @@ import re
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRIORITIES = ("high", "normal", "low")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 _CONSTRAINT = re.compile(r"^(?P<key>[A-Za-z0-9_.\-/]+)\s*(?P<op>!=|=|:)\s*(?P<value>[^\s]+)$")
+
+
+def _check_env_name(name: str) -> None:
+    """A name the build's environment can take (env and secret_env)."""
+    if not _ENV_NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid environment variable name")
+    if name.upper().startswith("BUILDFARM_"):
+        raise ValueError(f"{name!r}: the BUILDFARM_ prefix is reserved for the farm")
 
 
 class Priority(str, Enum):
@@ -112,10 +120,7 @@ class BuildSpec(BaseModel):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for name in v:
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-            if name.upper().startswith("BUILDFARM_"):
-                raise ValueError(f"{name!r}: the BUILDFARM_ prefix is reserved for the farm")
+            _check_env_name(name)
         return v
 
     @field_validator("secrets")
@@ -130,8 +135,7 @@ class BuildSpec(BaseModel):
     @classmethod
     def _secret_env(cls, v: dict[str, str]) -> dict[str, str]:
         for name in v:
-            if not _ENV_NAME.match(name) or name.upper().startswith("BUILDFARM_"):
-                raise ValueError(f"{name!r} is not a usable environment variable name")
+            _check_env_name(name)
         return v
 
     @field_validator("constraints")
@@ -176,12 +180,13 @@ class BuildSpec(BaseModel):
         return tuple(out)
 
 
-def describe_errors(exc: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as [{field, message}] a person can act on."""
+def describe_errors(exc, skip: tuple[str, ...] = (), default: str = "spec") -> list[dict[str, str]]:
+    """Pydantic errors (a ValidationError, or FastAPI's RequestValidationError) as [{field, message}]
+    a person can act on; `skip` drops location parts such as FastAPI's "body"."""
     out = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err.get("loc", ())) or "spec"
-        msg = err.get("msg", "invalid")
+        field = ".".join(str(p) for p in err.get("loc", ()) if p not in skip) or default
+        msg = str(err.get("msg", "invalid"))
         msg = msg.removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown field"

@@ -88,7 +88,7 @@ def router(farm: Farm) -> APIRouter:
                 if farm.logs.size(build_id) <= pos:
                     return
                 continue
-            if builds.r.hget(f"bf:build:{build_id}", "state") in _TERMINAL:
+            if builds.state(build_id) in _TERMINAL:
                 ended_since = ended_since or time.monotonic()
                 if time.monotonic() - ended_since > ENDED_GRACE:
                     return
@@ -144,7 +144,7 @@ def router(farm: Farm) -> APIRouter:
                 if text:
                     held = len(decoder.getstate()[0])
                     yield sse("log", text, pos - held)
-            state = builds.r.hget(f"bf:build:{build_id}", "state")
+            state = builds.state(build_id)
             yield sse("end", json.dumps({"state": state}), pos)
 
         return StreamingResponse(events(), media_type="text/event-stream",

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..records import BuildNotFound
+from ..spec import describe_errors
 from .auth import AuthError
 
 log = logging.getLogger("buildfarm.api")
@@ -38,15 +39,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        details = []
-        for err in exc.errors():
-            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown field"
-            elif err.get("type") == "missing":
-                msg = "required"
-            details.append({"field": ".".join(loc) or "body", "message": msg})
+        details = describe_errors(exc, skip=("body",), default="body")
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         return error(422, f"invalid request: {summary}", details)
 

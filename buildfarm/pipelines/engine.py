@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.exceptions import LockError
 
+from ..mirrors import NETWORK_SCHEMES
 from ..service import Conflict, Farm, SubmitError, check_remote, repo_allowed
 from ..spec import BuildSpec
 from ..states import State
@@ -54,10 +55,10 @@ class Engine:
                     raise StartError(f"{what}: this farm builds only repositories under "
                                      f"{', '.join(self.farm.settings.allow_repos)}; {url} is not one")
             push_url = (first.tag or {}).get("push_url")
-            if push_url and not push_url.startswith(("git://", "http://", "https://", "ssh://")):
+            if push_url and not push_url.startswith(NETWORK_SCHEMES):
                 raise StartError(f"tag.push_url: {push_url} is not a git, http(s) or ssh URL; the farm pushes "
                                  f"release tags to network remotes only, never to a path on its host")
-            if not first.repo.startswith(("git://", "http://", "https://", "ssh://")):
+            if not first.repo.startswith(NETWORK_SCHEMES):
                 raise StartError(f"repo: {first.repo} is not a git, http(s) or ssh URL; a run pins its commit "
                                  f"with `git ls-remote`, which the farm does for network repositories only")
             commit = check_remote(first.repo, first.ref)
