@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,8 +56,20 @@ def launched_tasks(farm: Farm) -> list[str]:
     return out
 
 
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (systemd, docker stop, kill) ends the farm like Ctrl-C: through its `finally`
+    blocks, so warm containers, the pipeline daemon and the embedded Redis are stopped. (uvicorn
+    re-raises a SIGTERM it handled once it has shut down, which would otherwise kill the process
+    on the spot.)"""
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run_scheduler(settings: Settings, teardown: bool = False) -> None:
     """The scheduler alone (the API runs elsewhere, against the same Redis)."""
+    stop_cleanly_on_sigterm()
     with _backend_failure_explained(settings):
         _schedule(settings, teardown)
 
@@ -88,6 +101,7 @@ def _schedule(settings: Settings, teardown: bool) -> None:
 
 
 def run_up(settings: Settings) -> None:
+    stop_cleanly_on_sigterm()
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     embedded = None
     url = settings.redis_url

@@ -57,3 +57,35 @@ def test_process_isolation_runs_builds_without_docker(fresh_farm, git_server):
     assert fail.returncode == 3
     timeout = farm.cli("submit", "--repo", repo, "--image", "ignored", "--timeout", "1", "--wait", "--", "sleep", "30")
     assert timeout.returncode == 124
+
+
+def test_sigterm_stops_the_farm_with_its_warm_containers_and_redis(fresh_farm, git_server):
+    import os
+    import subprocess
+
+    from .conftest import IMAGE
+
+    f = fresh_farm()
+    repo = git_server.make_repo("sigterm", {"README": "x\n"})
+    assert f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true").returncode == 0
+    farm_id = f.redis_get("bf:farm-id")
+
+    def containers():
+        out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=buildfarm.farm={farm_id}"],
+                             capture_output=True, text=True)
+        return out.stdout.split()
+
+    wait_until(containers, 30, what="the warm containers of the image in use")
+    redis_pid = int((f.data_dir / "redis" / "redis.pid").read_text())
+    f.proc.terminate()  # what systemd or `kill` sends
+    assert f.proc.wait(30) == 0
+    assert containers() == []
+
+    def redis_gone():
+        try:
+            os.kill(redis_pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(redis_gone, 10, what="the embedded Redis to stop")
