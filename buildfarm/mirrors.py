@@ -2,8 +2,8 @@
 
 Build containers mount `CACHE/git` read-only: a build's own commands cannot rewrite a mirror that
 later builds of other users check out from. The farm refreshes a repository's mirror in the
-background whenever one of its builds launches, so the next build finds its commit there and
-skips the network; a build whose commit is not in the mirror yet clones from the repository,
+background whenever one of its builds launches with a commit the mirror lacks, so the next build
+finds its commit there and skips the network; a build whose commit is not in the mirror yet clones from the repository,
 borrowing the objects the mirror has.
 
 Only anonymous network URLs are fetched here (git, http, https), with no credentials of the
@@ -52,10 +52,10 @@ class MirrorCache:
         self._lock = threading.Lock()
         self._state: dict[str, str] = {}  # url -> "running" | "again" while a refresh is under way
 
-    def refresh_soon(self, url: str) -> None:
-        """Fetch `url` into its mirror in the background. Requests that come while one runs are
-        coalesced into a single further fetch."""
-        if not url.startswith(ANONYMOUS_SCHEMES):
+    def refresh_soon(self, url: str, commit: str | None = None) -> None:
+        """Fetch `url` into its mirror in the background, unless the mirror already has `commit`.
+        Requests that come while one runs are coalesced into a single further fetch."""
+        if not url.startswith(ANONYMOUS_SCHEMES) or (commit and self.has(url, commit)):
             return
         with self._lock:
             if url in self._state:
@@ -75,6 +75,14 @@ class MirrorCache:
                     self._state.pop(url, None)
                     return
                 self._state[url] = "running"
+
+    def has(self, url: str, commit: str) -> bool:
+        """Whether the mirror of `url` holds `commit` (a local lookup of a few milliseconds)."""
+        mirror = self.root / mirror_name(url)
+        if not mirror.is_dir():
+            return False
+        return subprocess.run(["git", "-C", str(mirror), "cat-file", "-e", f"{commit}^{{commit}}"],
+                              capture_output=True, env=anonymous_git_env(), check=False).returncode == 0
 
     def refresh(self, url: str) -> None:
         mirror = self.root / mirror_name(url)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import time
 
 import pytest
 
 from buildfarm.mirrors import MirrorCache, mirror_name
 
-from .conftest import ROOT
+from .conftest import ROOT, wait_until
 
 
 class Lines:
@@ -72,3 +73,22 @@ def test_the_farm_does_not_mirror_local_paths(tmp_path, pr_repo, git_server):
     cache.refresh_soon("file://" + str(git_server.repos / "checkout-pr.git"))
     cache.close()
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_the_farm_fetches_into_a_mirror_only_when_a_build_needs_a_commit_it_lacks(tmp_path, git_server):
+    url = git_server.make_repo("mirror-skip", {"README": "one\n"})
+    old = git_server.head("mirror-skip")
+    cache = MirrorCache(tmp_path / "cache")
+    cache.refresh(url)
+    bare = str(git_server.repos / "mirror-skip.git")
+    new = subprocess.run(["git", "-C", bare, "-c", "user.email=t@t", "-c", "user.name=t", "commit-tree", "-p", old,
+                          "-m", "two", f"{old}^{{tree}}"], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["git", "-C", bare, "update-ref", "refs/heads/main", new], check=True)
+    try:
+        cache.refresh_soon(url, old)  # the mirror has it: no fetch
+        time.sleep(0.5)
+        assert cache.has(url, old) and not cache.has(url, new)
+        cache.refresh_soon(url, new)
+        wait_until(lambda: cache.has(url, new), 30, what="the fetch of the new commit")
+    finally:
+        cache.close()

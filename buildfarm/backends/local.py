@@ -103,7 +103,7 @@ class LocalBackend:
         os.utime(self.runner.bundle)  # in use: an upgraded farm's pruning keeps it (agent_bundle.py)
         self._pool.submit(self._launch, build_id, attempt, spec, token)
         if self.mirrors:
-            self.mirrors.refresh_soon(spec.repo)
+            self._pool.submit(self.mirrors.refresh_soon, spec.repo, spec.commit)
 
     def _launch(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
         try:
