@@ -25,14 +25,14 @@ set -eu
 VENV="${1:-.venv}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${PYMESOS_WHEEL_CACHE:-$ROOT/.cache/wheels}"  # overridable, for testing a cold build
-PY="$VENV/bin/python"
 
 say() { echo "install-pymesos: $*" >&2; }
 
-if [ ! -x "$PY" ]; then
+if [ ! -x "$VENV/bin/python" ]; then
     say "creating the virtualenv $VENV"
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
+PY="$(cd "$VENV" && pwd)/bin/python"  # absolute: the Cython step runs from the sdist's directory
 PIP="$PY -m pip --disable-pip-version-check"
 
 installed() {
