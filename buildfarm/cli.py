@@ -137,8 +137,10 @@ def _settings(data_dir, backend, master, framework_name, role, principal, secret
 
 
 def _logging() -> None:
+    """A daemon's log: the farm's own events (runs started, builds adopted, task states) and others'
+    warnings."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("pymesos").setLevel(logging.WARNING)
+    logging.getLogger("buildfarm").setLevel(logging.INFO)
 
 
 @main.command()

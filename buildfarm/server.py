@@ -142,7 +142,7 @@ def _serve(settings: Settings, url: str) -> None:
     try:
         thread.start()
         pipelines.start()
-        log.warning("buildfarm up: API and dashboard on http://%s:%s, backend %s, data in %s; the admin token "
+        log.info("buildfarm up: API and dashboard on http://%s:%s, backend %s, data in %s; the admin token "
                     "is in %s", settings.host, settings.port, where, settings.data_dir,
                     Path(settings.data_dir) / "admin.token")
         server.run()

@@ -1,11 +1,12 @@
 """`make run`: start a single-machine farm on its embedded default, serve a small demo repository
 with `git daemon` on 127.0.0.1, submit a build of it and show its live log. The farm keeps
-running afterwards for you to use from another shell; Ctrl-C stops it."""
+running afterwards for you to use from another shell; Ctrl-C stops it. Its pipelines are the
+examples in pipelines/, pointed at a sample release repository the demo serves too."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import signal
 import socket
 import subprocess
@@ -15,22 +16,12 @@ from pathlib import Path
 
 import httpx
 
+from buildfarm import samples
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BUILDFARM = str(BIN / "buildfarm")
-
-HELLO_C = r"""#include <stdio.h>
-int main(void) { printf("hello from a buildfarm build\n"); return 0; }
-"""
-MAKEFILE = """all: hello
-\t@echo "compiling on $$(uname -m) with $$(gcc --version | head -1)"
-hello: hello.c
-\tgcc -O2 -o $@ $<
-test: hello
-\t./hello
-dist: test
-\tmkdir -p dist && tar czf dist/hello.tar.gz hello
-"""
+EXAMPLE_REPO = "git://127.0.0.1/cmssw.git"  # the default repository of pipelines/nightly-ib.yaml
 
 
 def free_port() -> int:
@@ -39,22 +30,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def demo_repo(root: Path) -> Path:
+def demo_repos(root: Path) -> Path:
+    """The demo's repositories: hello.git (a C program) and cmssw.git (a release in the layout of
+    pipelines/nightly-ib.yaml), made once under the data directory."""
     repos = root / "demo-repos"
-    bare = repos / "hello.git"
-    if bare.exists():
-        return repos
-    work = root / "demo-work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    (work / "hello.c").write_text(HELLO_C)
-    (work / "Makefile").write_text(MAKEFILE)
-    git = ["git", "-C", str(work), "-c", "user.email=demo@buildfarm", "-c", "user.name=demo"]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    subprocess.run(git + ["add", "-A"], check=True)
-    subprocess.run(git + ["commit", "-qm", "hello"], check=True)
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    for name, files in (("hello", samples.HELLO), ("cmssw", samples.RELEASE)):
+        if not (repos / f"{name}.git" / "HEAD").exists():
+            samples.make_bare_repo(repos / f"{name}.git", files, f"{name}: demo")
     return repos
+
+
+def demo_pipelines(root: Path, git_url: str) -> Path:
+    """A copy of pipelines/ whose example repository is the demo's, so the scheduled nightly-ib
+    (and `buildfarm pipeline run nightly-ib`) builds something that exists."""
+    out = root / "pipelines"
+    out.mkdir(exist_ok=True)
+    for old in out.glob("*.yaml"):
+        old.unlink()
+    for f in (ROOT / "pipelines").glob("*.yaml"):
+        (out / f.name).write_text(f.read_text().replace(EXAMPLE_REPO, f"{git_url}/cmssw.git"))
+    return out
 
 
 def main() -> int:
@@ -73,9 +68,11 @@ def main() -> int:
     except httpx.HTTPError:
         pass
 
-    farm = subprocess.Popen([BUILDFARM, "up", "--port", str(args.port), "--data-dir", str(data)])
     git_port = free_port()
-    repos = demo_repo(data)
+    git_url = f"git://127.0.0.1:{git_port}"
+    repos = demo_repos(data)
+    env = {**os.environ, "BUILDFARM_PIPELINES": str(demo_pipelines(data, git_url))}
+    farm = subprocess.Popen([BUILDFARM, "up", "--port", str(args.port), "--data-dir", str(data)], env=env)
     daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={repos}",
                                "--listen=127.0.0.1", f"--port={git_port}", str(repos)],
                               stderr=subprocess.DEVNULL)
@@ -94,7 +91,7 @@ def main() -> int:
                 print("the farm did not become ready within 60 s", file=sys.stderr)
                 return 1
             time.sleep(0.2)
-        repo = f"git://127.0.0.1:{git_port}/hello.git"
+        repo = f"{git_url}/hello.git"
         print(f"\n== demo build of {repo} in buildfarm/builder ==\n", flush=True)
         token = (data / "admin.token").read_text().strip()
         rc = subprocess.call([BUILDFARM, "--server", url, "--token", token, "submit", "--repo", repo, "--image", "buildfarm/builder",
@@ -106,6 +103,7 @@ def main() -> int:
         print(f"  export BUILDFARM_URL={url} BUILDFARM_TOKEN=$(cat {data}/admin.token)")
         print("  .venv/bin/buildfarm list")
         print(f"  .venv/bin/buildfarm submit --repo {repo} --image buildfarm/builder --wait --follow -- make test")
+        print("  .venv/bin/buildfarm pipeline run nightly-ib --wait   # also scheduled at 11:00 and 23:00")
         print("Ctrl-C stops the farm.", flush=True)
         farm.wait()
     except KeyboardInterrupt:

@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from buildfarm.samples import write_files
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BUILDFARM = str(BIN / "buildfarm")
@@ -99,12 +101,7 @@ class GitServer:
         work.mkdir(parents=True)
         git = ["git", "-c", "user.email=test@buildfarm", "-c", "user.name=test"]
         subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-        for path, text in files.items():
-            p = work / path
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
-            if path.endswith(".sh"):
-                p.chmod(0o755)
+        write_files(work, files)
         subprocess.run(git + ["-C", str(work), "add", "-A"], check=True)
         subprocess.run(git + ["-C", str(work), "commit", "-qm", "initial"], check=True)
         for tag in tags:

@@ -13,18 +13,13 @@ import httpx
 import pytest
 import redis
 
+from buildfarm import samples
+
 from .conftest import ROOT, FarmProcess, wait_until
 
 pytestmark = pytest.mark.docker
 
-SAMPLE = {
-    "core.py": "def add(a, b):\n    return a + b\n",
-    "tests/__init__.py": "",
-    "tests/test_core.py": "import unittest\nimport core\n\n\nclass T(unittest.TestCase):\n"
-                          "    def test_add(self):\n        self.assertEqual(core.add(2, 3), 5)\n",
-    **{f"relval/wf{i}.sh": f"echo relval workflow {i}: $(python3 -c 'import core; print(core.add({i}, {i}))')\n"
-       for i in range(1, 6)},
-}
+SAMPLE = samples.RELEASE
 BROKEN = {**SAMPLE, "core.py": "def add(a, b):\n    return a - b\n"}
 
 CHAIN = """\
