@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from .conftest import IMAGE, free_port
+from .conftest import IMAGE, FarmProcess, free_port, wait_until
 
 ZERO = "0" * 40
 GIT = ["git", "-c", "user.email=dev@example.org", "-c", "user.name=dev"]
@@ -344,3 +344,50 @@ def test_webhook_push_cancels_superseded_build(farm, git_server, tmp_path):
     assert ended["state"] == "cancelled" and ended["reason"] == f"cancelled by {third_sha[:12]}, which superseded it"
     [second] = resp.json()["builds"]
     assert farm.cli("cancel", second["id"]).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def patient_farm(tmp_path_factory, docker_engine, redis_binary):
+    """A farm that answers every delivery at once, as it does when a first fetch outlasts the
+    few seconds a provider waits."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BUILDFARM_WEBHOOK_REPLY_SECONDS", "0")
+        f = FarmProcess(tmp_path_factory.mktemp("patient") / "data")
+    yield f
+    f.stop()
+
+
+def test_a_slow_delivery_is_accepted_at_once_and_builds_later(patient_farm, git_server, tmp_path):
+    farm = patient_farm
+    co = Checkout(git_server, tmp_path, "wh-slow", {".buildfarm.yml": buildfile(), "src/main.c": "v1"})
+    before = co.git("rev-parse", "HEAD")
+    after = co.commit({"src/main.c": "late but built"})
+    co.push()
+    headers, payload = push_delivery("github", co.url, before, after)
+    resp = deliver(farm, "github", headers, payload, secret_of(farm))
+    assert resp.status_code == 202 and resp.json()["result"] == "accepted", resp.text
+    delivery = resp.json()["delivery"]
+    where = resp.json()["outcome"]
+    assert where == f"/api/v1/hooks/deliveries/github/{delivery}"
+    assert farm.api("GET", where, headers={}).status_code == 401  # outcomes are for token holders
+
+    outcome = wait_until(lambda: (o := farm.api("GET", where).json())["result"] != "processing" and o, 60,
+                         what="the delivery's outcome")
+    assert outcome["result"] == "queued" and outcome["status"] == 200 and outcome["commit"] == after, outcome
+    [queued] = outcome["builds"]
+    assert farm.wait_done(queued["id"])["state"] == "succeeded"
+    assert b"built late but built" in farm.log_text(queued["id"])
+    assert f"github delivery {delivery}: queued ({queued['id']})" in farm.up_log()
+    again = deliver(farm, "github", headers, payload, secret_of(farm))
+    assert again.json()["result"] == "duplicate", again.text
+
+    # A delivery whose commit cannot be fetched is recorded with the reason, and may be redelivered.
+    headers, payload = push_delivery("github", co.url, before, "f" * 40)
+    resp = deliver(farm, "github", headers, payload, secret_of(farm))
+    where = resp.json()["outcome"]
+    failed = wait_until(lambda: (o := farm.api("GET", where).json())["result"] != "processing" and o, 60,
+                        what="the failed delivery's outcome")
+    assert failed["status"] == 502 and "cannot read the announced commit" in failed["error"], failed
+    assert deliver(farm, "github", headers, payload, secret_of(farm)).json()["result"] == "accepted"
+    missing = farm.api("GET", "/api/v1/hooks/deliveries/github/no-such-delivery")
+    assert missing.status_code == 404 and "no github delivery 'no-such-delivery'" in missing.text

@@ -6,20 +6,28 @@ generated with mode 0600 on the farm's first start). A refused delivery is answe
 logged (logger "buildfarm.hooks"); a delivery id seen before is answered 200 "duplicate" and
 builds nothing. The farm fetches the announced commit into a bare mirror under
 DATA_DIR/cache/hooks/, reads its .buildfarm.yml and the changed paths, and submits the builds.
+
+Providers give up on a delivery after a few seconds (Gitea after 5, GitHub and GitLab after 10),
+while the first fetch of a large repository takes minutes. A delivery still being worked on after
+BUILDFARM_WEBHOOK_REPLY_SECONDS (4) is answered 202 "accepted" and finished in the background;
+what became of every delivery is kept for 7 days at GET /api/v1/hooks/deliveries/PROVIDER/ID.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+import redis
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from ..service import Conflict, Farm, SubmitError
 from ..spec import BuildSpec
@@ -27,9 +35,13 @@ from ..triggers.buildfile import FILENAME, BuildFileError
 from ..triggers.dispatch import UNFINISHED, Refused, dispatch
 from ..triggers.gitrepo import GitError, Mirror
 from ..triggers.providers import PROVIDERS, Announced, Ignored, Ping, Provider
+from .auth import require
 
 log = logging.getLogger("buildfarm.hooks")
 DELIVERY_TTL = 7 * 24 * 3600
+PROCESSING_TTL = 15 * 60  # a delivery whose farm died while working on it may be redelivered after this
+REPLY_ENV = "BUILDFARM_WEBHOOK_REPLY_SECONDS"
+REPLY_SECONDS = 4.0
 SECRET_ENV = "BUILDFARM_WEBHOOK_SECRET"
 MIN_SECRET = 16
 
@@ -75,6 +87,41 @@ class FarmSink:
             raise Refused(str(e)) from None
 
 
+class Deliveries:
+    """What became of each delivery of a provider: the mark that turns a redelivery into a
+    "duplicate" (released when the delivery failed on the farm's side, so it can be redelivered),
+    and its outcome, both kept 7 days."""
+
+    def __init__(self, r: redis.Redis, provider: str):
+        self.r = r
+        self.provider = provider
+
+    def _keys(self, delivery: str) -> tuple[str, str]:
+        return f"bf:hooks:delivery:{self.provider}:{delivery}", f"bf:hooks:outcome:{self.provider}:{delivery}"
+
+    def claim(self, delivery: str) -> bool:
+        """False when the delivery was received before."""
+        mark, outcome = self._keys(delivery)
+        if not self.r.set(mark, "processing", nx=True, ex=PROCESSING_TTL):
+            return False
+        self.r.set(outcome, json.dumps({"result": "processing", "received_at": time.time()}), ex=PROCESSING_TTL)
+        return True
+
+    def finish(self, delivery: str, status: int, reply: dict[str, Any]) -> None:
+        mark, outcome = self._keys(delivery)
+        with self.r.pipeline() as p:
+            if status >= 500:
+                p.delete(mark)
+            else:
+                p.set(mark, "done", ex=DELIVERY_TTL)
+            p.set(outcome, json.dumps({**reply, "status": status, "finished_at": time.time()}), ex=DELIVERY_TTL)
+            p.execute()
+
+    def outcome(self, delivery: str) -> dict[str, Any] | None:
+        raw = self.r.get(self._keys(delivery)[1])
+        return json.loads(raw) if raw else None
+
+
 def _build(farm: Farm, a: Announced) -> tuple[int, dict[str, Any]]:
     """Fetch, read, plan and submit (blocking: run in a thread)."""
     ev = a.event
@@ -84,7 +131,7 @@ def _build(farm: Farm, a: Announced) -> tuple[int, dict[str, Any]]:
         text = mirror.read(ev.commit, FILENAME)
         ev.changed = mirror.changed_paths(a.before, ev.commit, a.since_merge_base)
     except GitError as e:
-        return 502, {"error": f"cannot read the announced commit: {e}"}
+        return 502, {"result": "error", "error": f"cannot read the announced commit: {e}"}
     try:
         out = dispatch(text, ev, FarmSink(farm))
     except BuildFileError as e:
@@ -93,19 +140,38 @@ def _build(farm: Farm, a: Announced) -> tuple[int, dict[str, Any]]:
     return 200, {**out.as_json(), "commit": ev.commit, **where}
 
 
+def _process(farm: Farm, provider: str, a: Announced, delivery: str | None) -> tuple[int, dict[str, Any]]:
+    """_build, its outcome recorded and logged whether or not the provider still waits for it."""
+    try:
+        status, reply = _build(farm, a)
+    except Exception as e:  # never lose a delivery silently: it is recorded, logged and may be redelivered
+        log.exception("%s delivery %s failed", provider, delivery)
+        status, reply = 500, {"result": "error", "error": f"the farm failed on this delivery ({type(e).__name__}: {e}); redeliver it"}
+    if delivery:
+        Deliveries(farm.r, provider).finish(delivery, status, reply)
+    queued = ", ".join(b["id"] for b in reply.get("builds", []))
+    log.info("%s delivery %s: %s%s", provider, delivery or "(no id)", reply.get("error") or reply["result"],
+             f" ({queued})" if queued else "")
+    return status, reply
+
+
 _DESCRIPTION = """Builds on {name} {events} deliveries, as asked by the pushed commit's `.buildfarm.yml`.
 
 Authenticated with `{header}` and the farm's webhook secret: the value of `BUILDFARM_WEBHOOK_SECRET`
 when the farm started, else the contents of `DATA_DIR/webhook.secret` (generated, mode 0600, on the
 farm's first start; `cat ~/.buildfarm/webhook.secret`). Answers: 200 with the queued build ids (or why
 nothing was built, or "duplicate" for a delivery id seen in the last 7 days), 202 for events that build
-nothing, 401 for a missing or wrong signature, 422 for an invalid `.buildfarm.yml`, 502 when the commit
-cannot be fetched from the payload's clone URL (the delivery can then be redelivered)."""
+nothing, and 202 "accepted" for a delivery still being worked on after a few seconds (a first fetch of a
+large repository; its outcome is at `/api/v1/hooks/deliveries/{lower}/ID`), 401 for a missing or
+wrong signature, 422 for an invalid `.buildfarm.yml`, 502 when the commit cannot be fetched from the
+payload's clone URL (the delivery can then be redelivered)."""
 
 
 def router(farm: Farm) -> APIRouter:
     r = APIRouter(tags=["webhooks"])
     secret = webhook_secret(farm.settings.data_dir)
+    reply_seconds = float(os.environ.get(REPLY_ENV) or REPLY_SECONDS)
+    workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
 
     def route(provider: Provider):
         async def receive(request: Request) -> JSONResponse:
@@ -129,26 +195,39 @@ def router(farm: Farm) -> APIRouter:
             except Ignored as e:
                 return JSONResponse({"result": "ignored", "reason": str(e)}, status_code=202)
             delivery = provider.delivery(request.headers)
-            key = f"bf:hooks:delivery:{provider.name}:{delivery}"
-            if delivery and not farm.r.set(key, "1", nx=True, ex=DELIVERY_TTL):
+            if delivery and not Deliveries(farm.r, provider.name).claim(delivery):
                 return JSONResponse({"result": "duplicate", "delivery": delivery, "builds": [],
                                      "reason": f"delivery {delivery} was received before; nothing queued"})
+            work = asyncio.wrap_future(workers.submit(_process, farm, provider.name, announced, delivery))
             try:
-                status, reply = await run_in_threadpool(_build, farm, announced)
-            except Exception:
-                if delivery:
-                    farm.r.delete(key)  # the redelivery must not be taken for a duplicate
-                raise
-            if status >= 500 and delivery:
-                farm.r.delete(key)  # a redelivery may succeed
+                status, reply = await asyncio.wait_for(asyncio.shield(work), reply_seconds)
+            except asyncio.TimeoutError:
+                where = f"/api/v1/hooks/deliveries/{provider.name}/{delivery}" if delivery else None
+                return JSONResponse({"result": "accepted", "delivery": delivery, "outcome": where,
+                                     "reason": "still fetching the commit; its builds are queued once it is read"},
+                                    status_code=202)
             return JSONResponse({**reply, "delivery": delivery}, status_code=status)
 
         events = "push and merge request" if provider.name == "gitlab" else "push and pull request"
         r.add_api_route(f"/hooks/{provider.name}", receive, methods=["POST"],
                         summary=f"{provider.name.capitalize()} webhook",
-                        description=_DESCRIPTION.format(name=provider.name.capitalize(), events=events,
+                        description=_DESCRIPTION.format(name=provider.name.capitalize(), events=events, lower=provider.name,
                                                         header=provider.signature_header))
 
     for p in PROVIDERS.values():
         route(p)
+
+    @r.get("/api/v1/hooks/deliveries/{provider}/{delivery}", summary="What became of a webhook delivery",
+           dependencies=[Depends(require("viewer"))])
+    def delivery_outcome(provider: str, delivery: str) -> dict[str, Any]:
+        """The reply the delivery got, or would have got had the provider waited: `result` is
+        "processing" while the farm still works on it, else as the webhook answers (queued builds,
+        "nothing to build" and why, or an `error` with the HTTP `status`). Kept 7 days."""
+        if provider not in PROVIDERS:
+            raise HTTPException(404, f"no provider {provider!r}; one of {', '.join(PROVIDERS)}")
+        found = Deliveries(farm.r, provider).outcome(delivery)
+        if found is None:
+            raise HTTPException(404, f"no {provider} delivery {delivery!r} in the last 7 days")
+        return {"provider": provider, "delivery": delivery, **found}
+
     return r
