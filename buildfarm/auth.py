@@ -3,6 +3,11 @@
 A token is shown once, when it is created; Redis keeps only its sha256. Roles are ordered:
 a viewer reads, a submitter also submits, cancels and rebuilds, an admin also manages tokens
 and secrets.
+
+Secret values are encrypted (Fernet: AES-128-CBC with HMAC-SHA256) with the farm's key, which is
+not in Redis: BUILDFARM_SECRETS_KEY, else DATA_DIR/secrets.key (generated, mode 0600). Whoever
+reads Redis (a scheduler host, a backup, a replica) gets no secret; the API decrypts them only for
+the agent of a build that asked for them.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from cryptography.fernet import Fernet, InvalidToken
 
+from .config import local_secret
 from .records import build_key, token_digest
 
 ROLES = ("viewer", "submitter", "admin")
 TOKENS = "bf:tokens"  # hash: sha256(token) -> {"user", "role", "created_at"}
 TOKEN_NAMES = "bf:token-names"  # hash: user -> sha256(token)
-SECRETS = "bf:secrets"  # hash: name -> value
+SECRETS = "bf:secrets"  # hash: name -> SEALED + Fernet token of the value
+SEALED = "fernet:"
+KEY_ENV = "BUILDFARM_SECRETS_KEY"
 _NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words in logs
@@ -95,9 +104,42 @@ class TokenStore:
         tmp.replace(path)
 
 
+class SecretUnreadable(Exception):
+    """A stored secret that this farm's key cannot decrypt; the message says what to do."""
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        Fernet(key)
+    except ValueError:
+        return False
+    return True
+
+
 class SecretStore:
-    def __init__(self, r: redis.Redis):
+    def __init__(self, r: redis.Redis, key_file: Path):
         self.r = r
+        self.key_file = Path(key_file)
+        self._fernet: Fernet | None = None
+
+    def _key(self) -> Fernet:
+        if self._fernet is None:  # read (or made) when first needed: most processes never need it
+            self._fernet = Fernet(local_secret(KEY_ENV, self.key_file, lambda: Fernet.generate_key().decode(),
+                                               _valid_key))
+        return self._fernet
+
+    def _seal(self, value: str) -> str:
+        return SEALED + self._key().encrypt(value.encode()).decode()
+
+    def _open(self, name: str, stored: str) -> str:
+        if not stored.startswith(SEALED):
+            return stored  # written before secrets were encrypted, and not sealed yet (see seal_plain)
+        try:
+            return self._key().decrypt(stored[len(SEALED):].encode()).decode()
+        except InvalidToken:
+            raise SecretUnreadable(
+                f"secret {name} cannot be decrypted with this farm's key ({KEY_ENV} or {self.key_file}); "
+                f"the key was replaced since it was set: set it again with `buildfarm secret set {name}`") from None
 
     def set(self, name: str, value: str) -> None:
         if not SECRET_NAME.match(name):
@@ -108,7 +150,14 @@ class SecretStore:
         if len(value) < MIN_SECRET_LENGTH:
             raise ValueError(f"secret {name} is shorter than {MIN_SECRET_LENGTH} characters; so short a value "
                              f"cannot be masked in logs without masking ordinary text")
-        self.r.hset(SECRETS, name, value)
+        self.r.hset(SECRETS, name, self._seal(value))
+
+    def seal_plain(self) -> int:
+        """Encrypt the values an earlier version kept in clear; returns how many."""
+        plain = {n: v for n, v in self.r.hgetall(SECRETS).items() if not v.startswith(SEALED)}
+        if plain:
+            self.r.hset(SECRETS, mapping={n: self._seal(v) for n, v in plain.items()})
+        return len(plain)
 
     def names(self) -> list[str]:
         return sorted(self.r.hkeys(SECRETS))
@@ -124,15 +173,17 @@ class SecretStore:
 
     # A build's own one-time secrets (BuildSpec.secret_env), kept until the build ends.
     def keep_for_build(self, build_id: str, values: dict[str, str]) -> None:
-        self.r.hset(build_key(build_id) + ":secrets", mapping=values)
+        self.r.hset(build_key(build_id) + ":secrets", mapping={n: self._seal(v) for n, v in values.items()})
 
     def for_build(self, build_id: str) -> dict[str, str]:
-        return self.r.hgetall(build_key(build_id) + ":secrets")
+        return {n: self._open(n, v) for n, v in self.r.hgetall(build_key(build_id) + ":secrets").items()}
 
     def drop_for_build(self, build_id: str) -> None:
         self.r.delete(build_key(build_id) + ":secrets")
 
     def values(self, names: list[str]) -> dict[str, str]:
+        """The values of the named secrets (a name deleted since is left out). Raises
+        SecretUnreadable for a value this farm's key cannot decrypt."""
         if not names:
             return {}
-        return {n: v for n, v in zip(names, self.r.hmget(SECRETS, names)) if v is not None}
+        return {n: self._open(n, v) for n, v in zip(names, self.r.hmget(SECRETS, names)) if v is not None}

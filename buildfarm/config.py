@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("BUILDFARM_DATA", Path.home() / ".buildfarm"))
+
+
+def local_secret(env: str, path: Path, make: Callable[[], str], valid: Callable[[str], bool]) -> str:
+    """The value of the environment variable `env`, else the contents of `path`, written (mode 0600)
+    with `make()` when missing or not `valid` (a first start killed mid-write leaves it cut short;
+    an empty key would be worse than none)."""
+    if os.environ.get(env):
+        if not valid(os.environ[env]):
+            raise ValueError(f"{env} is not a valid value for it; unset it to use {path}, or see --help")
+        return os.environ[env]
+    path = Path(path)
+    if path.exists() and valid(path.read_text().strip()):
+        return path.read_text().strip()
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(make() + "\n")
+    os.replace(tmp, path)
+    return path.read_text().strip()
 
 
 @dataclass

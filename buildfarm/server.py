@@ -123,6 +123,8 @@ def _serve(settings: Settings, url: str) -> None:
     farm = Farm(settings, url)
     farm.r.ping()
     farm.tokens.bootstrap_admin(Path(settings.data_dir) / "admin.token")
+    if sealed := farm.secrets.seal_plain():
+        log.info("encrypted %d secret(s) an earlier version kept in clear", sealed)
     farm.builds.backfill_index()
     holder: dict = {}
     backend = make_backend(settings, farm, lambda ev: holder["scheduler"].on_exit(ev))

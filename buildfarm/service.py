@@ -11,12 +11,13 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from .artifacts import ArtifactStore
-from .auth import MIN_SECRET_LENGTH, SecretStore, TokenStore
+from .auth import MIN_SECRET_LENGTH, SecretStore, SecretUnreadable, TokenStore
 from .config import Settings
 from .logs import LogStore
 from .mirrors import ANONYMOUS_SCHEMES, anonymous_git_env
@@ -64,7 +65,7 @@ class Farm:
         self.logs = LogStore(settings.logs_dir)
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.tokens = TokenStore(self.r)
-        self.secrets = SecretStore(self.r)
+        self.secrets = SecretStore(self.r, Path(settings.data_dir) / "secrets.key")
         self.stats = Stats(self.r)
         # Called after a build reaches a final state, in the process that ended it (API or scheduler).
         self.end_listeners: list[Callable[[str, State], None]] = []
@@ -186,8 +187,12 @@ class Farm:
         body = spec.model_dump(mode="json")
         body["steps"] = spec.shell_steps()
         # Secret values go to the agent only, over its build-scoped token; the record keeps names.
-        return {"spec": body, "pinned_commit": raw.get("pinned_commit") or None,
-                "secrets": {**self.secrets.values(spec.secrets), **self.secrets.for_build(build_id)}}
+        try:
+            values = {**self.secrets.values(spec.secrets), **self.secrets.for_build(build_id)}
+        except SecretUnreadable as e:
+            self.end(build_id, State.ERROR, str(e))
+            raise Conflict(str(e)) from None
+        return {"spec": body, "pinned_commit": raw.get("pinned_commit") or None, "secrets": values}
 
     def agent_log(self, build_id: str, seq: int, data: bytes) -> str:
         result = self.logs.append_chunk(build_id, seq, data)

@@ -9,6 +9,8 @@ import re
 
 import httpx
 import pytest
+import redis
+from cryptography.fernet import Fernet
 
 from tests.conftest import IMAGE
 
@@ -110,6 +112,23 @@ def test_secrets_reach_the_build_and_are_masked_in_its_log(farm, repo):
     assert missing.returncode == 2 and "no secret named NOPE" in missing.stderr.decode()
     short = farm.cli("secret", "set", "TINY", input_=b"ab")
     assert short.returncode == 2 and "shorter than" in short.stderr.decode()
+
+
+def test_secrets_are_encrypted_in_redis_and_a_replaced_key_fails_the_build_clearly(farm, repo):
+    r = redis.Redis.from_url(farm.redis_url(), decode_responses=True)
+    assert farm.cli("secret", "set", "SIGNING_KEY", input_=SECRET_VALUE.encode()).returncode == 0
+    stored = r.hget("bf:secrets", "SIGNING_KEY")
+    assert stored.startswith("fernet:") and SECRET_VALUE not in stored
+    key_file = farm.data_dir / "secrets.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600" and key_file.read_text().strip() not in str(r.hgetall("bf:secrets"))
+
+    # As if the farm's key had been replaced since the secret was set (restored Redis, new data dir):
+    r.hset("bf:secrets", "SIGNING_KEY", "fernet:" + Fernet(Fernet.generate_key()).encrypt(b"x" * 8).decode())
+    out = farm.cli("submit", "--repo", repo, "--image", IMAGE, "--secret", "SIGNING_KEY", "--cpus", "0.25",
+                   "--wait", "--", "sh", "-c", "echo never")
+    assert out.returncode == 125, out.stderr.decode()
+    assert "secret SIGNING_KEY cannot be decrypted with this farm's key" in out.stderr.decode()
+    assert "buildfarm secret set SIGNING_KEY" in out.stderr.decode()
 
 
 def test_list_filters_pages_and_rebuild(farm, roles, repo, git_server):
@@ -228,3 +247,18 @@ def test_one_time_secrets_of_a_build_are_masked_shown_as_stars_and_dropped(farm,
     short = farm.api("POST", "/api/v1/builds", json={**spec, "secret_env": {"K": "abc"}})
     assert short.status_code == 400 and short.json()["details"][0]["field"] == "secret_env"
     assert "cannot be masked" in short.json()["error"]
+
+
+def test_secrets_an_earlier_version_kept_in_clear_are_encrypted_at_start(fresh_farm, repo):
+    farm = fresh_farm()
+    redis.Redis.from_url(farm.redis_url()).hset("bf:secrets", "OLD_TOKEN", SECRET_VALUE)  # as before encryption
+    farm.stop()
+    farm.start()
+    stored = redis.Redis.from_url(farm.redis_url(), decode_responses=True).hget("bf:secrets", "OLD_TOKEN")
+    assert stored.startswith("fernet:") and SECRET_VALUE not in stored
+    digest = hashlib.sha256(SECRET_VALUE.encode()).hexdigest()
+    out = farm.cli("submit", "--repo", repo, "--image", IMAGE, "--secret", "OLD_TOKEN", "--cpus", "0.25", "--wait",
+                   "--follow", "--", "sh", "-c", f'[ "$(printf %s "$OLD_TOKEN" | sha256sum | cut -d" " -f1)" = {digest} ]'
+                                                 ' && echo "still $OLD_TOKEN"')
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"still ***" in out.stdout

@@ -29,6 +29,7 @@ import redis
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from ..config import local_secret
 from ..service import Conflict, Farm, SubmitError
 from ..spec import BuildSpec
 from ..triggers.buildfile import FILENAME, BuildFileError
@@ -48,21 +49,10 @@ MIN_SECRET = 16
 
 def webhook_secret(data_dir: str | Path) -> str:
     """BUILDFARM_WEBHOOK_SECRET, else DATA_DIR/webhook.secret (created 0600 when missing)."""
-    if os.environ.get(SECRET_ENV):
-        if len(os.environ[SECRET_ENV]) < MIN_SECRET:
-            raise ValueError(f"{SECRET_ENV} is shorter than {MIN_SECRET} characters; use a long random value")
-        return os.environ[SECRET_ENV]
-    path = Path(data_dir) / "webhook.secret"
-    if path.exists() and len(path.read_text().strip()) >= MIN_SECRET:
-        return path.read_text().strip()
-    # Missing, or cut short (a first start killed mid-write): an empty key would make every
-    # signature forgeable, so write a new one.
-    tmp = path.with_name(f"webhook.secret.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
-    os.replace(tmp, path)
-    return path.read_text().strip()
+    if os.environ.get(SECRET_ENV) and len(os.environ[SECRET_ENV]) < MIN_SECRET:
+        raise ValueError(f"{SECRET_ENV} is shorter than {MIN_SECRET} characters; use a long random value")
+    return local_secret(SECRET_ENV, Path(data_dir) / "webhook.secret", lambda: secrets.token_hex(32),
+                        lambda v: len(v) >= MIN_SECRET)
 
 
 class FarmSink:
