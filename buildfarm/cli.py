@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -143,6 +144,16 @@ def _logging() -> None:
     logging.getLogger("buildfarm").setLevel(logging.INFO)
 
 
+def _daemon_failed(e: Exception) -> None:
+    """`up` or `scheduler` cannot go on: say why and exit 125 at once. Its own cleanup has run; the
+    threads a failed backend leaves behind (pymesos' among them) are not waited for, nor left to
+    the interpreter's shutdown, which can abort the process while they still run."""
+    click.echo(f"error: {e}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INFRA_ERROR)
+
+
 @main.command()
 @click.option("--port", default=8080, show_default=True, help="API port (on --host).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
@@ -180,8 +191,7 @@ def up(port, host, data_dir, backend, isolation, cpus, mem, network, warm, agent
     try:
         run_up(settings)
     except Exception as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_INFRA_ERROR)
+        _daemon_failed(e)
 
 
 @main.command()
@@ -202,8 +212,7 @@ def scheduler(backend, data_dir, agent_api_url, teardown, **mesos):
     try:
         run_scheduler(settings, teardown=teardown)
     except Exception as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_INFRA_ERROR)
+        _daemon_failed(e)
 
 
 # -- submit ------------------------------------------------------------------------------------

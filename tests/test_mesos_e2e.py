@@ -248,5 +248,6 @@ def test_credentials_the_master_refuses_stop_the_farm_with_a_clear_message(tmp_p
             last = out.stderr.strip().splitlines()[-1]
             assert last.startswith("error: the connection to the Mesos master") and "HTTP 401" in last, last
             assert "check --principal and --secret" in last
+            assert "Traceback" not in out.stderr and "scheduler round failed" not in out.stderr, out.stderr[-3000:]
     finally:
         master.stop()

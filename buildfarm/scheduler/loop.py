@@ -54,6 +54,8 @@ class Scheduler:
                 busy = self.tick()
                 self.farm.builds.wait_for_wakeup(1.0 if busy else 10.0)
             except Exception:  # Redis or the engine away for a moment: never let the loop die
+                if getattr(self.backend, "fatal", None):
+                    continue  # what interrupted the round was the backend's end: raised above, once
                 log.exception("scheduler round failed; retrying in 1 s")
                 self.stopping.wait(1.0)
 
