@@ -115,6 +115,9 @@ def mesos_options(f):
                      help="Docker network of build tasks on the agents."),
         click.option("--mesos-cache-path", default="/var/cache/buildfarm", show_default=True,
                      help="Host path on each agent for the git mirror cache volume."),
+        click.option("--mesos-heartbeat-timeout", type=float, default=60, show_default=True,
+                     help="Seconds without a HEARTBEAT from the master (one comes every 15 s) after which the "
+                          "connection is taken for dead and the framework subscribes again."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -122,7 +125,7 @@ def mesos_options(f):
 
 
 def _settings(data_dir, backend, master, framework_name, role, principal, secret, failover_timeout,
-              mesos_network, mesos_cache_path, **kw):
+              mesos_network, mesos_cache_path, mesos_heartbeat_timeout, **kw):
     from .config import Settings, default_data_dir
 
     mesos = None
@@ -133,7 +136,7 @@ def _settings(data_dir, backend, master, framework_name, role, principal, secret
             raise click.UsageError("--backend mesos needs --master HOST:PORT")
         mesos = MesosOptions(master=master, name=framework_name, role=role, principal=principal, secret=secret,
                              failover_timeout=failover_timeout, network=mesos_network,
-                             cache_host_path=mesos_cache_path)
+                             cache_host_path=mesos_cache_path, heartbeat_timeout=mesos_heartbeat_timeout)
     return Settings(data_dir=(data_dir or default_data_dir()).resolve(), backend=backend, mesos=mesos, **kw)
 
 

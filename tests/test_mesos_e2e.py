@@ -21,11 +21,12 @@ EL8 = AgentSpec("agent-el8", "el8-host", cpus=1, mem=2048, attributes={"arch": "
 
 
 class MesosFarm:
-    def __init__(self, tmp_path, agents):
-        self.master = MesosDouble(agents, heartbeat_seconds=5, kill_grace=1, update_retry_seconds=2).start()
+    def __init__(self, tmp_path, agents, heartbeat_seconds: float = 5, *extra: str):
+        self.master = MesosDouble(agents, heartbeat_seconds=heartbeat_seconds, kill_grace=1,
+                                  update_retry_seconds=2).start()
         self.tmp = tmp_path
         self.farm = FarmProcess(tmp_path / "data", "--backend", "mesos", "--master", self.master.address,
-                                "--mesos-cache-path", str(tmp_path / "cache"))
+                                "--mesos-cache-path", str(tmp_path / "cache"), *extra)
 
     def stop(self):
         self.farm.stop()
@@ -36,8 +37,8 @@ class MesosFarm:
 def mesos_farm(tmp_path, docker_engine, redis_binary):
     made = []
 
-    def make(agents=(X86,)):
-        m = MesosFarm(tmp_path, list(agents))
+    def make(agents=(X86,), heartbeat_seconds: float = 5, *extra: str):
+        m = MesosFarm(tmp_path, list(agents), heartbeat_seconds, *extra)
         made.append(m)
         return m
 
@@ -169,6 +170,23 @@ def test_a_master_restart_drops_the_stream_and_the_scheduler_carries_on(mesos_fa
     assert f.wait_done(running, 60)["state"] == "succeeded"
     after = f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true")
     assert after.returncode == 0
+    assert counter.hits[running] == 1
+
+
+def test_a_silent_connection_is_noticed_by_its_missing_heartbeats_and_replaced(mesos_farm, repo, counter):
+    m = mesos_farm((X86,), 1, "--mesos-heartbeat-timeout", "3")  # a HEARTBEAT every second
+    f = m.farm
+    running = f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; sleep 5")
+    wait_until(lambda: counter.hits[running] == 1, 60, what="the build to start")
+    first = m.master.calls_of("SUBSCRIBE")
+    m.master.stall_streams()  # open, but silent: no FIN, no more events
+    wait_until(lambda: len(m.master.calls_of("SUBSCRIBE")) > len(first), 30, what="a new SUBSCRIBE")
+    again = m.master.calls_of("SUBSCRIBE")[-1]
+    assert again["framework_id"] == {"value": f.redis_get("bf:mesos:framework-id")}  # the same framework
+    assert "no HEARTBEAT from the Mesos master" in f.up_log()
+    assert f.wait_done(running, 60)["state"] == "succeeded"
+    after = f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true")
+    assert after.returncode == 0, after.stderr.decode()
     assert counter.hits[running] == 1
 
 

@@ -49,6 +49,9 @@ class MesosOptions:
     reconcile_interval: float = 60.0
     decline_seconds_idle: float = 120.0  # filter on offers declined while the queue is empty
     decline_seconds_busy: float = 5.0  # filter on offers declined that could not fit what waits
+    # The master sends a HEARTBEAT every 15 s. A subscription silent this long is taken for a dead
+    # connection (half-open: no FIN ever came), which pymesos alone would wait on forever.
+    heartbeat_timeout: float = 60.0
     extra_volumes: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -158,7 +161,10 @@ class MesosBackend:
         self.driver = driver_factory(_Callbacks(self), framework, options.master, use_addict=False,
                                      implicit_acknowledgements=False, principal=options.principal,
                                      secret=options.secret, failover=True)
+        self.last_heartbeat = time.monotonic()
+        self._closing = threading.Event()
         self.driver.start()
+        threading.Thread(target=self._watch_heartbeats, name="mesos-heartbeats", daemon=True).start()
 
     # -- what the scheduler loop asks ------------------------------------------------------------
     def agents(self) -> list[Agent]:
@@ -317,7 +323,34 @@ class MesosBackend:
         self.r.delete(FRAMEWORK_ID_KEY)
 
     def close(self) -> None:
+        self._closing.set()
         self.driver.stop(failover=True)
+
+    def _watch_heartbeats(self) -> None:
+        while not self._closing.wait(min(5.0, self.opts.heartbeat_timeout / 4)):
+            silent = time.monotonic() - self.last_heartbeat
+            if self.connected.is_set() and silent >= self.opts.heartbeat_timeout:
+                log.warning("no HEARTBEAT from the Mesos master for %.0f s (one comes every 15 s): taking the "
+                            "connection for dead and subscribing again", silent)
+                try:
+                    self._reconnect()
+                except Exception as e:  # the next check tries again
+                    log.warning("reconnecting to the Mesos master failed: %s", e)
+
+    def _reconnect(self) -> None:
+        """Drop the subscription's connection and SUBSCRIBE again with the framework id, through
+        pymesos' own master change (as when ZooKeeper names a new leader): no master, then this one."""
+        master = self.driver.master
+        self.connected.clear()
+        self.last_heartbeat = time.monotonic()
+        self.driver.change_master(None)
+        deadline = time.monotonic() + 10
+        while self.driver.master is not None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until pymesos' thread has closed the connection
+        self.driver.change_master(master)
+
+    def heartbeat(self) -> None:
+        self.last_heartbeat = time.monotonic()
 
     def _call(self, fn, *args) -> bool:
         try:
@@ -333,6 +366,7 @@ class MesosBackend:
         self.r.set(FRAMEWORK_ID_KEY, framework_id)
         self.suppressed = False  # a new subscription starts unsuppressed
         self._idle_filters = True  # and filters may survive a failover: revive when builds wait
+        self.last_heartbeat = time.monotonic()
         self.connected.set()
         self._last_reconcile = 0.0
         self.wake("subscribed")  # the next round reconciles
@@ -463,4 +497,4 @@ class _Callbacks:
         self.b.framework_error(message)
 
     def processHeartBeat(self, driver):
-        pass
+        self.b.heartbeat()

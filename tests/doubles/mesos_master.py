@@ -301,10 +301,11 @@ class Stream:
         self.events: queue.Queue = queue.Queue()
         self.closing = False
         self.abort = False
+        self.stalled = False  # the connection stays open but carries nothing more (see stall_streams)
         self.ended = threading.Event()
 
     def send(self, event: dict) -> None:
-        if not self.closing:
+        if not self.closing and not self.stalled:
             self.events.put(event)
 
     def close(self, abort: bool = False) -> None:
@@ -641,6 +642,16 @@ class MesosMasterDouble:
                 if fw.stream is not None:
                     fw.stream.close(abort=True)
                     self._disconnected(fw, master_restart=True)
+
+    def stall_streams(self) -> None:
+        """Every subscription stream goes silent, its connection left open: what a scheduler sees
+        of a half-open TCP connection (a master host gone without a FIN, a NAT entry dropped). Only
+        the scheduler can notice, by the HEARTBEATs that stop; the master keeps the framework as
+        connected until it subscribes again."""
+        with self.lock:
+            for fw in self.frameworks.values():
+                if fw.stream is not None:
+                    fw.stream.stalled = True
 
     def restart(self, down_seconds: float = 1.0) -> None:
         """The master process restarts: every connection is closed, the port refuses connections for
@@ -1685,6 +1696,7 @@ class _Handler(BaseHTTPRequestHandler):
         POST /double/agents                      {"id", "hostname", "cpus", "mem", "disk", "attributes"}
         POST /double/agents/<id>/lose            {"mode": "unreachable" | "gone"}
         POST /double/streams/drop                every subscription stream ends
+        POST /double/streams/stall               every subscription stream goes silent, left open
         POST /double/restart                     {"down_seconds": 1.0}
         POST /double/offers/rescind              every outstanding offer is rescinded
         """
@@ -1717,6 +1729,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and parts == ["streams", "drop"]:
                 m.drop_streams()
                 return self._json({"dropped": True})
+            if method == "POST" and parts == ["streams", "stall"]:
+                m.stall_streams()
+                return self._json({"stalled": True})
             if method == "POST" and parts == ["restart"]:
                 self.close_connection = True
                 self._json({"restarting": True, "down_seconds": float(args.get("down_seconds", 1.0))})
