@@ -152,6 +152,10 @@ def test_second_build_of_a_repo_uses_the_mirror_cache(farm, git_server):
     second = farm.cli("submit", "--repo", url, "--image", IMAGE, "--wait", "--follow", "--", "true")
     assert second.returncode == 0
     assert b"mirror cache hit" in second.stdout and b"cloning" not in second.stdout
+    # The mirror had the commit the branch pointed at: the farm fetched nothing for the second build
+    # (a `git fetch` would have left FETCH_HEAD; the first build's `clone --mirror` does not).
+    [mirror] = [p for p in mirrors.glob("*.git") if (p / "HEAD").exists() and url in (p / "config").read_text()]
+    assert not (mirror / "FETCH_HEAD").exists()
 
 
 def test_builds_cannot_write_into_the_shared_mirror_cache(farm, git_server):

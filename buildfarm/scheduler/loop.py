@@ -132,6 +132,8 @@ class Scheduler:
             return
         self._waiting_reason.pop(build_id, None)
         self.farm.queue.mark_started(build_id, raw["priority"], spec.timeout)
+        if not spec.commit and raw.get("pinned_commit"):  # the commit its ref had at submit time
+            spec = spec.model_copy(update={"commit": raw["pinned_commit"]})
         self.backend.launch(build_id, attempt, spec, token, agent_id)
 
     # -- watching what runs ----------------------------------------------------------------------
