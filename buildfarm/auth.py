@@ -124,9 +124,16 @@ class SecretStore:
 
     def _key(self) -> Fernet:
         if self._fernet is None:  # read (or made) when first needed: most processes never need it
-            self._fernet = Fernet(local_secret(KEY_ENV, self.key_file, lambda: Fernet.generate_key().decode(),
-                                               _valid_key))
+            self._fernet = Fernet(local_secret(
+                KEY_ENV, self.key_file, lambda: Fernet.generate_key().decode(), _valid_key,
+                expected="a Fernet key: 32 bytes in URL-safe base64, 44 characters, as "
+                         "`python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'` "
+                         "prints"))
         return self._fernet
+
+    def check_key(self) -> None:
+        """Read (or make) the key now: a farm whose key is unusable does not start."""
+        self._key()
 
     def _seal(self, value: str) -> str:
         return SEALED + self._key().encrypt(value.encode()).decode()

@@ -12,22 +12,35 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("BUILDFARM_DATA", Path.home() / ".buildfarm"))
 
 
-def local_secret(env: str, path: Path, make: Callable[[], str], valid: Callable[[str], bool]) -> str:
-    """The value of the environment variable `env`, else the contents of `path`, written (mode 0600)
-    with `make()` when missing or not `valid` (a first start killed mid-write leaves it cut short;
-    an empty key would be worse than none)."""
+def local_secret(env: str, path: Path, make: Callable[[], str], valid: Callable[[str], bool], *,
+                 replace_invalid: bool = False, expected: str = "") -> str:
+    """The value of the environment variable `env`, else the contents of `path`, created (mode 0600,
+    never replacing a file another process created meanwhile) with `make()` when missing. A file
+    that is not `valid` is replaced only with `replace_invalid` (a value nothing depends on yet);
+    otherwise it is an error that says what is `expected`."""
     if os.environ.get(env):
         if not valid(os.environ[env]):
-            raise ValueError(f"{env} is not a valid value for it; unset it to use {path}, or see --help")
+            raise ValueError(f"{env} is not valid: {expected or 'see --help'}")
         return os.environ[env]
     path = Path(path)
-    if path.exists() and valid(path.read_text().strip()):
-        return path.read_text().strip()
+    if path.exists():
+        value = path.read_text().strip()
+        if valid(value):
+            return value
+        if not replace_invalid:
+            raise ValueError(f"{path} is not valid ({expected or 'see --help'}); restore it from a backup, "
+                             f"or set {env}")
+        path.unlink()
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(make() + "\n")
-    os.replace(tmp, path)
+    try:
+        os.link(tmp, path)  # whole, and only if no other process made one first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
     return path.read_text().strip()
 
 

@@ -123,6 +123,7 @@ def _serve(settings: Settings, url: str) -> None:
     farm = Farm(settings, url)
     farm.r.ping()
     farm.tokens.bootstrap_admin(Path(settings.data_dir) / "admin.token")
+    farm.secrets.check_key()
     if sealed := farm.secrets.seal_plain():
         log.info("encrypted %d secret(s) an earlier version kept in clear", sealed)
     farm.builds.backfill_index()

@@ -119,8 +119,7 @@ def test_secrets_are_encrypted_in_redis_and_a_replaced_key_fails_the_build_clear
     assert farm.cli("secret", "set", "SIGNING_KEY", input_=SECRET_VALUE.encode()).returncode == 0
     stored = r.hget("bf:secrets", "SIGNING_KEY")
     assert stored.startswith("fernet:") and SECRET_VALUE not in stored
-    key_file = farm.data_dir / "secrets.key"
-    assert oct(key_file.stat().st_mode & 0o777) == "0o600" and key_file.read_text().strip() not in str(r.hgetall("bf:secrets"))
+    assert oct((farm.data_dir / "secrets.key").stat().st_mode & 0o777) == "0o600"
 
     # As if the farm's key had been replaced since the secret was set (restored Redis, new data dir):
     r.hset("bf:secrets", "SIGNING_KEY", "fernet:" + Fernet(Fernet.generate_key()).encrypt(b"x" * 8).decode())

@@ -71,6 +71,17 @@ def all_builds(farm) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def farm(tmp_path_factory, docker_engine, redis_binary):
+    """The farm of these tests waits for each delivery to be handled before answering (a busy CI
+    machine may take more than the default 4 s); test_a_slow_delivery... covers the other way."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BUILDFARM_WEBHOOK_REPLY_SECONDS", "60")
+        f = FarmProcess(tmp_path_factory.mktemp("farm") / "data")
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="module")
 def hook_token(farm) -> str:
     out = farm.cli("token", "create", "git-hook", "--role", "submitter")
     assert out.returncode == 0, out.stderr.decode()

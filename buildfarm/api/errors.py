@@ -49,12 +49,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
-        # Starlette's own 404/405 (no route) say only "Not Found": say where to look instead.
-        routing = {(404, "Not Found"): f"no such route {request.url.path}; /docs lists the API",
-                   (405, "Method Not Allowed"): f"{request.method} is not allowed on {request.url.path}; "
-                                                "/docs lists the API"}
-        message = routing.get((exc.status_code, exc.detail), str(exc.detail))
-        return error(exc.status_code, message, headers=exc.headers)
+        message = {404: f"no such route {request.url.path}; /docs lists the API",
+                   405: f"{request.method} is not allowed on {request.url.path}; /docs lists the API"}
+        return error(exc.status_code, message.get(exc.status_code, str(exc.detail)), headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):

@@ -4,7 +4,8 @@ Open without a token: each delivery is verified with the farm's webhook secret i
 value of BUILDFARM_WEBHOOK_SECRET when the farm starts, else the file DATA_DIR/webhook.secret,
 generated with mode 0600 on the farm's first start). A refused delivery is answered 401 and
 logged (logger "buildfarm.hooks"); a delivery id seen before is answered 200 "duplicate" and
-builds nothing. The farm fetches the announced commit into a bare mirror under
+builds nothing ("processing", 202, while the first delivery is still being handled). The farm
+fetches the announced commit into a bare mirror under
 DATA_DIR/cache/hooks/, reads its .buildfarm.yml and the changed paths, and submits the builds.
 
 Providers give up on a delivery after a few seconds (Gitea after 5, GitHub and GitLab after 10),
@@ -20,13 +21,15 @@ import json
 import logging
 import os
 import secrets
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import redis
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..config import local_secret
@@ -37,6 +40,7 @@ from ..triggers.dispatch import UNFINISHED, Refused, dispatch
 from ..triggers.gitrepo import GitError, Mirror
 from ..triggers.providers import PROVIDERS, Announced, Ignored, Ping, Provider
 from .auth import require
+from .errors import ApiError
 
 log = logging.getLogger("buildfarm.hooks")
 DELIVERY_TTL = 7 * 24 * 3600
@@ -51,8 +55,9 @@ def webhook_secret(data_dir: str | Path) -> str:
     """BUILDFARM_WEBHOOK_SECRET, else DATA_DIR/webhook.secret (created 0600 when missing)."""
     if os.environ.get(SECRET_ENV) and len(os.environ[SECRET_ENV]) < MIN_SECRET:
         raise ValueError(f"{SECRET_ENV} is shorter than {MIN_SECRET} characters; use a long random value")
+    # A short file protects nothing (an empty key makes every signature forgeable): replace it.
     return local_secret(SECRET_ENV, Path(data_dir) / "webhook.secret", lambda: secrets.token_hex(32),
-                        lambda v: len(v) >= MIN_SECRET)
+                        lambda v: len(v) >= MIN_SECRET, replace_invalid=True)
 
 
 class FarmSink:
@@ -89,13 +94,20 @@ class Deliveries:
     def _keys(self, delivery: str) -> tuple[str, str]:
         return f"bf:hooks:delivery:{self.provider}:{delivery}", f"bf:hooks:outcome:{self.provider}:{delivery}"
 
-    def claim(self, delivery: str) -> bool:
-        """False when the delivery was received before."""
+    def claim(self, delivery: str) -> str | None:
+        """None for a new delivery (now marked "processing"), else its mark: "processing" while
+        the farm works on it, "done" once it did."""
         mark, outcome = self._keys(delivery)
         if not self.r.set(mark, "processing", nx=True, ex=PROCESSING_TTL):
-            return False
+            return self.r.get(mark) or "done"
         self.r.set(outcome, json.dumps({"result": "processing", "received_at": time.time()}), ex=PROCESSING_TTL)
-        return True
+        return None
+
+    def renew(self, delivery: str) -> None:
+        """Still being worked on (a delivery that waited for a worker): keep it "processing"."""
+        mark, outcome = self._keys(delivery)
+        self.r.expire(mark, PROCESSING_TTL)
+        self.r.expire(outcome, PROCESSING_TTL)
 
     def finish(self, delivery: str, status: int, reply: dict[str, Any]) -> None:
         mark, outcome = self._keys(delivery)
@@ -110,6 +122,52 @@ class Deliveries:
     def outcome(self, delivery: str) -> dict[str, Any] | None:
         raw = self.r.get(self._keys(delivery)[1])
         return json.loads(raw) if raw else None
+
+
+class Workers:
+    """The threads that handle deliveries. They are daemon threads, so a stopping farm does not
+    wait for a long fetch. When the farm stops, each delivery it has not finished is released for
+    redelivery, and its outcome says so."""
+
+    def __init__(self, farm: Farm, size: int = 4):
+        self.farm = farm
+        self.jobs: queue.Queue = queue.Queue()
+        self.unfinished: dict[tuple[str, str], Future] = {}
+        self.lock = threading.Lock()
+        for i in range(size):
+            threading.Thread(target=self._work, name=f"webhook-{i}", daemon=True).start()
+
+    def submit(self, provider: str, a: Announced, delivery: str | None) -> Future:
+        done: Future = Future()
+        if delivery:
+            with self.lock:
+                self.unfinished[(provider, delivery)] = done
+        self.jobs.put((done, provider, a, delivery))
+        return done
+
+    def _work(self) -> None:
+        while True:
+            done, provider, a, delivery = self.jobs.get()
+            try:
+                if delivery:
+                    Deliveries(self.farm.r, provider).renew(delivery)
+                done.set_result(_process(self.farm, provider, a, delivery))
+            except Exception as e:  # Redis gone while recording: the farm is stopping
+                done.set_exception(e)
+            finally:
+                with self.lock:
+                    self.unfinished.pop((provider, delivery), None)
+
+    def stop(self) -> None:
+        with self.lock:
+            left, self.unfinished = list(self.unfinished), {}
+        for provider, delivery in left:
+            try:
+                Deliveries(self.farm.r, provider).finish(delivery, 503, {
+                    "result": "error", "error": "the farm stopped before it finished this delivery; redeliver it"})
+                log.warning("%s delivery %s not finished: the farm stopped; it can be redelivered", provider, delivery)
+            except redis.RedisError:
+                pass  # its "processing" mark expires after 15 min; then it can be redelivered
 
 
 def _build(farm: Farm, a: Announced) -> tuple[int, dict[str, Any]]:
@@ -136,7 +194,8 @@ def _process(farm: Farm, provider: str, a: Announced, delivery: str | None) -> t
         status, reply = _build(farm, a)
     except Exception as e:  # never lose a delivery silently: it is recorded, logged and may be redelivered
         log.exception("%s delivery %s failed", provider, delivery)
-        status, reply = 500, {"result": "error", "error": f"the farm failed on this delivery ({type(e).__name__}: {e}); redeliver it"}
+        status, reply = 500, {"result": "error", "error": f"internal error ({type(e).__name__}) on this delivery; "
+                                                          f"the farm's log has the details; redeliver it"}
     if delivery:
         Deliveries(farm.r, provider).finish(delivery, status, reply)
     queued = ", ".join(b["id"] for b in reply.get("builds", []))
@@ -158,10 +217,10 @@ payload's clone URL (the delivery can then be redelivered)."""
 
 
 def router(farm: Farm) -> APIRouter:
-    r = APIRouter(tags=["webhooks"])
+    workers = Workers(farm)
+    r = APIRouter(tags=["webhooks"], on_shutdown=[workers.stop])
     secret = webhook_secret(farm.settings.data_dir)
     reply_seconds = float(os.environ.get(REPLY_ENV) or REPLY_SECONDS)
-    workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
 
     def route(provider: Provider):
         async def receive(request: Request) -> JSONResponse:
@@ -185,14 +244,19 @@ def router(farm: Farm) -> APIRouter:
             except Ignored as e:
                 return JSONResponse({"result": "ignored", "reason": str(e)}, status_code=202)
             delivery = provider.delivery(request.headers)
-            if delivery and not Deliveries(farm.r, provider.name).claim(delivery):
-                return JSONResponse({"result": "duplicate", "delivery": delivery, "builds": [],
+            where = f"/api/v1/hooks/deliveries/{provider.name}/{delivery}" if delivery else None
+            seen = Deliveries(farm.r, provider.name).claim(delivery) if delivery else None
+            if seen == "processing":
+                return JSONResponse({"result": "processing", "delivery": delivery, "outcome": where,
+                                     "reason": f"delivery {delivery} is still being handled; its outcome will be "
+                                               f"at {where}"}, status_code=202)
+            if seen:
+                return JSONResponse({"result": "duplicate", "delivery": delivery, "builds": [], "outcome": where,
                                      "reason": f"delivery {delivery} was received before; nothing queued"})
-            work = asyncio.wrap_future(workers.submit(_process, farm, provider.name, announced, delivery))
+            work = asyncio.wrap_future(workers.submit(provider.name, announced, delivery))
             try:
                 status, reply = await asyncio.wait_for(asyncio.shield(work), reply_seconds)
             except asyncio.TimeoutError:
-                where = f"/api/v1/hooks/deliveries/{provider.name}/{delivery}" if delivery else None
                 return JSONResponse({"result": "accepted", "delivery": delivery, "outcome": where,
                                      "reason": "still fetching the commit; its builds are queued once it is read"},
                                     status_code=202)
@@ -214,10 +278,10 @@ def router(farm: Farm) -> APIRouter:
         "processing" while the farm still works on it, else as the webhook answers (queued builds,
         "nothing to build" and why, or an `error` with the HTTP `status`). Kept 7 days."""
         if provider not in PROVIDERS:
-            raise HTTPException(404, f"no provider {provider!r}; one of {', '.join(PROVIDERS)}")
+            raise ApiError(404, f"no provider {provider!r}; one of {', '.join(PROVIDERS)}")
         found = Deliveries(farm.r, provider).outcome(delivery)
         if found is None:
-            raise HTTPException(404, f"no {provider} delivery {delivery!r} in the last 7 days")
+            raise ApiError(404, f"no {provider} delivery {delivery!r} in the last 7 days")
         return {"provider": provider, "delivery": delivery, **found}
 
     return r
