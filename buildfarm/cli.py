@@ -115,7 +115,7 @@ def mesos_options(f):
                      help="Docker network of build tasks on the agents."),
         click.option("--mesos-cache-path", default="/var/cache/buildfarm", show_default=True,
                      help="Host path on each agent for the git mirror cache volume."),
-        click.option("--mesos-heartbeat-timeout", type=float, default=60, show_default=True,
+        click.option("--mesos-heartbeat-timeout", type=click.FloatRange(min=1), default=60, show_default=True,
                      help="Seconds without a HEARTBEAT from the master (one comes every 15 s) after which the "
                           "connection is taken for dead and the framework subscribes again."),
     ]

@@ -162,6 +162,7 @@ class MesosBackend:
                                      implicit_acknowledgements=False, principal=options.principal,
                                      secret=options.secret, failover=True)
         self.last_heartbeat = time.monotonic()
+        self._resubscribing = False
         self._closing = threading.Event()
         self.driver.start()
         threading.Thread(target=self._watch_heartbeats, name="mesos-heartbeats", daemon=True).start()
@@ -329,25 +330,34 @@ class MesosBackend:
     def _watch_heartbeats(self) -> None:
         while not self._closing.wait(min(5.0, self.opts.heartbeat_timeout / 4)):
             silent = time.monotonic() - self.last_heartbeat
-            if self.connected.is_set() and silent >= self.opts.heartbeat_timeout:
+            # Subscribed, or subscribing again after a dead connection of ours: the stream must speak.
+            watched = self.connected.is_set() or self._resubscribing
+            if watched and silent >= self.opts.heartbeat_timeout:
                 log.warning("no HEARTBEAT from the Mesos master for %.0f s (one comes every 15 s): taking the "
                             "connection for dead and subscribing again", silent)
                 try:
                     self._reconnect()
-                except Exception as e:  # the next check tries again
+                except Exception as e:  # last_heartbeat is still old: the next check tries again
                     log.warning("reconnecting to the Mesos master failed: %s", e)
 
     def _reconnect(self) -> None:
         """Drop the subscription's connection and SUBSCRIBE again with the framework id, through
-        pymesos' own master change (as when ZooKeeper names a new leader): no master, then this one."""
+        pymesos' own master change (as when ZooKeeper names a new leader): no master, then this
+        one again, unless a new leader was named meanwhile."""
         master = self.driver.master
-        self.connected.clear()
-        self.last_heartbeat = time.monotonic()
+        if master is None:
+            return  # no master known (ZooKeeper looks for one): nothing to reconnect to
         self.driver.change_master(None)
         deadline = time.monotonic() + 10
-        while self.driver.master is not None and time.monotonic() < deadline:
+        while self.driver.master == master and time.monotonic() < deadline:
             time.sleep(0.05)  # until pymesos' thread has closed the connection
-        self.driver.change_master(master)
+        if self.driver.master == master:  # its thread is busy: take the change back, try later
+            self.driver.change_master(master)
+            raise RuntimeError("pymesos did not close the connection within 10 s")
+        if self.driver.master is None:
+            self.driver.change_master(master)
+        self._resubscribing = True
+        self.last_heartbeat = time.monotonic()
 
     def heartbeat(self) -> None:
         self.last_heartbeat = time.monotonic()
@@ -367,6 +377,7 @@ class MesosBackend:
         self.suppressed = False  # a new subscription starts unsuppressed
         self._idle_filters = True  # and filters may survive a failover: revive when builds wait
         self.last_heartbeat = time.monotonic()
+        self._resubscribing = False
         self.connected.set()
         self._last_reconcile = 0.0
         self.wake("subscribed")  # the next round reconciles
