@@ -10,7 +10,10 @@ import hmac
 import json
 import re
 import subprocess
+import threading
+import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -402,3 +405,39 @@ def test_a_slow_delivery_is_accepted_at_once_and_builds_later(patient_farm, git_
     assert deliver(farm, "github", headers, payload, secret_of(farm)).json()["result"] == "accepted"
     missing = farm.api("GET", "/api/v1/hooks/deliveries/github/no-such-delivery")
     assert missing.status_code == 404 and "no github delivery 'no-such-delivery'" in missing.text
+
+
+class _Hanging(BaseHTTPRequestHandler):
+    """A git server that never answers: a first fetch of a huge repository, as the farm sees it."""
+
+    def do_GET(self):
+        time.sleep(120)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_delivery_the_farm_stops_during_is_recorded_and_can_be_redelivered(fresh_farm, monkeypatch, git_server,
+                                                                             tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hanging)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("BUILDFARM_WEBHOOK_REPLY_SECONDS", "1")
+    farm = fresh_farm()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/huge.git"
+        headers, payload = push_delivery("github", url, ZERO, "a" * 40)
+        resp = deliver(farm, "github", headers, payload, secret_of(farm))
+        assert resp.status_code == 202 and resp.json()["result"] == "accepted", resp.text
+        where = resp.json()["outcome"]
+        again = deliver(farm, "github", headers, payload, secret_of(farm))
+        assert again.status_code == 202 and again.json()["result"] == "processing", again.text
+
+        farm.proc.terminate()  # the farm stops while the fetch hangs
+        assert farm.proc.wait(30) == 0
+        farm.start()
+        outcome = farm.api("GET", where).json()
+        assert outcome["status"] == 503 and "stopped before it finished this delivery" in outcome["error"], outcome
+        assert deliver(farm, "github", headers, payload, secret_of(farm)).json()["result"] == "accepted"
+    finally:
+        server.shutdown()
