@@ -22,7 +22,7 @@ from typing import Any
 
 from ..scheduler import Agent, Offer, Resources
 from ..spec import BuildSpec
-from .base import EXITED, LAUNCH_FAILED, LOST, Exit, ExitListener, Found
+from .base import EXITED, LAUNCH_FAILED, LOST, Exit, ExitListener, Found, LaunchError
 
 log = logging.getLogger("buildfarm.mesos")
 
@@ -319,8 +319,16 @@ class MesosBackend:
 
     def teardown(self) -> None:
         """End the framework: Mesos kills its tasks; the next start registers anew."""
-        self.connected.wait(30)
-        self.driver.stop(failover=False)
+        if not self.connected.wait(30):
+            raise LaunchError(f"not subscribed to the Mesos master {self.opts.master} within 30 s; "
+                              f"nothing was torn down")
+        self._closing.set()
+        self.driver.stop(failover=False)  # pymesos sends TEARDOWN from its own thread as that ends:
+        ending = threading.Thread(target=self.driver.join, daemon=True)  # wait for it, within bounds
+        ending.start()
+        ending.join(30)
+        if ending.is_alive():
+            raise LaunchError("pymesos did not stop within 30 s; the framework may still be registered")
         self.r.delete(FRAMEWORK_ID_KEY)
 
     def close(self) -> None:
