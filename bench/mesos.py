@@ -71,6 +71,9 @@ def bench_mesos_offers(n_builds: int, n_agents: int) -> Figure:
         def suppressOffers(self):
             pass
 
+        def stop(self, failover=False):
+            pass
+
     class R:
         def get(self, k):
             return None
@@ -86,7 +89,7 @@ def bench_mesos_offers(n_builds: int, n_agents: int) -> Figure:
 
     specs = {f"b{i}": BuildSpec(repo="git://127.0.0.1/x.git", image="img", command=["true"],
                                 resources={"cpus": [1, 2, 3, 4][i % 4], "mem": 1024}) for i in range(n_builds)}
-    b = MesosBackend(MesosOptions(master="127.0.0.1:1", reconcile_interval=1e9), R(), "http://127.0.0.1:1",
+    b = MesosBackend(MesosOptions(master="127.0.0.1:1", reconcile_interval=1e9, heartbeat_timeout=1e9), R(), "http://127.0.0.1:1",
                      lambda ev: None, lambda why: None, list, driver_factory=Driver)
     b.connected.set()
     queue = list(specs)
@@ -115,6 +118,7 @@ def bench_mesos_offers(n_builds: int, n_agents: int) -> Figure:
             d.declineOffer([o["id"]], {"refuse_seconds": 5})
     base = answered / (time.perf_counter() - t)
     used = b.driver.accepted / max(1, b.driver.accepted + b.driver.declined)
+    b.close()
     say(f"  {fmt(rate)} offers answered/s over {rounds} rounds ({used:.0%} used); declining all: {fmt(base)}/s")
     return Figure(key="mesos-offers", name=f"Mesos, {n_builds:,} queued builds on {n_agents} simulated agents",
                   value=rate, unit="offers/s", baseline=base, baseline_what="a framework declining every offer",

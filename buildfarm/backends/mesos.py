@@ -352,7 +352,7 @@ class MesosBackend:
         """Drop the subscription's connection and SUBSCRIBE again with the framework id, through
         pymesos' own master change (as when ZooKeeper names a new leader): no master, then this
         one again, unless a new leader was named meanwhile."""
-        master = self.driver.master
+        master = getattr(self.driver, "master", None)
         if master is None:
             return  # no master known (ZooKeeper looks for one): nothing to reconnect to
         self.driver.change_master(None)
