@@ -190,6 +190,19 @@ def test_a_silent_connection_is_noticed_by_its_missing_heartbeats_and_replaced(m
     assert counter.hits[running] == 1
 
 
+def test_a_master_electing_a_leader_is_asked_again_with_backoff_not_in_a_loop(mesos_farm, repo):
+    m = mesos_farm()
+    f = m.farm
+    subscribes = len(m.master.calls_of("SUBSCRIBE"))
+    m.master.unavailable(4)  # 503 "Master has not finished recovery" to every call for 4 s
+    wait_until(lambda: len(m.master.calls_of("SUBSCRIBE")) > subscribes, 40, what="a SUBSCRIBE after the recovery")
+    # 0, 0.5, 1, 2 s apart: a handful of attempts in 4 s (pymesos alone re-sends at once, hundreds a second).
+    assert 1 <= m.master.unavailable_replies <= 8, m.master.unavailable_replies
+    assert "no subscription with the Mesos master after" in f.up_log()
+    out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true")
+    assert out.returncode == 0, out.stderr.decode()
+
+
 def test_cancel_and_timeout_kill_the_task(mesos_farm, repo, counter):
     m = mesos_farm()
     f = m.farm

@@ -29,6 +29,7 @@ log = logging.getLogger("buildfarm.mesos")
 FRAMEWORK_ID_KEY = "bf:mesos:framework-id"
 CACHE_MOUNT = "/buildfarm-cache"
 _EXIT_STATUS = re.compile(r"exited with status (\d+)")
+RESUBSCRIBE_MAX_DELAY = 10.0
 
 # Task states that end a task, and what they mean for the build.
 _GONE = {"TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNREACHABLE", "TASK_UNKNOWN"}
@@ -163,6 +164,7 @@ class MesosBackend:
                                      secret=options.secret, failover=True)
         self.last_heartbeat = time.monotonic()
         self._resubscribing = False
+        self._unsubscribed = 0  # connections ended since the last SUBSCRIBED
         self._closing = threading.Event()
         self.driver.start()
         threading.Thread(target=self._watch_heartbeats, name="mesos-heartbeats", daemon=True).start()
@@ -386,14 +388,26 @@ class MesosBackend:
         self._idle_filters = True  # and filters may survive a failover: revive when builds wait
         self.last_heartbeat = time.monotonic()
         self._resubscribing = False
+        self._unsubscribed = 0
         self.connected.set()
         self._last_reconcile = 0.0
         self.wake("subscribed")  # the next round reconciles
 
     def disconnected(self) -> None:
+        """The subscription's connection ended. pymesos calls this from its connection thread and
+        subscribes again as soon as it returns, with no pause when the master answered (a 503
+        while no leader is elected would be re-sent in a tight loop): attempts that follow one
+        another without a SUBSCRIBED wait 0.5, 1, 2 ... 10 s here first."""
         self.connected.clear()
         with self._lock:
             self._offers.clear()
+        self._unsubscribed += 1
+        if self._unsubscribed > 1:
+            delay = min(RESUBSCRIBE_MAX_DELAY, 0.5 * 2 ** (self._unsubscribed - 2))
+            if self._unsubscribed & (self._unsubscribed - 1) == 0:  # 2, 4, 8, ...: not each time
+                log.warning("no subscription with the Mesos master after %d attempts; trying again every %.1f s",
+                            self._unsubscribed - 1, delay)
+            self._closing.wait(delay)
 
     def offers_arrived(self, offers: list[dict[str, Any]]) -> None:
         with self._lock:

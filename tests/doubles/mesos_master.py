@@ -464,6 +464,7 @@ class MesosMasterDouble:
         self._docker_error: str | None = None
         self._stopping = threading.Event()
         self._down_until = 0.0
+        self.unavailable_replies = 0  # 503s answered while recovering (see unavailable)
         self._conns: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -643,6 +644,14 @@ class MesosMasterDouble:
                     fw.stream.close(abort=True)
                     self._disconnected(fw, master_restart=True)
 
+    def unavailable(self, seconds: float) -> None:
+        """A leader election: the streams end and, for `seconds`, the master answers every scheduler
+        call 503 "Master has not finished recovery" (its port open), as a master does until it has
+        recovered its state. Frameworks keep their tasks and must SUBSCRIBE again."""
+        with self.lock:
+            self._down_until = time.monotonic() + seconds
+            self.drop_streams()
+
     def stall_streams(self) -> None:
         """Every subscription stream goes silent, its connection left open: what a scheduler sees
         of a half-open TCP connection (a master host gone without a FIN, a NAT entry dropped). Only
@@ -744,6 +753,7 @@ class MesosMasterDouble:
         if self.redirect_to:
             return _Reply(307, headers={"Location": f"//{self.redirect_to}/master/api/v1/scheduler"})
         if time.monotonic() < self._down_until:
+            self.unavailable_replies += 1
             return _Reply(503, "Master has not finished recovery")
         if self.credentials and headers.get("Authorization") != _basic(*self.credentials):
             # A master run with --authenticate_http_frameworks refuses other credentials.
