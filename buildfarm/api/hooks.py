@@ -132,7 +132,7 @@ class Workers:
     def __init__(self, farm: Farm, size: int = 4):
         self.farm = farm
         self.jobs: queue.Queue = queue.Queue()
-        self.unfinished: dict[tuple[str, str], Future] = {}
+        self.unfinished: set[tuple[str, str]] = set()  # (provider, delivery id) taken, not finished
         self.lock = threading.Lock()
         for i in range(size):
             threading.Thread(target=self._work, name=f"webhook-{i}", daemon=True).start()
@@ -141,7 +141,7 @@ class Workers:
         done: Future = Future()
         if delivery:
             with self.lock:
-                self.unfinished[(provider, delivery)] = done
+                self.unfinished.add((provider, delivery))
         self.jobs.put((done, provider, a, delivery))
         return done
 
@@ -156,11 +156,11 @@ class Workers:
                 done.set_exception(e)
             finally:
                 with self.lock:
-                    self.unfinished.pop((provider, delivery), None)
+                    self.unfinished.discard((provider, delivery))
 
     def stop(self) -> None:
         with self.lock:
-            left, self.unfinished = list(self.unfinished), {}
+            left, self.unfinished = list(self.unfinished), set()
         for provider, delivery in left:
             try:
                 Deliveries(self.farm.r, provider).finish(delivery, 503, {
