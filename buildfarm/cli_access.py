@@ -72,7 +72,8 @@ def token_revoke(ctx, user):
 @click.group()
 def secret():
     """Secrets builds ask for by name (`submit --secret NAME`): given to the build as $NAME and
-    masked in its log. The farm never shows a value again.
+    masked in its log. The farm never shows a value again; it keeps it encrypted with its key
+    (BUILDFARM_SECRETS_KEY, else DATA_DIR/secrets.key: back it up with the data directory).
 
     \b
       printf %s "$PASSWORD" | buildfarm secret set UPLOAD_PASSWORD
