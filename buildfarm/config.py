@@ -30,17 +30,24 @@ def local_secret(env: str, path: Path, make: Callable[[], str], valid: Callable[
         if not replace_invalid:
             raise ValueError(f"{path} is not valid ({expected or 'see --help'}); restore it from a backup, "
                              f"or set {env}")
-        path.unlink()
+        path.unlink(missing_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(make() + "\n")
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it has its name: a power cut leaves no empty key
     try:
         os.link(tmp, path)  # whole, and only if no other process made one first
     except FileExistsError:
         pass
     finally:
         tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return path.read_text().strip()
 
 

@@ -24,6 +24,7 @@ import secrets
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -124,16 +125,20 @@ class Deliveries:
         return json.loads(raw) if raw else None
 
 
+STOPPED = "the farm stopped before it finished this delivery; redeliver it"
+
+
 class Workers:
     """The threads that handle deliveries. They are daemon threads, so a stopping farm does not
-    wait for a long fetch. When the farm stops, each delivery it has not finished is released for
-    redelivery, and its outcome says so."""
+    wait for a long fetch. When the farm stops, each delivery that has not started submitting its
+    builds is released for redelivery, and its outcome says so; it submits nothing after that."""
 
     def __init__(self, farm: Farm, size: int = 4):
         self.farm = farm
         self.jobs: queue.Queue = queue.Queue()
         self.unfinished: set[tuple[str, str]] = set()  # (provider, delivery id) taken, not finished
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         for i in range(size):
             threading.Thread(target=self._work, name=f"webhook-{i}", daemon=True).start()
 
@@ -148,29 +153,40 @@ class Workers:
     def _work(self) -> None:
         while True:
             done, provider, a, delivery = self.jobs.get()
+            if self.stopping.is_set():
+                continue  # released by stop()
             try:
                 if delivery:
                     Deliveries(self.farm.r, provider).renew(delivery)
-                done.set_result(_process(self.farm, provider, a, delivery))
+                done.set_result(_process(self.farm, provider, a, delivery,
+                                         lambda: self._may_submit(provider, delivery)))
             except Exception as e:  # Redis gone while recording: the farm is stopping
                 done.set_exception(e)
             finally:
                 with self.lock:
                     self.unfinished.discard((provider, delivery))
 
+    def _may_submit(self, provider: str, delivery: str | None) -> bool:
+        """Whether a delivery, fetched and read, may submit its builds: not once stop() released it."""
+        with self.lock:
+            if self.stopping.is_set():
+                return False
+            self.unfinished.discard((provider, delivery))  # stop() leaves it alone from here on
+            return True
+
     def stop(self) -> None:
         with self.lock:
+            self.stopping.set()
             left, self.unfinished = list(self.unfinished), set()
         for provider, delivery in left:
             try:
-                Deliveries(self.farm.r, provider).finish(delivery, 503, {
-                    "result": "error", "error": "the farm stopped before it finished this delivery; redeliver it"})
+                Deliveries(self.farm.r, provider).finish(delivery, 503, {"result": "error", "error": STOPPED})
                 log.warning("%s delivery %s not finished: the farm stopped; it can be redelivered", provider, delivery)
             except redis.RedisError:
                 pass  # its "processing" mark expires after 15 min; then it can be redelivered
 
 
-def _build(farm: Farm, a: Announced) -> tuple[int, dict[str, Any]]:
+def _build(farm: Farm, a: Announced, may_submit: Callable[[], bool]) -> tuple[int, dict[str, Any]]:
     """Fetch, read, plan and submit (blocking: run in a thread)."""
     ev = a.event
     try:
@@ -180,6 +196,8 @@ def _build(farm: Farm, a: Announced) -> tuple[int, dict[str, Any]]:
         ev.changed = mirror.changed_paths(a.before, ev.commit, a.since_merge_base)
     except GitError as e:
         return 502, {"result": "error", "error": f"cannot read the announced commit: {e}"}
+    if not may_submit():
+        return 503, {"result": "error", "error": STOPPED}
     try:
         out = dispatch(text, ev, FarmSink(farm))
     except BuildFileError as e:
@@ -188,10 +206,11 @@ def _build(farm: Farm, a: Announced) -> tuple[int, dict[str, Any]]:
     return 200, {**out.as_json(), "commit": ev.commit, **where}
 
 
-def _process(farm: Farm, provider: str, a: Announced, delivery: str | None) -> tuple[int, dict[str, Any]]:
+def _process(farm: Farm, provider: str, a: Announced, delivery: str | None,
+             may_submit: Callable[[], bool]) -> tuple[int, dict[str, Any]]:
     """_build, its outcome recorded and logged whether or not the provider still waits for it."""
     try:
-        status, reply = _build(farm, a)
+        status, reply = _build(farm, a, may_submit)
     except Exception as e:  # never lose a delivery silently: it is recorded, logged and may be redelivered
         log.exception("%s delivery %s failed", provider, delivery)
         status, reply = 500, {"result": "error", "error": f"internal error ({type(e).__name__}) on this delivery; "

@@ -331,6 +331,9 @@ class MesosBackend:
         ending.join(30)
         if ending.is_alive():
             raise LaunchError("pymesos did not stop within 30 s; the framework may still be registered")
+        if self.driver.framework_id:  # pymesos forgets the id only once its TEARDOWN call went through
+            raise LaunchError("the TEARDOWN call did not go through (see the warning above); the framework "
+                              "is still registered: try again")
         self.r.delete(FRAMEWORK_ID_KEY)
 
     def close(self) -> None:
@@ -402,12 +405,18 @@ class MesosBackend:
         with self._lock:
             self._offers.clear()
         self._unsubscribed += 1
-        if self._unsubscribed > 1:
+        if self._unsubscribed > 1 and not self._master_changing():
             delay = min(RESUBSCRIBE_MAX_DELAY, 0.5 * 2 ** (self._unsubscribed - 2))
             if self._unsubscribed & (self._unsubscribed - 1) == 0:  # 2, 4, 8, ...: not each time
                 log.warning("no subscription with the Mesos master after %d attempts; trying again every %.1f s",
                             self._unsubscribed - 1, delay)
             self._closing.wait(delay)
+
+    def _master_changing(self) -> bool:
+        """Whether pymesos is switching masters (our watchdog, or ZooKeeper naming a leader): it
+        closes the old connection holding its lock then, so that is no time to wait. (Attributes of
+        pymesos' Process, read without its lock: a stale read only costs one pause more or less.)"""
+        return getattr(self.driver, "_new_master", None) != getattr(self.driver, "_master", None)
 
     def offers_arrived(self, offers: list[dict[str, Any]]) -> None:
         with self._lock:
