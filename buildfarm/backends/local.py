@@ -55,6 +55,16 @@ def host_capacity(settings: Settings) -> Resources:
     return Resources(cpus, mem, disk)
 
 
+def _log_unless_gone(what: str, e: Exception) -> None:
+    """A container that ended (409 not running) or went (404) meanwhile is what a kill or remove
+    wanted: say only other failures."""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if status in (404, 409):
+        log.debug("%s: %s", what, e)
+    else:
+        log.warning("%s: %s", what, e)
+
+
 class LocalBackend:
     name = "local"
 
@@ -358,14 +368,14 @@ class DockerRunner:
             try:
                 c.kill()
             except Exception as e:
-                log.info("kill %s: %s", build_id, e)
+                _log_unless_gone(f"kill {build_id}", e)
 
     def remove(self, build_id: str) -> None:
         for c in self._containers(build_id):
             try:
                 c.remove(force=True)
             except Exception as e:
-                log.info("remove %s: %s", build_id, e)
+                _log_unless_gone(f"remove {build_id}", e)
 
     def recover(self) -> dict[str, Found]:
         # Idle warm containers of an earlier run are not builds: start the pool afresh.

@@ -204,7 +204,8 @@ class Engine:
                                                           f"job succeeds")
             extra["tag_result"] = json.dumps(result)
         self.runs.finish(run_id, state, reason, **extra)
-        log.warning("pipeline %s: run %s %s: %s", raw["pipeline"], run_id, state, reason)
+        (log.info if state == "succeeded" else log.warning)("pipeline %s: run %s %s: %s", raw["pipeline"], run_id,
+                                                            state, reason)
 
     # -- cancelling ----------------------------------------------------------------------------------
     def cancel(self, run_id: str, who: str = "user") -> dict[str, Any]:
