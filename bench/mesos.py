@@ -89,8 +89,10 @@ def bench_mesos_offers(n_builds: int, n_agents: int) -> Figure:
 
     specs = {f"b{i}": BuildSpec(repo="git://127.0.0.1/x.git", image="img", command=["true"],
                                 resources={"cpus": [1, 2, 3, 4][i % 4], "mem": 1024}) for i in range(n_builds)}
-    b = MesosBackend(MesosOptions(master="127.0.0.1:1", reconcile_interval=1e9, heartbeat_timeout=1e9), R(), "http://127.0.0.1:1",
-                     lambda ev: None, lambda why: None, list, driver_factory=Driver)
+    # No reconciliation and no heartbeats: the simulated master sends neither.
+    options = MesosOptions(master="127.0.0.1:1", reconcile_interval=1e9, heartbeat_timeout=1e9)
+    b = MesosBackend(options, R(), "http://127.0.0.1:1", lambda ev: None, lambda why: None, list,
+                     driver_factory=Driver)
     b.connected.set()
     queue = list(specs)
     answered, rounds = 0, 0

@@ -3,8 +3,8 @@
 Build containers mount `CACHE/git` read-only: a build's own commands cannot rewrite a mirror that
 later builds of other users check out from. The farm refreshes a repository's mirror in the
 background whenever one of its builds launches with a commit the mirror lacks, so the next build
-finds its commit there and skips the network; a build whose commit is not in the mirror yet clones from the repository,
-borrowing the objects the mirror has.
+finds its commit there and skips the network; a build whose commit is not in the mirror yet clones
+from the repository, borrowing the objects the mirror has.
 
 Only anonymous network URLs are fetched here (git, http, https), with no credentials of the
 farm's user (no ~/.ssh, ~/.netrc or git credential helpers) and no hooks: a build can only cause

@@ -54,11 +54,10 @@ MIN_SECRET = 16
 
 def webhook_secret(data_dir: str | Path) -> str:
     """BUILDFARM_WEBHOOK_SECRET, else DATA_DIR/webhook.secret (created 0600 when missing)."""
-    if os.environ.get(SECRET_ENV) and len(os.environ[SECRET_ENV]) < MIN_SECRET:
-        raise ValueError(f"{SECRET_ENV} is shorter than {MIN_SECRET} characters; use a long random value")
     # A short file protects nothing (an empty key makes every signature forgeable): replace it.
     return local_secret(SECRET_ENV, Path(data_dir) / "webhook.secret", lambda: secrets.token_hex(32),
-                        lambda v: len(v) >= MIN_SECRET, replace_invalid=True)
+                        lambda v: len(v) >= MIN_SECRET, replace_invalid=True,
+                        expected=f"at least {MIN_SECRET} characters; use a long random value")
 
 
 class FarmSink:
@@ -284,8 +283,8 @@ def router(farm: Farm) -> APIRouter:
         events = "push and merge request" if provider.name == "gitlab" else "push and pull request"
         r.add_api_route(f"/hooks/{provider.name}", receive, methods=["POST"],
                         summary=f"{provider.name.capitalize()} webhook",
-                        description=_DESCRIPTION.format(name=provider.name.capitalize(), events=events, lower=provider.name,
-                                                        header=provider.signature_header))
+                        description=_DESCRIPTION.format(name=provider.name.capitalize(), lower=provider.name,
+                                                        events=events, header=provider.signature_header))
 
     for p in PROVIDERS.values():
         route(p)
