@@ -288,16 +288,22 @@ def containers_of(build_id: str) -> list[str]:
 
 
 class RunCounter:
-    """Counts, per build id, how many times a build's command really started (over HTTP on 127.0.0.1)."""
+    """Counts, per build id, how many times a build's command really started (over HTTP on 127.0.0.1).
+    `/gate` answers 503 until the test calls `open_gate()`: builds that poll it hold until then, so a
+    test decides when they end instead of guessing with a sleep."""
 
     def __init__(self):
         self.hits: collections.Counter = collections.Counter()
+        self.gate = threading.Event()
         counter = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                counter.hits[self.path.rsplit("/", 1)[-1]] += 1
-                self.send_response(204)
+                if self.path == "/gate":
+                    self.send_response(204 if counter.gate.is_set() else 503)
+                else:
+                    counter.hits[self.path.rsplit("/", 1)[-1]] += 1
+                    self.send_response(204)
                 self.end_headers()
 
             def log_message(self, *args):
@@ -306,6 +312,13 @@ class RunCounter:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for_gate(self) -> str:
+        """A shell line that holds a build until the gate opens."""
+        return f"until curl -fs {self.url}/gate 2>/dev/null; do sleep 0.2; done"
+
+    def open_gate(self) -> None:
+        self.gate.set()
 
     def close(self):
         self.server.shutdown()

@@ -10,7 +10,9 @@ pytestmark = pytest.mark.docker
 
 
 def test_sigkill_during_five_builds_then_restart_finishes_each_exactly_once(fresh_farm, git_server, counter):
-    repo = git_server.make_repo("restart", {"build.sh": "#!/bin/sh\necho step-one\nsleep 6\necho step-two\n"})
+    # Each build holds at the gate until the farm has been killed and started again.
+    script = f"#!/bin/sh\necho step-one\n{counter.wait_for_gate()}\necho step-two\n"
+    repo = git_server.make_repo("restart", {"build.sh": script})
     farm = fresh_farm()
     command = f'curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID && ./build.sh'
     running = [farm.submit(repo, "sh", "-c", command, options=("--cpus", "0.3", "--mem", "128")) for _ in range(5)]
@@ -21,6 +23,7 @@ def test_sigkill_during_five_builds_then_restart_finishes_each_exactly_once(fres
 
     farm.kill9()
     farm.start()  # same data directory, same port: the same farm
+    counter.open_gate()
 
     records = [farm.wait_done(b, 180) for b in running + queued]
     assert [r["state"] for r in records] == ["succeeded"] * 7, [(r["id"], r["state"], r["reason"]) for r in records]
