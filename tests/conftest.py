@@ -74,6 +74,29 @@ def redis_binary():
     return shutil.which("redis-server")
 
 
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory, redis_binary):
+    """A private, memory-only redis-server on a free loopback port, for in-process tests."""
+    import redis
+
+    d = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen([redis_binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL)
+    r = redis.Redis(port=port)
+
+    def pings() -> bool:
+        try:
+            return r.ping()
+        except redis.ConnectionError:
+            return False
+
+    wait_until(pings, 10, what="redis-server")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(5)
+
+
 class GitServer:
     """Bare repositories under a directory, served read-only by `git daemon` on 127.0.0.1."""
 

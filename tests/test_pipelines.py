@@ -4,13 +4,11 @@ object and Redis (the test plays the builds' side), and cron schedules with an i
 
 from __future__ import annotations
 
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import redis
 from click.testing import CliRunner
 
 from buildfarm.config import Settings
@@ -23,7 +21,6 @@ from buildfarm.pipelines.ticker import ScheduleTicker
 from buildfarm.service import Conflict, Farm
 from buildfarm.states import State
 
-from .conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ZURICH = ZoneInfo("Europe/Zurich")
@@ -172,26 +169,6 @@ def test_parameters_are_substituted_checked_and_may_use_the_matrix():
 
 
 # -- the engine: DAG order and conditions on a real Farm and Redis --------------------------------------
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory, redis_binary):
-    d = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = subprocess.Popen([redis_binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL)
-    r = redis.Redis(port=port)
-    wait_until(lambda: _pings(r), 10, what="redis-server")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(5)
-
-
-def _pings(r) -> bool:
-    try:
-        return r.ping()
-    except redis.ConnectionError:
-        return False
-
 
 @pytest.fixture
 def farm(redis_url, tmp_path):
