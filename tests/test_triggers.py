@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from buildfarm.triggers.buildfile import BuildFileError, Event, glob_match, parse, plan, selected
+from buildfarm.globs import glob_match, selected
+from buildfarm.triggers.buildfile import BuildFileError, Event, parse, plan
 from buildfarm.triggers.dispatch import superseded
 from buildfarm.triggers.gitrepo import GitRepo
 from buildfarm.triggers.providers import PROVIDERS, Ignored, Ping
