@@ -34,7 +34,7 @@ SCOPES = "bf:secret-scopes"  # hash: name -> its scope as JSON (scopes.py); none
 SEALED = "fernet:"
 KEY_ENV = "BUILDFARM_SECRETS_KEY"
 USER_NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
-SECRETUSER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words in logs
 
 
