@@ -86,7 +86,7 @@ class Client:
         return self._request("PUT", f"/api/v1/secrets/{name}/scope", json=scope)
 
     def secrets(self) -> list[dict[str, Any]]:
-        """[{name, scope (or None: unscoped), usable_by}], never a value."""
+        """[{name, scope (None: unscoped), usable (the scope in words)}], never a value."""
         return self._request("GET", "/api/v1/secrets")["secrets"]
 
     def delete_secret(self, name: str) -> dict[str, Any]:

@@ -70,7 +70,8 @@ def router(farm: Farm) -> APIRouter:
         try:
             return farm.rebuild(build_id, Origin.token(who.user, who.role))
         except SubmitError as e:
-            raise ApiError(403 if isinstance(e, OutOfScope) else 400, f"cannot rebuild {build_id}: {e}", [{"field": e.field or "spec", "message": str(e)}]) from None
+            raise ApiError(403 if isinstance(e, OutOfScope) else 400, f"cannot rebuild {build_id}: {e}",
+                           [{"field": e.field or "spec", "message": str(e)}]) from None
 
     # -- logs -------------------------------------------------------------------------------------
     async def follow(build_id: str, offset: int, keep_following: bool) -> AsyncIterator[bytes]:

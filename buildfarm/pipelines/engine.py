@@ -175,9 +175,9 @@ class Engine:
                            "detail": {"run": run_id, "job": j["name"], "pipeline": raw["pipeline"]}}
         spec["inputs"] = [{"build": by_name[n]["build_id"], "name": n} for n in j["needs"]
                           if by_name[n]["build_id"] and by_name[n]["spec"].get("artifacts")]
-        scope = json.loads(raw.get("origin") or "{}")  # runs started before scopes had none
-        origin = Origin("pipeline", trigger.get("user"), scope.get("role"), scope.get("pipeline"),
-                        scope.get("branch"), f"the run's ref {raw.get('ref') or '(the default branch)'} was not "
+        started = json.loads(raw.get("origin") or "{}")  # runs started before secrets had scopes have none
+        origin = Origin("pipeline", trigger.get("user"), started.get("role"), started.get("pipeline"),
+                        started.get("branch"), f"the run's ref {raw.get('ref') or '(the default branch)'} was not "
                                              f"a branch when it started")
         try:
             record = self.farm.submit(BuildSpec.model_validate(spec), origin)
