@@ -7,7 +7,8 @@ and secrets.
 Secret values are encrypted (Fernet: AES-128-CBC with HMAC-SHA256) with the farm's key, which is
 not in Redis: BUILDFARM_SECRETS_KEY, else DATA_DIR/secrets.key (generated, mode 0600). Whoever
 reads Redis (a scheduler host, a backup, a replica) gets no secret; the API decrypts them only for
-the agent of a build that asked for them.
+the agent of a build that asked for them. Each secret's scope (which builds may use it, scopes.py)
+is kept beside it, in clear: it is no secret, and `buildfarm secret list` shows it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ ROLES = ("viewer", "submitter", "admin")
 TOKENS = "bf:tokens"  # hash: sha256(token) -> {"user", "role", "created_at"}
 TOKEN_NAMES = "bf:token-names"  # hash: user -> sha256(token)
 SECRETS = "bf:secrets"  # hash: name -> SEALED + Fernet token of the value
+SCOPES = "bf:secret-scopes"  # hash: name -> its scope as JSON (scopes.py); none: unscoped
 SEALED = "fernet:"
 KEY_ENV = "BUILDFARM_SECRETS_KEY"
-_NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
+USER_NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words in logs
 
@@ -52,7 +54,7 @@ class TokenStore:
     def create(self, user: str, role: str) -> str:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
-        if not _NAME.match(user):
+        if not USER_NAME.match(user):
             raise ValueError(f"{user!r} is not a token name; use letters, digits, '.', '_', '-' or '@' (1-64)")
         if self.r.hexists(TOKEN_NAMES, user):
             raise ValueError(f"a token named {user!r} exists; revoke it first or pick another name")
@@ -116,9 +118,18 @@ def _valid_key(key: str) -> bool:
     return True
 
 
+# Set a stored secret's scope (ARGV[2]; "" unscopes it), in one step with the check that it exists.
+_SET_SCOPE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ARGV[2] == '' then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+
 class SecretStore:
     def __init__(self, r: redis.Redis, key_file: Path):
         self.r = r
+        self._set_scope = r.register_script(_SET_SCOPE)
         self.key_file = Path(key_file)
         self._fernet: Fernet | None = None
 
@@ -148,7 +159,8 @@ class SecretStore:
                 f"secret {name} cannot be decrypted with this farm's key ({KEY_ENV} or {self.key_file}); "
                 f"the key was replaced since it was set: set it again with `buildfarm secret set {name}`") from None
 
-    def set(self, name: str, value: str) -> None:
+    def set(self, name: str, value: str, scope: str | None = None) -> None:
+        """Store a value; `scope` (JSON, "" for none) replaces its scope, None keeps it."""
         if not SECRET_NAME.match(name):
             raise ValueError(f"{name!r} is not a secret name; it becomes an environment variable, so use "
                              f"letters, digits and '_' (not starting with a digit)")
@@ -157,7 +169,25 @@ class SecretStore:
         if len(value) < MIN_SECRET_LENGTH:
             raise ValueError(f"secret {name} is shorter than {MIN_SECRET_LENGTH} characters; so short a value "
                              f"cannot be masked in logs without masking ordinary text")
-        self.r.hset(SECRETS, name, self._seal(value))
+        with self.r.pipeline() as p:
+            p.hset(SECRETS, name, self._seal(value))
+            if scope == "":
+                p.hdel(SCOPES, name)
+            elif scope is not None:
+                p.hset(SCOPES, name, scope)
+            p.execute()
+
+    def set_scope(self, name: str, scope: str) -> bool:
+        """Replace a stored secret's scope (JSON; "" unscopes it); False when there is no such secret."""
+        return bool(self._set_scope(keys=[SECRETS, SCOPES], args=[name, scope]))
+
+    def scopes(self, names: list[str]) -> dict[str, str | None]:
+        """The scope (JSON) of each named secret; None when it has none."""
+        return dict(zip(names, self.r.hmget(SCOPES, names))) if names else {}
+
+    def listing(self) -> list[tuple[str, str | None]]:
+        """(name, scope JSON or None) of every secret, by name."""
+        return list(self.scopes(self.names()).items())
 
     def seal_plain(self) -> int:
         """Encrypt the values an earlier version kept in clear; returns how many."""
@@ -170,7 +200,10 @@ class SecretStore:
         return sorted(self.r.hkeys(SECRETS))
 
     def delete(self, name: str) -> bool:
-        return bool(self.r.hdel(SECRETS, name))
+        with self.r.pipeline() as p:
+            p.hdel(SECRETS, name)
+            p.hdel(SCOPES, name)
+            return bool(p.execute()[0])
 
     def missing(self, names: list[str]) -> list[str]:
         if not names:

@@ -75,32 +75,83 @@ def secret():
     masked in its log. The farm never shows a value again; it keeps it encrypted with its key
     (BUILDFARM_SECRETS_KEY, else DATA_DIR/secrets.key: back it up with the data directory).
 
+    A secret's scope says which builds may use it: the repositories and branches they build, and
+    who asks (pipelines, token roles, token users; admins always may ask). A build outside it is
+    refused at submit; a webhook build of another branch is skipped. A secret with no scope is
+    for admins' builds only.
+
     \b
-      printf %s "$PASSWORD" | buildfarm secret set UPLOAD_PASSWORD
+      printf %s "$PASSWORD" | buildfarm secret set UPLOAD_PASSWORD \\
+          --repo 'git://git.example/app*' --branch main --branch 'release/*' --pipeline release
+      buildfarm secret scope UPLOAD_PASSWORD --repo 'git://git.example/app*' --user alice
     """
+
+
+_DIMENSIONS = ("repos", "branches", "pipelines", "roles", "users")
+
+
+def scope_options(f):
+    """The scope flags of `secret set` and `secret scope`."""
+    for opt, dest, meta, text in reversed((
+            ("--repo", "repos", "GLOB", "a repository URL glob (fnmatch: * crosses /), e.g. 'git://git.example/app*'"),
+            ("--branch", "branches", "GLOB", "a branch glob as in .buildfarm.yml (`*` one segment, `**` any, "
+                                             "!excludes); builds must name a branch the farm verifies"),
+            ("--pipeline", "pipelines", "NAME", "a pipeline (a file of the farm's pipelines directory)"),
+            ("--role", "roles", "ROLE", f"a token role that may submit builds using it (and those above): "
+                                        f"{', '.join(ROLES)}"),
+            ("--user", "users", "NAME", "a token name that may submit builds using it"))):
+        f = click.option(opt, dest, multiple=True, metavar=meta, help=f"{text} (repeatable).")(f)
+    return f
+
+
+def _scope(given: dict) -> dict[str, list[str]] | None:
+    """The scope the flags give, or None when none was given."""
+    scope = {k: list(given[k]) for k in _DIMENSIONS}
+    return scope if any(scope.values()) else None
 
 
 @secret.command("set")
 @click.argument("name")
 @click.option("--value-from-stdin/--prompt", default=None,
               help="Read the value from standard input [default: stdin when it is not a terminal].")
+@scope_options
 @click.pass_context
-def secret_set(ctx, name, value_from_stdin):
-    """Store secret NAME (the value from stdin, or a hidden prompt on a terminal)."""
+def secret_set(ctx, name, value_from_stdin, **scope):
+    """Store secret NAME (the value from stdin, or a hidden prompt on a terminal), with the
+    scope the flags give; without scope flags a secret keeps its scope (a new one has none)."""
     if value_from_stdin or (value_from_stdin is None and not sys.stdin.isatty()):
         value = sys.stdin.read().rstrip("\n")
     else:
         value = click.prompt(f"value of {name}", hide_input=True)
-    _api(_client(ctx).set_secret, name, value)
-    click.echo(f"stored secret {name}", err=True)
+    stored = _api(_client(ctx).set_secret, name, value, _scope(scope))
+    click.echo(f"stored secret {name}: usable {stored['usable']}", err=True)
+
+
+@secret.command("scope")
+@click.argument("name")
+@scope_options
+@click.option("--unscoped", is_flag=True, help="Remove the scope: then only admins' builds may use it.")
+@click.pass_context
+def secret_scope(ctx, name, unscoped, **scope):
+    """Replace the scope of secret NAME (its value stays)."""
+    given = _scope(scope)
+    if bool(given) == unscoped:
+        raise click.UsageError("give the scope (--repo, --branch, --pipeline, --role, --user) or --unscoped")
+    stored = _api(_client(ctx).set_secret_scope, name, given or {})
+    click.echo(f"secret {name}: usable {stored['usable']}", err=True)
 
 
 @secret.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print [{name, scope, usable}] (never a value).")
 @click.pass_context
-def secret_list(ctx):
-    """List secret names."""
-    for n in _api(_client(ctx).secrets):
-        click.echo(n)
+def secret_list(ctx, as_json):
+    """List secrets with their scopes (never their values)."""
+    items = _api(_client(ctx).secrets)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for s in items:
+        click.echo(f"{s['name']:<24} usable {s['usable']}")
 
 
 @secret.command("delete")

@@ -17,10 +17,12 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 class ClientError(Exception):
     """A message for the user; `infrastructure` when the farm itself could not be reached."""
 
-    def __init__(self, message: str, status: int | None = None, infrastructure: bool = False):
+    def __init__(self, message: str, status: int | None = None, infrastructure: bool = False,
+                 field: str | None = None):
         super().__init__(message)
         self.status = status
         self.infrastructure = infrastructure
+        self.field = field  # the request field the farm's answer blames first, if it named one
 
 
 class Client:
@@ -40,7 +42,8 @@ class Client:
         except httpx.TransportError as e:
             raise self._unreachable(e) from None
         if resp.status_code >= 400:
-            raise ClientError(_error_message(resp), resp.status_code, infrastructure=resp.status_code >= 500)
+            raise ClientError(_error_message(resp), resp.status_code, infrastructure=resp.status_code >= 500,
+                              field=_error_field(resp))
         return resp.json()
 
     # -- builds ---------------------------------------------------------------------------------
@@ -74,10 +77,16 @@ class Client:
     def revoke_token(self, user: str) -> dict[str, Any]:
         return self._request("DELETE", f"/api/v1/tokens/{user}")
 
-    def set_secret(self, name: str, value: str) -> dict[str, Any]:
-        return self._request("PUT", f"/api/v1/secrets/{name}", json={"value": value})
+    def set_secret(self, name: str, value: str, scope: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """Store a value; `scope` replaces the secret's scope, None keeps it."""
+        body: dict[str, Any] = {"value": value, **({"scope": scope} if scope is not None else {})}
+        return self._request("PUT", f"/api/v1/secrets/{name}", json=body)
 
-    def secrets(self) -> list[str]:
+    def set_secret_scope(self, name: str, scope: dict[str, list[str]]) -> dict[str, Any]:
+        return self._request("PUT", f"/api/v1/secrets/{name}/scope", json=scope)
+
+    def secrets(self) -> list[dict[str, Any]]:
+        """[{name, scope (None: unscoped), usable (the scope in words)}], never a value."""
         return self._request("GET", "/api/v1/secrets")["secrets"]
 
     def delete_secret(self, name: str) -> dict[str, Any]:
@@ -165,6 +174,14 @@ def _error_message(resp: httpx.Response) -> str:
         return body.get("error") or body.get("detail") or resp.text
     except ValueError:
         return f"HTTP {resp.status_code}: {resp.text[:300]}"
+
+
+def _error_field(resp: httpx.Response) -> str | None:
+    try:
+        details = resp.json().get("details") or []
+        return details[0].get("field") if isinstance(details[0], dict) else None
+    except (ValueError, AttributeError, IndexError):
+        return None
 
 
 def write_stream(chunks: Iterator[bytes], out: BinaryIO) -> None:

@@ -126,6 +126,9 @@ def _serve(settings: Settings, url: str) -> None:
     farm.secrets.check_key()
     if sealed := farm.secrets.seal_plain():
         log.info("encrypted %d secret(s) an earlier version kept in clear", sealed)
+    if unscoped := [name for name, scope in farm.secrets.listing() if not scope]:
+        log.warning("secrets without a scope, usable by admins' builds only until an admin scopes them "
+                    "(`buildfarm secret scope NAME --repo URL-GLOB --branch BRANCH`): %s", ", ".join(unscoped))
     farm.builds.backfill_index()
     holder: dict = {}
     backend = make_backend(settings, farm, lambda ev: holder["scheduler"].on_exit(ev))

@@ -9,8 +9,8 @@ import logging
 import os
 import subprocess
 import time
-import urllib.parse
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .mirrors import ANONYMOUS_SCHEMES, anonymous_git_env
 from .queue import BuildQueue
 from .records import BuildStore
 from .scheduler import Agent, PendingBuild, Resources, unmet_reason
+from .scopes import Origin, SecretScope, has_dot_segments, refusal
 from .spec import BuildSpec, Trigger
 from .stats import Stats
 from .states import TERMINAL, State
@@ -37,6 +38,10 @@ class SubmitError(ValueError):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class OutOfScope(SubmitError):
+    """The build asks for a secret whose scope it is outside; the message names the secret and its scope."""
 
 
 class Conflict(ValueError):
@@ -73,9 +78,10 @@ class Farm:
         self.image_check: Callable[[str], str | None] | None = None
 
     # -- submit ------------------------------------------------------------------------------
-    def submit(self, spec: BuildSpec, user: str | None = None) -> dict[str, Any]:
-        """Validate what only the farm can (capacity, image, ref, secrets), then queue the build.
-        `user` is who asked (an API token's name)."""
+    def submit(self, spec: BuildSpec, origin: Origin) -> dict[str, Any]:
+        """Validate what only the farm can (secrets and their scopes, capacity, image, ref), then
+        queue the build. `origin` is who asks, as the farm established it (an API token, a webhook,
+        a pipeline run)."""
         if not repo_allowed(spec.repo, self.settings.allow_repos):
             raise SubmitError(f"this farm builds only repositories under {', '.join(self.settings.allow_repos)}; "
                               f"{spec.repo} is not one", "repo")
@@ -87,18 +93,18 @@ class Farm:
         if missing:
             raise SubmitError(f"no secret named {', '.join(missing)} on this farm; an admin stores one with "
                               f"`buildfarm secret set NAME`", "secrets")
+        pinned = self._check_scopes(spec, origin)
         self._check_capacity(spec)
         if self.image_check:
             problem = self.image_check(spec.image)
             if problem:
                 raise SubmitError(problem, "image")
-        pinned = None
-        if self.settings.check_repos:
+        if self.settings.check_repos and not pinned:
             pinned = None if spec.commit else check_remote(spec.repo, spec.ref)
         own_secrets = spec.secret_env
         if own_secrets:  # the record shows the names only
             spec = spec.model_copy(update={"secret_env": {k: "***" for k in own_secrets}})
-        record, _token = self.builds.create(spec, user)
+        record, _token = self.builds.create(spec, origin.user)
         if own_secrets:
             self.secrets.keep_for_build(record["id"], own_secrets)
         if pinned:  # the build checks out what the ref pointed at when it was submitted
@@ -108,15 +114,30 @@ class Farm:
         self.builds.wake("submit")
         return record
 
-    def rebuild(self, build_id: str, user: str | None = None) -> dict[str, Any]:
-        """The same spec again (its ref resolved anew), recorded as a rebuild of `build_id`."""
+    def rebuild(self, build_id: str, origin: Origin) -> dict[str, Any]:
+        """The same spec again (its ref resolved anew, its secrets' scopes checked anew against who
+        asks now), recorded as a rebuild of `build_id`."""
         spec = self.builds.spec(build_id)
         if spec.secret_env:
             raise SubmitError(f"build {build_id} was given one-time secrets ({', '.join(spec.secret_env)}), which "
                               f"the farm does not keep; submit it anew with them", "secret_env")
         detail = {"rebuild_of": build_id, **{f"original_{k}": v for k, v in spec.trigger.detail.items()}}
-        spec = spec.model_copy(update={"trigger": Trigger(kind="rebuild", user=user, detail=detail)})
-        return self.submit(spec, user)
+        spec = spec.model_copy(update={"trigger": Trigger(kind="rebuild", user=origin.user, detail=detail)})
+        return self.submit(spec, origin)
+
+    def _check_scopes(self, spec: BuildSpec, origin: Origin) -> str | None:
+        """Refuse a build outside a secret's scope (OutOfScope). Returns the commit its branch check
+        found at the tip of the build's branch, which the build then pins, if it made one."""
+        if not spec.secrets:
+            return None
+        scopes = {n: SecretScope.model_validate_json(s) if s else None
+                  for n, s in self.secrets.scopes(spec.secrets).items()}
+        branch = cache(lambda: verified_branch(spec, origin))
+        for name, scope in scopes.items():
+            why = refusal(name, scope, spec, origin, lambda: branch()[:2])
+            if why:
+                raise OutOfScope(why, "secrets")
+        return branch()[2] if any(s and s.branches for s in scopes.values()) else None
 
     def _check_capacity(self, spec: BuildSpec) -> None:
         if spec.wait_for_capacity:
@@ -224,23 +245,19 @@ def repo_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
     '.' or '..' segments (also %-encoded) is refused: git would resolve it out of the prefix."""
     if not prefixes:
         return True
-    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path if "://" in url else url)
-    if any(seg in (".", "..") for seg in path.replace("\\", "/").split("/")):
-        return False
-    return url.startswith(tuple(prefixes))
+    return not has_dot_segments(url) and url.startswith(tuple(prefixes))
 
 
-def check_remote(url: str, ref: str | None, timeout: float = 20.0) -> str | None:
-    """Fail fast on an unreachable repository or an unknown branch/tag (`git ls-remote`).
-    Returns the commit the ref (or the default branch) points at now, which the build pins."""
+def ls_remote(url: str, timeout: float = 20.0) -> dict[str, str] | None:
+    """The refs of a network repository now (`git ls-remote`): name -> commit, an annotated tag
+    peeled to its commit. None for a local path: that is the build's to read, not the farm's (the
+    build itself finds out, and an unknown ref then ends it `error` with the reason)."""
     if url.startswith(ANONYMOUS_SCHEMES):
         env = anonymous_git_env()
     elif url.startswith("ssh://"):  # the refs only, with the farm's key; nothing of it is mirrored
         env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes", "GIT_ALLOW_PROTOCOL": "ssh",
                "HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin:/usr/local/bin"}
     else:
-        # A local path is the build's to read, not the farm's: the build itself finds out (an
-        # unknown ref then ends it `error` with the reason).
         return None
     try:
         out = subprocess.run(["git", "ls-remote", "--", url], capture_output=True, text=True, timeout=timeout,
@@ -257,6 +274,18 @@ def check_remote(url: str, ref: str | None, timeout: float = 20.0) -> str | None
             refs[name.removesuffix("^{}")] = sha
         else:
             refs.setdefault(name, sha)
+    return refs
+
+
+def check_remote(url: str, ref: str | None, timeout: float = 20.0) -> str | None:
+    """Fail fast on an unreachable repository or an unknown branch/tag (`git ls-remote`).
+    Returns the commit the ref (or the default branch) points at now, which the build pins."""
+    refs = ls_remote(url, timeout)
+    return None if refs is None else ref_commit(refs, url, ref)
+
+
+def ref_commit(refs: dict[str, str], url: str, ref: str | None) -> str | None:
+    """The commit `ref` names among a repository's refs (a branch before a tag of the same name)."""
     if ref is None:
         return refs.get("HEAD")
     for name in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
@@ -264,3 +293,35 @@ def check_remote(url: str, ref: str | None, timeout: float = 20.0) -> str | None
             return refs[name]
     branches = sorted(n.removeprefix("refs/heads/") for n in refs if n.startswith("refs/heads/"))
     raise SubmitError(f"ref {ref!r} not found in {url}; branches: {', '.join(branches[:10]) or 'none'}", "ref")
+
+
+def branch_at(refs: dict[str, str], ref: str | None, commit: str | None) -> str | None:
+    """The branch `ref` names when it is a branch whose tip is `commit` (any tip when None)."""
+    if not ref:
+        return None
+    branch = ref.removeprefix("refs/heads/")
+    tip = refs.get(f"refs/heads/{branch}")
+    return branch if tip and (commit is None or tip.startswith(commit)) else None
+
+
+def verified_branch(spec: BuildSpec, origin: Origin) -> tuple[str | None, str, str | None]:
+    """The branch the build runs as the farm verified it: (branch, why there is none, the branch's
+    tip to pin the build to). A webhook or a pipeline run verified it already; for a token's build
+    the farm asks the repository that `ref` is a branch and that the commit, if any, is its tip."""
+    if origin.via != "token":
+        return origin.branch, origin.no_branch, None
+    if not spec.ref:
+        what = f"commit {spec.commit[:12]} alone" if spec.commit else "the default branch"
+        return None, f"it names no branch ({what} is not a branch the farm can verify): give --ref BRANCH", None
+    refs = ls_remote(spec.repo)
+    if refs is None:
+        return None, f"the farm verifies a branch with git ls-remote, of network repositories only, and " \
+                     f"{spec.repo} is a path", None
+    branch = branch_at(refs, spec.ref, None)
+    if branch is None:
+        return None, f"ref {spec.ref} is not a branch of {spec.repo}", None
+    tip = refs[f"refs/heads/{branch}"]
+    if spec.commit and not tip.startswith(spec.commit):
+        return None, f"commit {spec.commit[:12]} is not the tip of branch {branch} (now {tip[:12]}): only a " \
+                     f"branch's current commit may use a secret scoped to branches", None
+    return branch, "", tip

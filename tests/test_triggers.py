@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from buildfarm.triggers.buildfile import BuildFileError, Event, glob_match, parse, plan, selected
+from buildfarm.globs import glob_match, selected
+from buildfarm.triggers.buildfile import BuildFileError, Event, parse, plan
 from buildfarm.triggers.dispatch import superseded
 from buildfarm.triggers.gitrepo import GitRepo
 from buildfarm.triggers.providers import PROVIDERS, Ignored, Ping
@@ -146,6 +147,20 @@ def test_pull_requests_from_forks_get_no_secrets():
     assert [n for n, _ in fork.specs] == ["test"]
     assert "gets no secrets" in dict(fork.skipped)["deploy"]
     assert [n for n, _ in plan(text, event(pr="3")).specs] == ["deploy", "test"]
+
+
+def test_a_build_with_secrets_names_the_branch_whose_code_it_runs():
+    """What the farm checks secrets' branch scopes against: a push's branch (also as the build's
+    ref, for the git hook's builds), a same-repository pull request's source branch, a fork's none."""
+    text = "builds:\n  deploy:\n    image: i\n    steps: [x]\n    secrets: [DEPLOY_KEY]\n  test:\n    image: i\n    steps: [x]\n"
+    specs = dict(plan(text, event(branch="release/2")).specs)
+    assert specs["deploy"].ref == "release/2" and specs["deploy"].commit == SHA and specs["test"].ref is None
+    assert event(branch="main").code_branch == "main"
+    pr = Event(repo="git://127.0.0.1/app.git", commit=SHA, kind="webhook", branch="main", pr="3",
+               detail={"source_branch": "topic"})
+    assert pr.code_branch == "topic"
+    pr.trusted = False  # from a fork
+    assert pr.code_branch is None
 
 
 def test_superseded_picks_unfinished_builds_of_the_same_branch_or_pr():

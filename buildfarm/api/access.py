@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..auth import ROLES, Principal
+from ..scopes import SecretScope
 from ..service import Farm
 from .auth import COOKIE, require
 from .errors import ApiError
@@ -28,6 +29,14 @@ class SessionRequest(BaseModel):
 class SecretValue(BaseModel):
     model_config = ConfigDict(extra="forbid")
     value: str = Field(..., min_length=1, max_length=64 * 1024)
+    scope: SecretScope | None = Field(None, description="which builds may use it; left out: the secret keeps "
+                                                        "its scope (a new one has none: admins only); null or {}: "
+                                                        "none")
+
+
+def _listed(name: str, scope: str | None) -> dict[str, Any]:
+    s = SecretScope.model_validate_json(scope) if scope else SecretScope()
+    return {"name": name, "scope": s.model_dump() if s.scoped else None, "usable": s.describe()}
 
 
 def router(farm: Farm) -> APIRouter:
@@ -74,18 +83,31 @@ def router(farm: Farm) -> APIRouter:
             raise ApiError(404, f"no token named {user!r}; `buildfarm token list` shows them")
         return {"revoked": user}
 
-    @api.get("/secrets", tags=["access"], summary="Secret names (never their values)", dependencies=[admin])
+    @api.get("/secrets", tags=["access"], summary="Secrets' names and scopes (never their values)",
+             dependencies=[admin])
     def list_secrets() -> dict[str, Any]:
-        return {"secrets": farm.secrets.names()}
+        """Each secret with its `scope` (null: unscoped, admins' builds only) and `usable`, the scope in words."""
+        return {"secrets": [_listed(n, s) for n, s in farm.secrets.listing()]}
 
     @api.put("/secrets/{name}", tags=["access"], summary="Store a secret builds may ask for by name",
              dependencies=[admin])
     def set_secret(name: str, body: SecretValue) -> dict[str, Any]:
+        scope = None
+        if "scope" in body.model_fields_set:
+            scope = body.scope.model_dump_json() if body.scope and body.scope.scoped else ""
         try:
-            farm.secrets.set(name, body.value)
+            farm.secrets.set(name, body.value, scope)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        return {"name": name}
+        return _listed(name, farm.secrets.scopes([name])[name])
+
+    @api.put("/secrets/{name}/scope", tags=["access"], dependencies=[admin],
+             summary="Change which builds may use a secret (its value stays)")
+    def set_secret_scope(name: str, body: SecretScope) -> dict[str, Any]:
+        """An empty scope ({}) unscopes the secret: then only admins' builds may use it."""
+        if not farm.secrets.set_scope(name, body.model_dump_json() if body.scoped else ""):
+            raise ApiError(404, f"no secret named {name!r}; `buildfarm secret list` shows them")
+        return _listed(name, farm.secrets.scopes([name])[name])
 
     @api.delete("/secrets/{name}", tags=["access"], summary="Delete a secret", dependencies=[admin])
     def delete_secret(name: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from ..auth import Principal
-from ..service import Conflict, Farm, SubmitError
+from ..scopes import Origin
+from ..service import Conflict, Farm, OutOfScope, SubmitError
 from ..spec import TRIGGER_KINDS, BuildSpec
 from ..states import TERMINAL, State
 from .auth import require
@@ -32,9 +33,10 @@ def router(farm: Farm) -> APIRouter:
     @api.post("/builds", status_code=201, tags=["builds"], summary="Submit a build")
     def submit(spec: BuildSpec, who: Principal = submitter) -> dict[str, Any]:
         try:
-            return farm.submit(spec, who.user)
+            return farm.submit(spec, Origin.token(who.user, who.role))
         except SubmitError as e:
-            raise ApiError(400, str(e), [{"field": e.field or "spec", "message": str(e)}]) from None
+            raise ApiError(403 if isinstance(e, OutOfScope) else 400, str(e),
+                           [{"field": e.field or "spec", "message": str(e)}]) from None
 
     @api.get("/builds", tags=["builds"], summary="List builds, newest first, filtered and paged",
              dependencies=[viewer])
@@ -66,9 +68,10 @@ def router(farm: Farm) -> APIRouter:
               summary="Submit the same build again (its ref resolved anew)")
     def rebuild(build_id: str, who: Principal = submitter) -> dict[str, Any]:
         try:
-            return farm.rebuild(build_id, who.user)
+            return farm.rebuild(build_id, Origin.token(who.user, who.role))
         except SubmitError as e:
-            raise ApiError(400, f"cannot rebuild {build_id}: {e}", [{"field": e.field or "spec", "message": str(e)}]) from None
+            raise ApiError(403 if isinstance(e, OutOfScope) else 400, f"cannot rebuild {build_id}: {e}",
+                           [{"field": e.field or "spec", "message": str(e)}]) from None
 
     # -- logs -------------------------------------------------------------------------------------
     async def follow(build_id: str, offset: int, keep_following: bool) -> AsyncIterator[bytes]:

@@ -34,10 +34,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..config import local_secret
-from ..service import Conflict, Farm, SubmitError
+from ..scopes import Origin
+from ..service import Conflict, Farm, OutOfScope, SubmitError
 from ..spec import BuildSpec
-from ..triggers.buildfile import FILENAME, BuildFileError
-from ..triggers.dispatch import UNFINISHED, Refused, dispatch
+from ..triggers.buildfile import FILENAME, BuildFileError, Event
+from ..triggers.dispatch import UNFINISHED, Refused, Skipped, dispatch
 from ..triggers.gitrepo import GitError, Mirror
 from ..triggers.providers import PROVIDERS, Announced, Ignored, Ping, Provider
 from .auth import require
@@ -61,14 +62,19 @@ def webhook_secret(data_dir: str | Path) -> str:
 
 
 class FarmSink:
-    """Submits and cancels inside the farm (the webhooks' side of `dispatch`)."""
+    """Submits and cancels inside the farm (the webhooks' side of `dispatch`), for one event."""
 
-    def __init__(self, farm: Farm):
+    def __init__(self, farm: Farm, event: Event):
         self.farm = farm
+        # The signed delivery's branch is what the builds run; a fork's pull request is on none of ours.
+        self.origin = Origin("webhook", event.user, branch=event.code_branch,
+                             no_branch="a pull request from another repository is on no branch of this one")
 
-    def submit(self, spec: dict[str, Any], user: str | None) -> dict[str, Any]:
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self.farm.submit(BuildSpec.model_validate(spec), user)
+            return self.farm.submit(BuildSpec.model_validate(spec), self.origin)
+        except OutOfScope as e:
+            raise Skipped(str(e)) from None
         except SubmitError as e:
             raise Refused(str(e)) from None
 
@@ -198,7 +204,7 @@ def _build(farm: Farm, a: Announced, may_submit: Callable[[], bool]) -> tuple[in
     if not may_submit():
         return 503, {"result": "error", "error": STOPPED}
     try:
-        out = dispatch(text, ev, FarmSink(farm))
+        out = dispatch(text, ev, FarmSink(farm, ev))
     except BuildFileError as e:
         return 422, {"result": "invalid build file", "error": str(e), "commit": ev.commit}
     where = {"pr": ev.pr} if ev.pr else {"branch": ev.branch}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import LockError
 
 from ..artifacts import ArtifactPathError
+from ..auth import Principal
 from ..pipelines.daemon import engine_for
 from ..pipelines.engine import StartError
 from ..pipelines.model import PipelineInvalid, parse
@@ -57,7 +58,7 @@ def router(farm: Farm) -> APIRouter:
                 "invalid": [{"problems": [vars(x) for x in e.problems]} for e in bad]}
 
     # -- runs -----------------------------------------------------------------------------------------
-    def start(body: RunRequest, user: str | None):
+    def start(body: RunRequest, who: Principal):
         params = {k: (("true" if v else "false") if isinstance(v, bool) else str(v))
                   for k, v in body.parameters.items()}
         if body.source is not None:
@@ -76,7 +77,7 @@ def router(farm: Farm) -> APIRouter:
                 return _error(404, f"no pipeline {body.pipeline!r} in {engine.catalog.directory} (pipelines: "
                                    f"{names}); `buildfarm pipeline run FILE` runs a file")
         try:
-            run = engine.start(p, params, {"kind": "api", "user": user})
+            run = engine.start(p, params, {"kind": "api", "user": who.user}, role=who.role)
         except PipelineInvalid as e:
             return _error(422, f"the pipeline is not valid with these parameters:\n{e}",
                           [vars(x) for x in e.problems])
@@ -86,7 +87,7 @@ def router(farm: Farm) -> APIRouter:
 
     @r.post("/api/v1/pipeline-runs", status_code=201, summary="Start a pipeline run")
     def start_run(body: RunRequest, principal=Depends(require("submitter"))):
-        return start(body, principal.user)
+        return start(body, principal)
 
     @r.get("/api/v1/pipeline-runs", summary="Pipeline runs, newest first", dependencies=_deps("viewer"))
     def list_runs(limit: int = Query(20, ge=1, le=500), offset: int = Query(0, ge=0),

@@ -23,7 +23,8 @@ from typing import Any
 from redis.exceptions import LockError
 
 from ..mirrors import NETWORK_SCHEMES
-from ..service import Conflict, Farm, SubmitError, check_remote, repo_allowed
+from ..scopes import Origin
+from ..service import Conflict, Farm, SubmitError, branch_at, ls_remote, ref_commit, repo_allowed
 from ..spec import BuildSpec
 from ..states import State
 from .catalog import Catalog
@@ -45,7 +46,9 @@ class Engine:
         self.catalog = catalog or Catalog()
 
     # -- starting ----------------------------------------------------------------------------------
-    def start(self, p: Pipeline, parameters: dict[str, str], trigger: dict[str, Any]) -> dict[str, Any]:
+    def start(self, p: Pipeline, parameters: dict[str, str], trigger: dict[str, Any],
+              role: str | None = None) -> dict[str, Any]:
+        """Start a run; `role` is the token role of whoever started it (None for a schedule)."""
         try:
             first = plan(p, parameters, commit=None)
             if first.tag and tag_problem(first.tag["name"]):
@@ -61,7 +64,8 @@ class Engine:
             if not first.repo.startswith(NETWORK_SCHEMES):
                 raise StartError(f"repo: {first.repo} is not a git, http(s) or ssh URL; a run pins its commit "
                                  f"with `git ls-remote`, which the farm does for network repositories only")
-            commit = check_remote(first.repo, first.ref)
+            refs = ls_remote(first.repo) or {}
+            commit = ref_commit(refs, first.repo, first.ref)
             if not commit:
                 raise StartError(f"{first.repo} has no commit at {first.ref or 'its default branch'}")
             pinned = plan(p, parameters, commit=commit)
@@ -74,8 +78,13 @@ class Engine:
                  if j.needs else "starting", "build_id": None, "builds": [], "attempt": 0, "exit_code": None}
                 for j in pinned.jobs]
         values = resolve_parameters(p, parameters)
+        # What its builds' secret scopes are checked against: a pipeline is the farm's own only
+        # when it is the text of the farm's file of that name (a posted source names itself).
+        own = self.catalog.get(p.name)
+        origin = {"role": role, "pipeline": p.name if own is not None and own.source == p.source else None,
+                  "branch": branch_at(refs, first.ref, commit)}
         run_id = self.runs.create(p.name, p.file, p.source, values, trigger, first.repo, first.ref, commit,
-                                  pinned.tag, jobs)
+                                  pinned.tag, jobs, origin)
         log.info("pipeline %s: run %s started at %s (%d jobs)", p.name, run_id, commit[:12], len(jobs))
         return self.advance(run_id)
 
@@ -166,8 +175,12 @@ class Engine:
                            "detail": {"run": run_id, "job": j["name"], "pipeline": raw["pipeline"]}}
         spec["inputs"] = [{"build": by_name[n]["build_id"], "name": n} for n in j["needs"]
                           if by_name[n]["build_id"] and by_name[n]["spec"].get("artifacts")]
+        started = json.loads(raw.get("origin") or "{}")  # runs started before secrets had scopes have none
+        origin = Origin("pipeline", trigger.get("user"), started.get("role"), started.get("pipeline"),
+                        started.get("branch"), f"the run's ref {raw.get('ref') or '(the default branch)'} was not "
+                                             f"a branch when it started")
         try:
-            record = self.farm.submit(BuildSpec.model_validate(spec), user=trigger.get("user"))
+            record = self.farm.submit(BuildSpec.model_validate(spec), origin)
         except (SubmitError, ValueError) as e:
             j.update(state="error", reason=f"could not submit: {e}")
             return

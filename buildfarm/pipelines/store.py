@@ -54,7 +54,7 @@ class RunStore:
     # -- runs ------------------------------------------------------------------------------------
     def create(self, pipeline: str, file: str, source: str, parameters: dict[str, str], trigger: dict[str, Any],
                repo: str, ref: str | None, commit: str, tag: dict[str, str] | None,
-               jobs: list[dict[str, Any]]) -> str:
+               jobs: list[dict[str, Any]], origin: dict[str, Any] | None = None) -> str:
         run_id = uuid.uuid4().hex[:10]
         now = time.time()
         fields = {
@@ -62,7 +62,7 @@ class RunStore:
             "reason": "started", "parameters": json.dumps(parameters), "trigger": json.dumps(trigger),
             "repo": repo, "ref": ref or "", "commit": commit, "tag": json.dumps(tag) if tag else "",
             "tag_result": "", "cancel_requested": "", "created_at": now, "finished_at": "",
-            "jobs": json.dumps(jobs),
+            "jobs": json.dumps(jobs), "origin": json.dumps(origin or {}),
         }
         pipe = self.r.pipeline()
         pipe.hset(run_key(run_id), mapping=fields)

@@ -13,19 +13,19 @@
 Every BuildSpec field except repo/ref/commit/trigger may be given; `branches` and `paths` are
 glob lists (`*` stays within one path segment, `**` crosses them, a leading `!` excludes; the
 last pattern that matches decides). For a pull request, `branches` is matched against the branch
-it targets; a pull request from a fork gets no `secrets`. `plan()` turns the file and an event into the BuildSpecs to submit, or the reason
-nothing matched. Errors name the file, the line and what is expected.
+it targets; a pull request from a fork gets no `secrets`, and the farm gives a build a secret only
+within the secret's scope (scopes.py). `plan()` turns the file and an event into the BuildSpecs to
+submit, or the reason nothing matched. Errors name the file, the line and what is expected.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import yaml
 from pydantic import ValidationError
 
+from ..globs import selected
 from ..spec import BuildSpec, describe_errors
 from ..yamlcheck import refusal
 
@@ -58,6 +58,14 @@ class Event:
     # False for a pull request from another repository (a fork): its build file is the
     # contributor's, so its builds get no farm secrets.
     trusted: bool = True
+
+    @property
+    def code_branch(self) -> str | None:
+        """The branch of this repository whose tip is the commit built: the pushed branch, or a pull
+        request's source branch when it is in this repository (a fork's is not)."""
+        if not self.pr:
+            return self.branch
+        return (self.detail.get("source_branch") or None) if self.trusted else None
 
     @property
     def line(self) -> str:
@@ -97,51 +105,6 @@ class Plan:
         if len(reasons) == 1:
             return reasons.pop()
         return "; ".join(f"{name}: {why}" for name, why in self.skipped)
-
-
-# -- globs ------------------------------------------------------------------------------------
-
-@lru_cache(maxsize=512)
-def _glob_regex(pattern: str) -> re.Pattern:
-    if pattern.endswith("/"):
-        pattern += "**"
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def glob_match(pattern: str, name: str) -> bool:
-    """`*` matches within one path segment, `**` across segments, `dir/` everything below dir."""
-    return bool(_glob_regex(pattern).match(name))
-
-
-def selected(patterns: list[str], name: str) -> bool:
-    """Whether `name` passes a filter: the last pattern that matches decides (`!` excludes);
-    a filter made only of exclusions starts from "everything"."""
-    verdict = all(p.startswith("!") for p in patterns)
-    for p in patterns:
-        if p.startswith("!"):
-            if glob_match(p[1:], name):
-                verdict = False
-        elif glob_match(p, name):
-            verdict = True
-    return verdict
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -315,5 +278,9 @@ def plan(text: str | None, event: Event, filename: str = FILENAME) -> Plan:
         trigger = {"kind": event.kind, "user": event.user, "detail": {k: str(v) for k, v in detail.items()}}
         fields = {k: v for k, v in b.spec.items() if v is not None}
         # The commit alone (its branch is in the trigger): a later force-push must not fail this build.
+        # A build with secrets of a push also names its branch, which the farm checks against the
+        # secrets' scopes (and the build then runs only while the commit is on it).
+        if b.spec.get("secrets") and not event.pr and event.branch:
+            fields["ref"] = event.branch
         specs.append((b.name, BuildSpec(repo=event.repo, commit=event.commit, trigger=trigger, **fields)))
     return Plan(specs, skipped, bf.cancel_superseded)

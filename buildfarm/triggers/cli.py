@@ -18,7 +18,7 @@ import click
 
 from ..client import Client, ClientError
 from .buildfile import FILENAME, ZERO, BuildFileError, Event
-from .dispatch import UNFINISHED, Refused, dispatch
+from .dispatch import UNFINISHED, Refused, Skipped, dispatch
 from .gitrepo import GitError, GitRepo
 
 MARKER = "# buildfarm post-receive hook"
@@ -31,10 +31,12 @@ class ClientSink:
     def __init__(self, client: Client):
         self.client = client
 
-    def submit(self, spec: dict[str, Any], user: str | None) -> dict[str, Any]:
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         try:
             return self.client.submit(spec)
         except ClientError as e:
+            if e.status == 403 and e.field == "secrets":  # a secret it asks for is not for this branch
+                raise Skipped(str(e)) from None
             if e.infrastructure or e.status in (401, 403):
                 raise
             raise Refused(str(e)) from None

@@ -21,8 +21,13 @@ class Refused(Exception):
     """The farm refused one build (e.g. its image is not on the host); the message says why."""
 
 
+class Skipped(Refused):
+    """The build may not run for this event (a secret it asks for is not for this branch); it is
+    listed with the skipped builds, with the reason, as a filter that did not match is."""
+
+
 class Sink(Protocol):
-    def submit(self, spec: dict[str, Any], user: str | None) -> dict[str, Any]: ...
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]: ...
 
     def unfinished(self, repo: str) -> list[dict[str, Any]]: ...
 
@@ -71,15 +76,17 @@ def dispatch(text: str | None, event: Event, sink: Sink) -> Outcome:
     out = Outcome(skipped=[{"name": n, "reason": why} for n, why in p.skipped])
     for name, spec in p.specs:
         try:
-            rec = sink.submit(spec.model_dump(mode="json"), event.user)
+            rec = sink.submit(spec.model_dump(mode="json"))
+        except Skipped as e:
+            out.skipped.append({"name": name, "reason": str(e)})
+            continue
         except Refused as e:
             out.refused.append({"name": name, "reason": str(e)})
             continue
         out.queued.append({"id": rec["id"], "name": name, "number": rec["number"]})
-    if not p.specs:
-        out.reason = p.reason
-    elif not out.queued:
-        out.reason = "; ".join(f"{r['name']}: refused: {r['reason']}" for r in out.refused)
+    if not out.queued:
+        refused = "; ".join(f"{r['name']}: refused: {r['reason']}" for r in out.refused)
+        out.reason = refused or Plan([], [(s["name"], s["reason"]) for s in out.skipped]).reason
     if p.cancel_superseded and out.queued:
         for build_id in superseded(sink.unfinished(event.repo), event, min(b["number"] for b in out.queued)):
             try:
