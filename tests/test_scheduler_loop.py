@@ -13,6 +13,7 @@ from buildfarm.backends.base import EXITED, LAUNCH_FAILED, LOST, Exit, Found
 from buildfarm.config import Settings
 from buildfarm.scheduler import Agent, Offer, Resources
 from buildfarm.scheduler.loop import Scheduler
+from buildfarm.scopes import Origin
 from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec
 from buildfarm.states import State
@@ -88,7 +89,7 @@ def scheduler(farm, backend):
 def submit(farm, **fields) -> str:
     spec = BuildSpec(**{"repo": "git://127.0.0.1/app.git", "image": "img", "command": ["make"],
                         "resources": {"cpus": 1, "mem": 256}, **fields})
-    return farm.submit(spec, "alice")["id"]
+    return farm.submit(spec, Origin.token("alice", "submitter"))["id"]
 
 
 def record(farm, build_id) -> dict:
