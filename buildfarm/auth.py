@@ -25,8 +25,8 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from .config import local_secret
 from .records import build_key, token_digest
+from .states import ROLES
 
-ROLES = ("viewer", "submitter", "admin")
 TOKENS = "bf:tokens"  # hash: sha256(token) -> {"user", "role", "created_at"}
 TOKEN_NAMES = "bf:token-names"  # hash: user -> sha256(token)
 SECRETS = "bf:secrets"  # hash: name -> SEALED + Fernet token of the value

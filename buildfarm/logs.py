@@ -7,12 +7,12 @@ ignored, so a log is complete and in order even when the network or the farm hic
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
-import threading
 from contextlib import contextmanager
 from pathlib import Path
+
+from .notify import Notifier
 
 
 class LogStore:
@@ -83,42 +83,6 @@ class LogStore:
                 return f.read(length)
         except FileNotFoundError:
             return b""
-
-
-class Notifier:
-    """Wakes async followers of a build's log when it grows. Safe to call from any thread."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
-
-    def notify(self, build_id: str) -> None:
-        with self._lock:
-            waiters = list(self._waiters.get(build_id, ()))
-        for loop, event in waiters:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # loop closed
-                pass
-
-    async def wait(self, build_id: str, timeout: float) -> None:
-        """Return when the log grows or `timeout` passes (whichever first)."""
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        entry = (loop, event)
-        with self._lock:
-            self._waiters.setdefault(build_id, set()).add(entry)
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
-        finally:
-            with self._lock:
-                s = self._waiters.get(build_id)
-                if s:
-                    s.discard(entry)
-                    if not s:
-                        del self._waiters[build_id]
 
 
 def remove_build_files(root: Path, build_id: str) -> None:

@@ -24,12 +24,13 @@ BUILDS = P + "builds"  # zset: id -> created_at
 ACTIVE_SET = P + "active"  # ids launched and not yet cleaned up by the scheduler
 AGENTS = P + "agents"  # hash: agent id -> json
 WAKEUP = P + "wakeup"  # list: the scheduler blocks on it
+STATE_CHANNEL = P + "state"  # pub/sub: a build's id at each of its state changes (long polls wake on it)
 SEQ = P + "seq"
 INDEX = P + "idx:"  # sets of build ids: idx:state:S, idx:repo:R, idx:trigger:K, idx:user:U
 FILTERS = ("state", "repo", "trigger", "user")
 
-# KEYS: the build's hash, its history list, the state-index prefix, and the build id (a member, not
-# a key: one Redis, never a cluster).
+# KEYS: the build's hash, its history list, the state-index prefix, the build id and the state
+# channel (a member and a channel, not keys: one Redis, never a cluster).
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, ''} end
@@ -44,6 +45,7 @@ for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('RPUSH', KEYS[2], cjson.encode({state = ARGV[1], at = tonumber(ARGV[3]), reason = ARGV[2]}))
+redis.call('PUBLISH', KEYS[5], KEYS[4])
 return {1, cur}
 """
 
@@ -207,7 +209,7 @@ class BuildStore:
         args: list[Any] = [to.value, reason, now, ",".join(s.value for s in allowed_from)]
         for k, v in fields.items():
             args += [k, "" if v is None else v]
-        keys = [build_key(build_id), build_key(build_id) + ":history", INDEX + "state:", build_id]
+        keys = [build_key(build_id), build_key(build_id) + ":history", INDEX + "state:", build_id, STATE_CHANNEL]
         moved, _ = self._transition(keys=keys, args=args)
         return bool(moved)
 

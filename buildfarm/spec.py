@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .states import TRIGGER_KINDS
+
 PRIORITIES = ("high", "normal", "low")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
@@ -38,9 +40,6 @@ class Resources(BaseModel):
     cpus: Annotated[float, Field(gt=0, le=1024, description="CPU cores, fractions allowed")] = 1.0
     mem: Annotated[int, Field(ge=16, le=4 * 1024 * 1024, description="memory limit in MB")] = 1024
     disk: Annotated[int, Field(ge=0, description="scratch disk in MB (placement only)")] = 0
-
-
-TRIGGER_KINDS = ("cli", "api", "hook", "webhook", "pipeline", "jenkins", "rebuild")
 
 
 class Trigger(BaseModel):
@@ -194,14 +193,3 @@ def describe_errors(exc, skip: tuple[str, ...] = (), default: str = "spec") -> l
             msg = "required"
         out.append({"field": field, "message": msg})
     return out
-
-
-def parse_env_pairs(pairs: list[str]) -> dict[str, str]:
-    """['K=V', ...] from the CLI into a dict, with a clear error for a pair without '='."""
-    env = {}
-    for p in pairs:
-        if "=" not in p:
-            raise ValueError(f"--env {p!r}: write KEY=VALUE")
-        k, v = p.split("=", 1)
-        env[k] = v
-    return env

@@ -1,4 +1,6 @@
-"""Build states, which of them are final, and the exit codes the CLI maps them to."""
+"""The words of the farm's records that clients need without its models (this module imports
+nothing heavy, so the CLI starts fast): build states, which of them are final, the exit codes the
+CLI maps them to, what may start a build, and the roles of API tokens."""
 
 from enum import Enum
 
@@ -16,6 +18,15 @@ class State(str, Enum):
 
 TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.ERROR})
 ACTIVE = frozenset({State.LAUNCHING, State.RUNNING})
+TERMINAL_STATES = frozenset(s.value for s in TERMINAL)  # as plain strings, the way records carry them
+
+TRIGGER_KINDS = ("cli", "api", "hook", "webhook", "pipeline", "jenkins", "rebuild")
+# A pipeline run's jobs and the run itself (plain strings: a job may also be pending or skipped).
+JOB_FINAL = frozenset({"succeeded", "failed", "cancelled", "skipped", "error", "timed_out"})
+JOB_FAILED = frozenset({"failed", "error", "timed_out"})
+RUN_FINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+ROLES = ("viewer", "submitter", "admin")  # each may do what the one before it may, and more
 
 EXIT_TIMED_OUT = 124
 EXIT_INFRA_ERROR = 125

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from buildfarm.config import Settings
 from buildfarm.pipelines.catalog import Catalog
-from buildfarm.pipelines.cli import pipeline as pipeline_cli
+from buildfarm.cli.pipeline import pipeline as pipeline_cli
 from buildfarm.pipelines.daemon import engine_for
 from buildfarm.pipelines.model import PipelineInvalid, expand_matrix, parse, parse_file, plan
 from buildfarm.pipelines.store import RunStore

@@ -3,9 +3,14 @@ the agent's report endpoints, health checks and metrics. Each part is a router o
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from .. import __version__
+from ..notify import Notifier, Subscription
+from ..pipelines.store import CHANGED
+from ..records import STATE_CHANNEL
 from ..service import Farm
 from . import access, agent, builds, errors, pipelines
 from . import farm as farm_routes
@@ -13,18 +18,28 @@ from . import hooks, web
 
 
 def create_app(farm: Farm) -> FastAPI:
-    app = FastAPI(title="buildfarm", version=__version__,
+    # Builds' state changes and pipeline runs' changes, from any process, wake this one's long polls.
+    changes = Notifier()
+    subscription = Subscription(farm.r, [STATE_CHANNEL, CHANGED], changes)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        subscription.start()
+        yield
+        subscription.stop()
+
+    app = FastAPI(title="buildfarm", version=__version__, lifespan=lifespan,
                   description="A CI build farm: submit builds, follow their logs, fetch their artifacts. "
                               "Every /api/v1 route needs an API token (`Authorization: Bearer TOKEN`) "
                               "with the role it names: viewer reads, submitter changes builds, admin "
                               "manages tokens and secrets.")
     app.state.farm = farm
     errors.install(app)
-    app.include_router(builds.router(farm))
+    app.include_router(builds.router(farm, changes))
     app.include_router(farm_routes.router(farm))
     app.include_router(access.router(farm))
     app.include_router(agent.router(farm))
-    app.include_router(pipelines.router(farm))
+    app.include_router(pipelines.router(farm, changes))
     app.include_router(hooks.router(farm))
     app.include_router(web.router())
     return app

@@ -12,20 +12,22 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from ..auth import Principal
+from ..notify import Notifier, key
+from ..records import STATE_CHANNEL
 from ..scopes import Origin
 from ..service import Conflict, Farm, OutOfScope, SubmitError
 from ..spec import TRIGGER_KINDS, BuildSpec
-from ..states import TERMINAL, State
+from ..states import TERMINAL_STATES, State
 from .auth import require
 from .errors import ApiError
 
-_TERMINAL = {s.value for s in TERMINAL}
 READ_CHUNK = 256 * 1024
 ENDED_GRACE = 15.0  # seconds a log may stay open after its build ended (the container is being removed)
 KEEPALIVE = 15.0
 
 
-def router(farm: Farm) -> APIRouter:
+def router(farm: Farm, changes: Notifier) -> APIRouter:
+    """`changes` is notified of each build's state changes (see api/app.py): it wakes long polls."""
     api = APIRouter(prefix="/api/v1")
     builds = farm.builds
     viewer, submitter = Depends(require("viewer")), Depends(require("submitter"))
@@ -51,7 +53,14 @@ def router(farm: Farm) -> APIRouter:
 
     @api.get("/builds/{build_id}", tags=["builds"], summary="A build's record and state history",
              dependencies=[viewer])
-    def get_build(build_id: str) -> dict[str, Any]:
+    async def get_build(build_id: str, wait: float = Query(0, ge=0, le=60, description=(
+                            "with state_not: answer as soon as the build's state is not that one, or after "
+                            "this many seconds (a long poll: `--wait` learns of the end when it happens)")),
+                        state_not: State | None = Query(None, description="the state the caller has seen")
+                        ) -> dict[str, Any]:
+        if wait and state_not:
+            await changes.wait_until(key(STATE_CHANNEL, build_id),
+                                     lambda: builds.state(build_id) != state_not.value, wait)
         rec = builds.get(build_id)
         rec["artifacts"] = builds.artifacts(build_id)
         rec["log_bytes"] = farm.logs.size(build_id)
@@ -91,7 +100,7 @@ def router(farm: Farm) -> APIRouter:
                 if farm.logs.size(build_id) <= pos:
                     return
                 continue
-            if builds.state(build_id) in _TERMINAL:
+            if builds.state(build_id) in TERMINAL_STATES:
                 ended_since = ended_since or time.monotonic()
                 if time.monotonic() - ended_since > ENDED_GRACE:
                     return
@@ -125,7 +134,8 @@ def router(farm: Farm) -> APIRouter:
              summary="The build's log live, as Server-Sent Events",
              description="`event: log` carries text (UTF-8, invalid bytes replaced) and `id:` the byte offset "
                          "after it, so a reconnecting EventSource resumes with `Last-Event-ID`; `event: end` "
-                         "carries `{\"state\": ...}` when the build has ended and its log is complete.",
+                         "carries the outcome, `{\"state\", \"reason\", \"exit_code\"}`, when the log is "
+                         "complete (the build has ended).",
              response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}})
     async def log_events(build_id: str, offset: int = Query(0, ge=0, le=2**53),
@@ -147,8 +157,10 @@ def router(farm: Farm) -> APIRouter:
                 if text:
                     held = len(decoder.getstate()[0])
                     yield sse("log", text, pos - held)
-            state = builds.state(build_id)
-            yield sse("end", json.dumps({"state": state}), pos)
+            b = builds.raw(build_id)
+            outcome = {"state": b["state"], "reason": b.get("reason", ""),
+                       "exit_code": int(b["exit_code"]) if b.get("exit_code") else None}
+            yield sse("end", json.dumps(outcome), pos)
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

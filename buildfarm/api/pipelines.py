@@ -16,7 +16,8 @@ from ..auth import Principal
 from ..pipelines.daemon import engine_for
 from ..pipelines.engine import StartError
 from ..pipelines.model import PipelineInvalid, parse
-from ..pipelines.store import RunNotFound
+from ..notify import Notifier, key
+from ..pipelines.store import CHANGED, RunNotFound
 from ..service import Conflict, Farm
 from .auth import require
 from .errors import error as _error
@@ -33,7 +34,8 @@ def _deps(role: str) -> list:
     return [Depends(require(role))]
 
 
-def router(farm: Farm) -> APIRouter:
+def router(farm: Farm, changes: Notifier) -> APIRouter:
+    """`changes` is notified of each change of a run (see api/app.py), which wakes its long polls."""
     engine = engine_for(farm)
     r = APIRouter(tags=["pipelines"])
 
@@ -103,8 +105,16 @@ def router(farm: Farm) -> APIRouter:
 
     @r.get("/api/v1/pipeline-runs/{run_id}", summary="A run and its jobs (a graph: each job's needs)",
            dependencies=_deps("viewer"))
-    def get_run(run_id: str):
+    async def get_run(run_id: str, wait: float = Query(0, ge=0, le=60, description=(
+                          "with version_not: answer when the run's version is not that one any more, or "
+                          "after this many seconds")),
+                      version_not: int | None = Query(None, description="the version the caller has seen")):
         try:
+            if wait and version_not is not None:
+                def changed() -> bool:
+                    return int(engine.runs.raw(run_id).get("version") or 0) != version_not
+
+                await changes.wait_until(key(CHANGED, run_id), changed, wait)
             return engine.get(run_id)
         except RunNotFound:
             return _error(404, f"no pipeline run {run_id!r}; `buildfarm pipeline list` shows recent runs")

@@ -79,7 +79,7 @@ class PipelineWatcher:
         if self.disabled:
             return
         try:
-            runs = self.farm._request("GET", "/api/v1/pipeline-runs", params={"limit": WINDOW})["runs"]
+            runs = self.farm.runs(limit=WINDOW)
         except ClientError as e:
             if e.status == 404:
                 self.disabled = True

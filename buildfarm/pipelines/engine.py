@@ -26,10 +26,10 @@ from ..mirrors import NETWORK_SCHEMES
 from ..scopes import Origin
 from ..service import Conflict, Farm, SubmitError, branch_at, ls_remote, ref_commit, repo_allowed
 from ..spec import BuildSpec
-from ..states import State
+from ..states import JOB_FAILED, JOB_FINAL, State
 from .catalog import Catalog
 from .model import Pipeline, PipelineInvalid, plan, resolve_parameters
-from .store import JOB_FAILED, JOB_FINAL, RunNotFound, RunStore
+from .store import RunNotFound, RunStore
 from .tagging import TagError, create_tag, tag_problem
 
 log = logging.getLogger("buildfarm.pipelines")

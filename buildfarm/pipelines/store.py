@@ -5,6 +5,7 @@ bf:pipeline-run:{id}:lock     the per-run lock every change of a run holds
 bf:pipeline-runs              zset: run id -> created_at (bf:pipeline-runs:{name}: one pipeline's)
 bf:pipeline-runs:active       set: runs not finished (the periodic check advances them)
 bf:pipeline-wakeup            list: run ids whose builds ended (the pipeline daemon pops them)
+bf:pipeline-changed           pub/sub: a run's id each time the run changes (its `version` grows)
 bf:pipeline-cursor            hash: pipeline -> the time its schedule was last checked up to
 bf:pipeline-tick:{name}:{t}   claimed (SET NX) by the one process that handles tick t
 bf:pipeline-schedule-events   list: started / missed / error ticks, newest first (capped)
@@ -23,13 +24,11 @@ P = "bf:pipeline-"
 RUNS = P + "runs"
 ACTIVE = P + "runs:active"
 WAKEUP = P + "wakeup"
+CHANGED = P + "changed"
 CURSOR = P + "cursor"
 EVENTS = P + "schedule-events"
 MAX_EVENTS = 1000
 
-JOB_FINAL = frozenset({"succeeded", "failed", "cancelled", "skipped", "error", "timed_out"})
-JOB_FAILED = frozenset({"failed", "error", "timed_out"})
-RUN_FINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 _MAX = """
 local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -62,7 +61,7 @@ class RunStore:
             "reason": "started", "parameters": json.dumps(parameters), "trigger": json.dumps(trigger),
             "repo": repo, "ref": ref or "", "commit": commit, "tag": json.dumps(tag) if tag else "",
             "tag_result": "", "cancel_requested": "", "created_at": now, "finished_at": "",
-            "jobs": json.dumps(jobs), "origin": json.dumps(origin or {}),
+            "jobs": json.dumps(jobs), "origin": json.dumps(origin or {}), "version": 1,
         }
         pipe = self.r.pipeline()
         pipe.hset(run_key(run_id), mapping=fields)
@@ -82,17 +81,25 @@ class RunStore:
         return json.loads(raw["jobs"])
 
     def save_jobs(self, run_id: str, jobs: list[dict[str, Any]]) -> None:
-        self.r.hset(run_key(run_id), "jobs", json.dumps(jobs))
+        self.set_fields(run_id, jobs=json.dumps(jobs))
 
     def set_fields(self, run_id: str, **fields: Any) -> None:
-        self.r.hset(run_key(run_id), mapping={k: ("" if v is None else v) for k, v in fields.items()})
+        pipe = self.r.pipeline()
+        self._change(pipe, run_id, fields)
+        pipe.execute()
 
     def finish(self, run_id: str, state: str, reason: str, **fields: Any) -> None:
         pipe = self.r.pipeline()
-        pipe.hset(run_key(run_id), mapping={"state": state, "reason": reason, "finished_at": time.time(),
-                                            **{k: ("" if v is None else v) for k, v in fields.items()}})
+        self._change(pipe, run_id, {"state": state, "reason": reason, "finished_at": time.time(), **fields})
         pipe.srem(ACTIVE, run_id)
         pipe.execute()
+
+    @staticmethod
+    def _change(pipe, run_id: str, fields: dict[str, Any]) -> None:
+        """Write fields of a run, count the change in its `version` and announce it (in `pipe`)."""
+        pipe.hset(run_key(run_id), mapping={k: ("" if v is None else v) for k, v in fields.items()})
+        pipe.hincrby(run_key(run_id), "version", 1)
+        pipe.publish(CHANGED, run_id)
 
     def lock(self, run_id: str):
         # Held while a run is advanced; a tag push happens under it, hence the long expiry.
@@ -115,7 +122,7 @@ class RunStore:
             "finished_at": float(raw["finished_at"]) if raw.get("finished_at") else None,
             "tag": json.loads(raw["tag_result"]) if raw.get("tag_result") else (
                 {"name": json.loads(raw["tag"])["name"], "state": "pending"} if raw.get("tag") else None),
-            "counts": _counts(jobs),
+            "counts": _counts(jobs), "version": int(raw.get("version") or 0),
         }
         if full:
             out["jobs"] = [{k: j.get(k) for k in ("name", "job", "needs", "state", "reason", "build_id", "builds",

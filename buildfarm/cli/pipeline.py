@@ -8,7 +8,6 @@ reasons (state `error`); 2 for a bad command line or an invalid pipeline.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime
@@ -16,43 +15,20 @@ from pathlib import Path
 
 import click
 
-from ..client import Client, ClientError
-from ..states import EXIT_CANCELLED, EXIT_INFRA_ERROR
+from ..client import LONG_POLL, Client, ClientError
+from ..states import EXIT_CANCELLED, EXIT_INFRA_ERROR, JOB_FINAL, RUN_FINAL
+from .common import EXIT_USAGE, call, client, duration, echo_json, key_values
 
 # The pipeline model (YAML, croniter, pydantic) is imported by the commands that need it, so
-# every other `buildfarm` command starts as fast as before.
-
-EXIT_USAGE = 2
-RUN_FINAL = {"succeeded", "failed", "cancelled"}
-JOB_FINAL = {"succeeded", "failed", "cancelled", "skipped", "error", "timed_out"}
-
-
-def _client(ctx: click.Context) -> Client:
-    from ..cli import _client as make  # the top-level CLI's client (server, token)
-
-    return make(ctx)
-
-
-def _fail(e: ClientError) -> None:
-    from ..cli import _fail as fail
-
-    fail(e)
-
-
-def _api(ctx: click.Context, method: str, path: str, **kw):
-    try:
-        return _client(ctx)._request(method, path, **kw)
-    except ClientError as e:
-        _fail(e)
+# every other `buildfarm` command starts fast.
 
 
 def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
 
 
-def _duration(run: dict) -> str:
-    secs = int((run.get("finished_at") or time.time()) - run["created_at"])
-    return f"{secs // 60}m{secs % 60:02d}s" if secs >= 60 else f"{secs}s"
+def _took(run: dict) -> str:
+    return duration((run.get("finished_at") or time.time()) - run["created_at"])
 
 
 def exit_code(run: dict) -> int:
@@ -85,7 +61,7 @@ def pipeline() -> None:
 def validate(files, as_json):
     """Check pipeline files: every problem is shown as FILE:LINE: FIELD: what is expected.
     Exits 2 when a file is not valid."""
-    from .model import PipelineInvalid, parse_file, plan
+    from ..pipelines.model import PipelineInvalid, parse_file, plan
 
     bad = False
     report = []
@@ -106,21 +82,11 @@ def validate(files, as_json):
             sched = f", schedule {'; '.join(p.schedule.describe())}" if p.schedule else ""
             click.echo(f"{f}: ok: pipeline {p.name}, {len(p.jobs)} jobs ({len(jobs)} builds per run){sched}")
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        echo_json(report)
     sys.exit(EXIT_USAGE if bad else 0)
 
 
 # -- run -------------------------------------------------------------------------------------------
-
-def _params(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.UsageError(f"-p {pair!r}: write KEY=VALUE")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = v
-    return out
-
 
 @pipeline.command()
 @click.argument("what", metavar="NAME|FILE")
@@ -136,9 +102,9 @@ def run(ctx, what, pairs, wait, follow, as_json):
       buildfarm pipeline run nightly-ib -p release_queue=CMSSW_15_0_X --wait
       buildfarm pipeline run pipelines/release.yaml -p repo=URL -p version=v1.0 --wait --follow
     """
-    from .model import PipelineInvalid, parse_file, plan
+    from ..pipelines.model import PipelineInvalid, parse_file, plan
 
-    params = _params(pairs)
+    params = key_values(pairs, "-p")
     body: dict = {"parameters": params}
     path = Path(what)
     if path.is_file() or what.endswith((".yaml", ".yml")):
@@ -153,16 +119,17 @@ def run(ctx, what, pairs, wait, follow, as_json):
         body.update(pipeline=p.name, source=p.source, file=path.name)
     else:
         body["pipeline"] = what
-    r = _api(ctx, "POST", "/api/v1/pipeline-runs", json=body)
+    farm = client(ctx)
+    r = call(farm.start_run, body)
     if not (wait or follow):
-        click.echo(json.dumps(r, indent=2) if as_json else r["id"])
+        echo_json(r) if as_json else click.echo(r["id"])
         if not as_json:
             click.echo(f"started; watch it with: buildfarm pipeline status {r['id']} --wait", err=True)
         return
     click.echo(f"run {r['id']} of {r['pipeline']} started at {(r.get('commit') or '')[:12]}", err=True)
-    final = _watch(ctx, r["id"], follow=follow, quiet=as_json)
+    final = _watch(farm, r["id"], follow=follow, quiet=as_json)
     if as_json:
-        click.echo(json.dumps(final, indent=2))
+        echo_json(final)
     sys.exit(exit_code(final))
 
 
@@ -183,7 +150,7 @@ def render(run: dict) -> list[str]:
     jobs = run["jobs"]
     depths = _depths(jobs)
     width = max((len(j["name"]) + 2 * depths[j["name"]] for j in jobs), default=10)
-    lines = [f"run {run['id']} {run['pipeline']} {run['state']}  {_duration(run)}  {run.get('reason', '')}"]
+    lines = [f"run {run['id']} {run['pipeline']} {run['state']}  {_took(run)}  {run.get('reason', '')}"]
     for j in sorted(jobs, key=lambda x: depths[x["name"]]):
         name = "  " * depths[j["name"]] + j["name"]
         extra = f" (attempt {j['attempt']})" if (j.get("attempt") or 0) > 1 else ""
@@ -195,19 +162,16 @@ def render(run: dict) -> list[str]:
     return lines
 
 
-def _watch(ctx, run_id: str, follow: bool, quiet: bool) -> dict:
-    """Poll the run until it ends: a live view on a terminal, a line per change otherwise."""
+def _watch(farm: Client, run_id: str, follow: bool, quiet: bool) -> dict:
+    """Follow the run until it ends: a live view on a terminal, a line per change otherwise. The farm
+    answers each long poll when the run changes, so the end is seen when it happens."""
     err = sys.stderr
     live = err.isatty() and not follow
     shown: dict[str, str] = {}
     printed_logs: set[str] = set()
     drawn = 0
-    client = _client(ctx)
+    run = call(farm.run, run_id)
     while True:
-        try:
-            run = client._request("GET", f"/api/v1/pipeline-runs/{run_id}")
-        except ClientError as e:
-            _fail(e)
         if live:
             lines = render(run)
             if drawn:
@@ -226,13 +190,14 @@ def _watch(ctx, run_id: str, follow: bool, quiet: bool) -> dict:
                                err=True)
                 if follow and j["state"] in JOB_FINAL and j.get("build_id") and j["name"] not in printed_logs:
                     printed_logs.add(j["name"])
-                    _print_log(client, j, quiet)
+                    _print_log(farm, j, quiet)
         if run["state"] in RUN_FINAL:
             if not live:
                 for ln in render(run):
                     click.echo(ln, err=True)
             return run
-        time.sleep(1.0)
+        # A live view redraws its clock once a second; otherwise only a change matters.
+        run = call(farm.run, run_id, wait=1.0 if live else LONG_POLL, version_not=run.get("version", 0))
 
 
 def _print_log(client: Client, job: dict, quiet: bool) -> None:
@@ -254,10 +219,11 @@ def _print_log(client: Client, job: dict, quiet: bool) -> None:
 @click.pass_context
 def list_(ctx, limit, as_json):
     """The farm's pipelines (schedule, next tick, last run, missed ticks) and recent runs."""
-    pipes = _api(ctx, "GET", "/api/v1/pipelines")
-    runs = _api(ctx, "GET", "/api/v1/pipeline-runs", params={"limit": limit})
+    farm = client(ctx)
+    pipes = call(farm.pipelines)
+    runs = call(farm.runs, limit)
     if as_json:
-        click.echo(json.dumps({**pipes, "runs": runs["runs"]}, indent=2))
+        echo_json({**pipes, "runs": runs})
         return
     if not pipes["pipelines"]:
         click.echo(f"no pipelines in {pipes.get('directory')}", err=True)
@@ -277,12 +243,12 @@ def list_(ctx, limit, as_json):
         click.echo("\nmissed ticks (the farm was not running):")
         for name, m in sorted(missed, key=lambda x: -x[1]["tick"])[:20]:
             click.echo(f"  {name:<16} {m['tick_local']}  {m.get('reason', '')}")
-    if runs["runs"]:
+    if runs:
         click.echo(f"\n{'RUN':<11} {'PIPELINE':<16} {'STATE':<10} {'STARTED':<17} {'TOOK':<7} JOBS")
-        for r in runs["runs"]:
+        for r in runs:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(r["counts"].items()))
             click.echo(f"{r['id']:<11} {r['pipeline']:<16} {r['state']:<10} {_when(r['created_at']):<17} "
-                       f"{_duration(r):<7} {counts}")
+                       f"{_took(r):<7} {counts}")
 
 
 @pipeline.command()
@@ -292,10 +258,10 @@ def list_(ctx, limit, as_json):
 @click.pass_context
 def status(ctx, run_id, wait, as_json):
     """A run: its jobs as a graph (indented by depth), their states and builds."""
-    run = _watch(ctx, run_id, follow=False, quiet=as_json) if wait else \
-        _api(ctx, "GET", f"/api/v1/pipeline-runs/{run_id}")
+    farm = client(ctx)
+    run = _watch(farm, run_id, follow=False, quiet=as_json) if wait else call(farm.run, run_id)
     if as_json:
-        click.echo(json.dumps(run, indent=2))
+        echo_json(run)
     elif not wait:
         for ln in render(run):
             click.echo(ln)
@@ -309,5 +275,5 @@ def status(ctx, run_id, wait, as_json):
 @click.pass_context
 def cancel(ctx, run_id, as_json):
     """Cancel a run: its queued and running builds are cancelled, jobs not started become cancelled."""
-    run = _api(ctx, "POST", f"/api/v1/pipeline-runs/{run_id}/cancel")
-    click.echo(json.dumps(run, indent=2) if as_json else f"run {run_id} {run['state']}: {run.get('reason', '')}")
+    run = call(client(ctx).cancel_run, run_id)
+    echo_json(run) if as_json else click.echo(f"run {run_id} {run['state']}: {run.get('reason', '')}")

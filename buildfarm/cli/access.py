@@ -3,21 +3,20 @@ secrets builds may ask for. Managing tokens and secrets needs an admin token."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 import click
 
-from .auth import ROLES
-from .cli import _api, _client
+from ..states import ROLES
+from .common import call, client, echo_json
 
 
 @click.command()
 @click.pass_context
 def whoami(ctx):
     """Show the user and role of the token in use."""
-    me = _api(_client(ctx).whoami)
+    me = call(client(ctx).whoami)
     click.echo(f"{me['user']} ({me['role']})")
 
 
@@ -39,9 +38,9 @@ def token():
 @click.pass_context
 def token_create(ctx, user, role, as_json):
     """Create a token for USER and print it (the only time it is shown)."""
-    made = _api(_client(ctx).create_token, user, role)
+    made = call(client(ctx).create_token, user, role)
     if as_json:
-        click.echo(json.dumps(made, indent=2))
+        echo_json(made)
         return
     click.echo(made["token"])
     click.echo(f"token for {user} ({role}); it is not shown again: keep it now", err=True)
@@ -52,9 +51,9 @@ def token_create(ctx, user, role, as_json):
 @click.pass_context
 def token_list(ctx, as_json):
     """List token names and roles (never the tokens)."""
-    items = _api(_client(ctx).tokens)
+    items = call(client(ctx).tokens)
     if as_json:
-        click.echo(json.dumps(items, indent=2))
+        echo_json(items)
         return
     for t in items:
         click.echo(f"{t['user']:<24} {t['role']:<10} created {time.strftime('%Y-%m-%d %H:%M', time.localtime(t['created_at']))}")
@@ -65,7 +64,7 @@ def token_list(ctx, as_json):
 @click.pass_context
 def token_revoke(ctx, user):
     """Revoke USER's token: it stops working at once."""
-    _api(_client(ctx).revoke_token, user)
+    call(client(ctx).revoke_token, user)
     click.echo(f"revoked {user}'s token", err=True)
 
 
@@ -123,7 +122,7 @@ def secret_set(ctx, name, value_from_stdin, **scope):
         value = sys.stdin.read().rstrip("\n")
     else:
         value = click.prompt(f"value of {name}", hide_input=True)
-    stored = _api(_client(ctx).set_secret, name, value, _scope(scope))
+    stored = call(client(ctx).set_secret, name, value, _scope(scope))
     click.echo(f"stored secret {name}: usable {stored['usable']}", err=True)
 
 
@@ -137,7 +136,7 @@ def secret_scope(ctx, name, unscoped, **scope):
     given = _scope(scope)
     if bool(given) == unscoped:
         raise click.UsageError("give the scope (--repo, --branch, --pipeline, --role, --user) or --unscoped")
-    stored = _api(_client(ctx).set_secret_scope, name, given or {})
+    stored = call(client(ctx).set_secret_scope, name, given or {})
     click.echo(f"secret {name}: usable {stored['usable']}", err=True)
 
 
@@ -146,9 +145,9 @@ def secret_scope(ctx, name, unscoped, **scope):
 @click.pass_context
 def secret_list(ctx, as_json):
     """List secrets with their scopes (never their values)."""
-    items = _api(_client(ctx).secrets)
+    items = call(client(ctx).secrets)
     if as_json:
-        click.echo(json.dumps(items, indent=2))
+        echo_json(items)
         return
     for s in items:
         click.echo(f"{s['name']:<24} usable {s['usable']}")
@@ -159,5 +158,5 @@ def secret_list(ctx, as_json):
 @click.pass_context
 def secret_delete(ctx, name):
     """Delete secret NAME."""
-    _api(_client(ctx).delete_secret, name)
+    call(client(ctx).delete_secret, name)
     click.echo(f"deleted secret {name}", err=True)

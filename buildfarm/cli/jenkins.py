@@ -1,4 +1,4 @@
-"""`buildfarm jenkins-bridge`: the command that runs the bridge (see bridge.py)."""
+"""`buildfarm jenkins-bridge`: the command that runs the bridge (see jenkins/bridge.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 
 import click
 
-EXIT_USAGE = 2
-EXIT_INFRA_ERROR = 125
+from ..states import EXIT_INFRA_ERROR
+from .common import EXIT_USAGE, client
 
 
 def _emitter(as_json: bool):
@@ -67,11 +67,10 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
     import jenkins
     import requests
 
-    from ..cli import _client
     from ..client import ClientError
-    from .bridge import Bridge
-    from .downstream import PipelineWatcher, StateFileError
-    from .labelmap import LabelMapError, load_label_map
+    from ..jenkins.bridge import Bridge
+    from ..jenkins.downstream import PipelineWatcher, StateFileError
+    from ..jenkins.labelmap import LabelMapError, load_label_map
 
     try:
         lm = load_label_map(label_map, default_repo=repo)
@@ -97,7 +96,7 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
     except (requests.RequestException, KeyError) as e:
         click.echo(f"error: cannot reach Jenkins at {url} ({type(e).__name__}); check --url", err=True)
         sys.exit(EXIT_INFRA_ERROR)
-    farm = _client(ctx)
+    farm = client(ctx)
     try:
         watcher = PipelineWatcher(server, farm, downstream_job, emit, pipeline_state) if downstream_job else None
     except StateFileError as e:
