@@ -2,8 +2,8 @@
 
     python -m bench [--quick] [--only NAME[,NAME...]] [--no-extras] [--keep] [--output FILE]
 
-Figures: first-line, throughput, core, log; extras (informational): mesos-running, mesos-offers,
-jenkins-agent.
+Figures: first-line, throughput, core, log, cli-start, cli-submit, cli-pipeline; extras: cli-mesos
+(needs pymesos), and informational: mesos-running, mesos-offers, jenkins-agent.
 Results are printed, written to bench/results/latest.json, and summed up in a Markdown table
 that can be pasted into the README.
 """
@@ -33,14 +33,16 @@ from tests.conftest import IMAGE, FarmProcess, GitServer
 
 from .common import Api, Figure, remove_bench_containers, say, stop_farm
 
-REQUIRED = ["first-line", "throughput", "core", "log"]
-EXTRAS = ["mesos-running", "mesos-offers", "jenkins-agent"]
-FARM_FIGURES = {"first-line", "throughput", "log", "mesos-running", "jenkins-agent"}
+REQUIRED = ["first-line", "throughput", "core", "log", "cli-start", "cli-submit", "cli-pipeline"]
+EXTRAS = ["cli-mesos", "mesos-running", "mesos-offers", "jenkins-agent"]
+FARM_FIGURES = {"first-line", "throughput", "log", "mesos-running", "jenkins-agent", "cli-start", "cli-submit",
+                "cli-pipeline", "cli-mesos"}
 
 
 def sizes(quick: bool) -> dict:
     if quick:
         return {"first-line": 5, "throughput": 5, "log": 100_000_000, "core": (2_000, 200, 3),
+                "cli-start": 5, "cli-submit": 5, "cli-pipeline": 3, "cli-mesos": 3,
                 "mesos-running": 5, "mesos-offers": (200, 20),
                 "jenkins-agent": 5}
     return {"first-line": 20, "throughput": 50, "log": 1_000_000_000, "core": (10_000, 1_000, 5),
@@ -111,20 +113,21 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         load0 = os.getloadavg()[0]
         try:
-            fig = fn(*a)
+            out = fn(*a)
         except Exception as e:  # noqa: BLE001  (one figure failing must not stop the others)
             traceback.print_exc()
             errors.append({"key": key, "error": f"{type(e).__name__}: {e}"})
             say(f"{key}: FAILED ({type(e).__name__}: {e})")
             return
-        fig.details["loadavg_1m"] = [load0, os.getloadavg()[0]]
-        figures.append(fig)
-        if fig.details.get("lossless") is False:
-            errors.append({"key": key, "error": "the farm's log lost or changed bytes"})
-        say(f"=> {fig.line()}  ({time.perf_counter() - t:.0f} s; load average {load0:.1f} -> "
-            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
-        for note in fig.notes:
-            say(f"   {note}")
+        for fig in out if isinstance(out, list) else [out]:  # a function may give several figures
+            fig.details["loadavg_1m"] = [load0, os.getloadavg()[0]]
+            figures.append(fig)
+            if fig.details.get("lossless") is False:
+                errors.append({"key": key, "error": "the farm's log lost or changed bytes"})
+            say(f"=> {fig.line()}  ({time.perf_counter() - t:.0f} s; load average {load0:.1f} -> "
+                f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
+            for note in fig.notes:
+                say(f"   {note}")
 
     # Pure figures first, while no farm runs.
     if "core" in args.selected:
@@ -154,6 +157,16 @@ def main(argv=None) -> int:
                 run("first-line", bench_first_line, api, n["first-line"])
             if "throughput" in args.selected:
                 run("throughput", bench_throughput, api, n["throughput"])
+            from .cli import bench_cli_mesos, bench_cli_pipeline, bench_cli_start, bench_cli_submit
+
+            if "cli-start" in args.selected:
+                run("cli-start", bench_cli_start, api, n["cli-start"])
+            if "cli-submit" in args.selected:
+                run("cli-submit", bench_cli_submit, api, n["cli-submit"])
+            if "cli-pipeline" in args.selected:
+                run("cli-pipeline", bench_cli_pipeline, api, n["cli-pipeline"], tmp)
+            if "cli-mesos" in args.selected:
+                run("cli-mesos", bench_cli_mesos, api, n["cli-mesos"], tmp)
             if "mesos-running" in args.selected:
                 from .mesos import bench_mesos_running
 

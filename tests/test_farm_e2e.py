@@ -87,6 +87,21 @@ def test_cancel_in_the_middle(farm, app_repo):
     assert again.returncode == 2 and b"already ended" in again.stderr
 
 
+def test_a_long_poll_answers_when_the_state_changes(farm, app_repo):
+    """`--wait` learns of the end from the farm: a status request with state_not is held until the
+    build's state is another one (here: until the running build has ended), not answered at once."""
+    bid = farm.submit(app_repo, "sh", "-c", "echo started; sleep 2; exit 3")
+    wait_until(lambda: b"started" in farm.log_text(bid), 60, what="the build to start")
+    held = farm.api("GET", f"/api/v1/builds/{bid}", params={"wait": 60, "state_not": "running"}, timeout=90)
+    assert held.status_code == 200
+    assert (held.json()["state"], held.json()["exit_code"]) == ("failed", 3)
+    # A state the build is not in is answered at once; a bad state is refused.
+    assert farm.api("GET", f"/api/v1/builds/{bid}", params={"wait": 60, "state_not": "queued"}).json()["state"] \
+        == "failed"
+    bad = farm.api("GET", f"/api/v1/builds/{bid}", params={"wait": 60, "state_not": "sleeping"})
+    assert bad.status_code == 422 and "state_not" in bad.text
+
+
 def test_cancel_a_queued_build(farm, app_repo):
     bid = farm.submit(app_repo, "true", options=("--cpus", "64", "--wait-for-capacity"))
     assert farm.build(bid)["state"] == "queued"

@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -175,8 +176,13 @@ def test_cancel_a_run(pfarm, sample):
         return jobs(r)["long"]["state"] == "running" and r
 
     run = wait_until(running, 60, 0.5, what="the long job to run")
-    out = pfarm.cli("pipeline", "cancel", run_id)
+    with ThreadPoolExecutor(1) as pool:  # a watcher's long poll, held until the run changes
+        held = pool.submit(pfarm.api, "GET", f"/api/v1/pipeline-runs/{run_id}",
+                           params={"wait": 60, "version_not": run["version"]}, timeout=90)
+        out = pfarm.cli("pipeline", "cancel", run_id)
+        changed = held.result().json()
     assert out.returncode == 0 and f"run {run_id} cancelled" in out.stdout.decode()
+    assert changed["version"] > run["version"] and changed["reason"].startswith("cancelled by")
     out = pfarm.cli("pipeline", "status", run_id, "--wait")
     assert out.returncode == 130
     run = json.loads(pfarm.cli("pipeline", "status", run_id, "--json").stdout)
