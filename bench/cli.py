@@ -28,9 +28,9 @@ repo: "${{ params.repo }}"
 image: %s
 parameters: {repo: null}
 jobs:
-  one: {command: ["true"], resources: {cpus: 0.5, mem: 256}}
-  two: {command: ["true"], needs: [one], resources: {cpus: 0.5, mem: 256}}
-  three: {command: ["true"], needs: [two], resources: {cpus: 0.5, mem: 256}}
+  one: {steps: ["true"], resources: {cpus: 0.5, mem: 256}}
+  two: {steps: ["true"], needs: [one], resources: {cpus: 0.5, mem: 256}}
+  three: {steps: ["true"], needs: [two], resources: {cpus: 0.5, mem: 256}}
 """ % IMAGE
 
 
@@ -114,12 +114,13 @@ def bench_cli_submit(api: Api, n: int) -> Figure:
     return fig
 
 
-def timeline(api: Api, env: dict[str, str]) -> dict[str, float]:
+def timeline(api: Api, env: dict[str, str], quiesce: bool = True) -> dict[str, float]:
     """Where one `submit --wait` spends its time, from the CLI's exec to its exit, with the farm's
     recorded state changes in between (one clock: this machine's)."""
-    api.quiesce()
+    if quiesce:
+        api.quiesce()
     t0 = time.time()
-    p = subprocess.run(submit_argv(api.repo) + [], env=env, capture_output=True)
+    p = subprocess.run(submit_argv(api.repo), env=env, capture_output=True)
     t_exit = time.time()
     bid = p.stderr.decode().split()[1]  # "build ID queued"
     b = api.get(bid)
@@ -165,12 +166,18 @@ def bench_cli_mesos(local: Api, n: int, tmp: Path) -> Figure:
     env = cli_env(mfarm)
     bare = [sys.executable, "-m", "bench.bare_framework", master.address, IMAGE]
     bare_env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+    mapi = Api(mfarm, local.repo)
     try:
         xs, ys = interleaved(lambda: run(submit_argv(local.repo), env), lambda: run(bare, bare_env), n)
+        steps = timeline(mapi, env, quiesce=False)
     finally:
+        mapi.close()
         stop_farm(mfarm)
         master.stop()
     say(f"  buildfarm {median(xs):.3f} s, bare framework {median(ys):.3f} s")
-    return figure("cli-mesos", "`buildfarm submit --wait -- true` through the Mesos double", xs, ys,
-                  "a bare pymesos framework, one Docker task", "<= 1.2x", 1.2)
+    fig = figure("cli-mesos", "`buildfarm submit --wait -- true` through the Mesos double", xs, ys,
+                 "a bare pymesos framework, one Docker task", "<= 1.2x", 1.2)
+    fig.details["timeline"] = steps
+    fig.notes.append("one submit: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in steps.items()))
+    return fig
 

@@ -13,12 +13,12 @@ import http.client
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
-from .states import TERMINAL_STATES
+from .states import TERMINAL_STATES, UNFINISHED_STATES
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 CHUNK = 64 * 1024
@@ -63,7 +63,7 @@ class Client:
         ClientError with the farm's message. `read_timeout` None: wait for the body forever."""
         target = self._prefix + quote(path)
         if params:
-            target += "?" + urlencode({k: v for k, v in params.items() if v is not None})
+            target += "?" + urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
         headers = dict(self._headers)
         data = None
         if body is not None:
@@ -106,21 +106,24 @@ class Client:
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", "/api/v1/builds", body=spec)
 
-    def get(self, build_id: str, wait: float | None = None, state_not: str | None = None) -> dict[str, Any]:
-        """The build's record. With `wait` and `state_not`, the farm answers when the build's state is
-        not `state_not` any more, or after `wait` seconds (whichever first)."""
-        params = {"wait": wait, "state_not": state_not} if wait and state_not else None
-        return self._request("GET", f"/api/v1/builds/{build_id}", params,
-                             timeout=self.timeout + (wait or 0))
+    def get(self, build_id: str, wait: float | None = None, state_not: Iterable[str] = ()) -> dict[str, Any]:
+        """The build's record. With `wait` and `state_not`, the farm answers as soon as the build's
+        state is none of `state_not`, or after `wait` seconds (whichever first)."""
+        params = {"wait": wait, "state_not": list(state_not)} if wait and state_not else None
+        return self._request("GET", f"/api/v1/builds/{build_id}", params, timeout=self.timeout + (wait or 0))
 
-    def wait(self, build_id: str, on_change=None) -> dict[str, Any]:
-        """The build's record once it has ended: the farm answers each long poll when the state
-        changes, so this returns as soon as the build ends. `on_change(record)` sees every state."""
+    def wait(self, build_id: str, on_change: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """The build's record once it has ended, as soon as it has: the farm holds each request until
+        the state changes. With `on_change`, each unfinished state is shown to it on the way."""
+        if on_change is None:  # one request (a new one every LONG_POLL seconds)
+            b = self.get(build_id, wait=LONG_POLL, state_not=UNFINISHED_STATES)
+            while b["state"] not in TERMINAL_STATES:
+                b = self.get(build_id, wait=LONG_POLL, state_not=UNFINISHED_STATES)
+            return b
         b = self.get(build_id)
         while b["state"] not in TERMINAL_STATES:
-            if on_change:
-                on_change(b)
-            b = self.get(build_id, wait=LONG_POLL, state_not=b["state"])
+            on_change(b)
+            b = self.get(build_id, wait=LONG_POLL, state_not=[b["state"]])
         return b
 
     def list(self, limit: int = 50, offset: int = 0, **filters: str | None) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ class State(str, Enum):
 TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.ERROR})
 ACTIVE = frozenset({State.LAUNCHING, State.RUNNING})
 TERMINAL_STATES = frozenset(s.value for s in TERMINAL)  # as plain strings, the way records carry them
+UNFINISHED_STATES = tuple(s.value for s in State if s not in TERMINAL)
 
 TRIGGER_KINDS = ("cli", "api", "hook", "webhook", "pipeline", "jenkins", "rebuild")
 # A pipeline run's jobs and the run itself (plain strings: a job may also be pending or skipped).

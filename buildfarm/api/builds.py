@@ -54,13 +54,15 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
     @api.get("/builds/{build_id}", tags=["builds"], summary="A build's record and state history",
              dependencies=[viewer])
     async def get_build(build_id: str, wait: float = Query(0, ge=0, le=60, description=(
-                            "with state_not: answer as soon as the build's state is not that one, or after "
+                            "with state_not: answer as soon as the build's state is none of those, or after "
                             "this many seconds (a long poll: `--wait` learns of the end when it happens)")),
-                        state_not: State | None = Query(None, description="the state the caller has seen")
-                        ) -> dict[str, Any]:
+                        state_not: list[State] = Query([], description=(
+                            "states to wait past (repeatable): the one the caller has seen, or every "
+                            "unfinished state to wait for the end"))) -> dict[str, Any]:
         if wait and state_not:
-            await changes.wait_until(key(STATE_CHANNEL, build_id),
-                                     lambda: builds.state(build_id) != state_not.value, wait)
+            waiting = {s.value for s in state_not}
+            await changes.wait_until(key(STATE_CHANNEL, build_id), lambda: builds.state(build_id) not in waiting,
+                                     wait)
         rec = builds.get(build_id)
         rec["artifacts"] = builds.artifacts(build_id)
         rec["log_bytes"] = farm.logs.size(build_id)

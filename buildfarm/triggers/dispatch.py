@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..states import UNFINISHED_STATES as UNFINISHED
 from .buildfile import Event, Plan, plan
-
-UNFINISHED = ("queued", "launching", "running")
 
 
 class Refused(Exception):
