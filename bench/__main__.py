@@ -46,6 +46,7 @@ def sizes(quick: bool) -> dict:
                 "mesos-running": 5, "mesos-offers": (200, 20),
                 "jenkins-agent": 5}
     return {"first-line": 20, "throughput": 50, "log": 1_000_000_000, "core": (10_000, 1_000, 5),
+            "cli-start": 10, "cli-submit": 10, "cli-pipeline": 5, "cli-mesos": 10,
             "mesos-running": 20, "mesos-offers": (1_000, 100),
             "jenkins-agent": 20}
 
