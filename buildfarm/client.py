@@ -3,22 +3,24 @@ are the farm's routes, its errors are messages for a person.
 
 It speaks HTTP with the standard library's http.client, one connection per request (so one Client
 may be shared between threads): a `buildfarm status` starts in tens of milliseconds, where httpx
-alone takes over 100 ms to import.
+alone takes over 100 ms to import. http.client itself (with the email parser and ssl it brings,
+~20 ms) is imported at the first request, so `buildfarm --help` does not pay for it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
 from .states import TERMINAL_STATES, UNFINISHED_STATES
+
+if TYPE_CHECKING:
+    import http.client
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 CHUNK = 64 * 1024
@@ -61,6 +63,7 @@ class Client:
               timeout: float | None = None, read_timeout: float | None = -1.0) -> http.client.HTTPResponse:
         """Send one request; the response is open (its body unread). A status >= 400 raises
         ClientError with the farm's message. `read_timeout` None: wait for the body forever."""
+        hc = _http()
         target = self._prefix + quote(path)
         if params:
             target += "?" + urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
@@ -69,33 +72,38 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        cls = hc.HTTPSConnection if self._https else hc.HTTPConnection
         conn = cls(self._host, self._port, timeout=timeout or self.timeout)
         try:
             conn.request(method, target, body=data, headers=headers)
             if read_timeout != -1.0:
                 conn.sock.settimeout(read_timeout)
             resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, hc.HTTPException) as e:
             conn.close()
             raise self._unreachable(e) from None
         if resp.status >= 400:
             try:
-                text = resp.read()
-            except (OSError, http.client.HTTPException):
+                text = self._read(resp)
+            except ClientError:
                 text = b""
             conn.close()
             raise ClientError(_error_message(resp.status, text), resp.status, infrastructure=resp.status >= 500,
                               field=_error_field(text))
         return resp
 
+    def _read(self, resp: http.client.HTTPResponse, amount: int | None = None, some: bool = False) -> bytes:
+        """The response's body (`amount` bytes of it; `some`: what has come, up to `amount`)."""
+        try:
+            return resp.read1(amount) if some else resp.read(amount)
+        except (OSError, _http().HTTPException) as e:
+            raise self._unreachable(e) from None
+
     def _request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
                  timeout: float | None = None) -> Any:
         resp = self._open(method, path, params, body, timeout)
         try:
-            return json.loads(resp.read())
-        except (OSError, http.client.HTTPException) as e:
-            raise self._unreachable(e) from None
+            return json.loads(self._read(resp))
         except ValueError:
             raise ClientError(f"the farm at {self.base} answered with something that is not JSON; is "
                               f"--server the farm's address?", resp.status, infrastructure=True) from None
@@ -202,12 +210,10 @@ class Client:
                 resp = self._open("GET", f"/api/v1/builds/{build_id}/log",
                                   {"offset": pos, "follow": str(follow).lower()}, read_timeout=None)
                 try:
-                    while chunk := resp.read1(CHUNK):
+                    while chunk := self._read(resp, CHUNK, some=True):
                         pos += len(chunk)
                         failures = 0
                         yield chunk
-                except (OSError, http.client.HTTPException) as e:
-                    raise self._unreachable(e) from None
                 finally:
                     resp.close()
                 if not follow or self.get(build_id)["state"] in TERMINAL_STATES:
@@ -228,16 +234,18 @@ class Client:
         dest = Path(dest_dir) / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
+        import hashlib
+
         h = hashlib.sha256()
         resp = self._open("GET", f"/api/v1/builds/{build_id}/artifacts/{path}", read_timeout=300.0)
         try:
             with open(tmp, "wb") as f:
-                while chunk := resp.read(CHUNK):
+                while chunk := self._read(resp, CHUNK):
                     h.update(chunk)
                     f.write(chunk)
-        except (OSError, http.client.HTTPException) as e:
+        except ClientError:
             tmp.unlink(missing_ok=True)
-            raise self._unreachable(e) from None
+            raise
         finally:
             resp.close()
         if h.hexdigest() != expected_sha256:
@@ -245,6 +253,13 @@ class Client:
             raise ClientError(f"artifact {path}: sha256 mismatch (got {h.hexdigest()}, expected {expected_sha256})")
         tmp.replace(dest)
         return dest
+
+
+def _http():
+    """http.client, imported at the first request (see the module's docstring)."""
+    import http.client
+
+    return http.client
 
 
 def find_token() -> str | None:

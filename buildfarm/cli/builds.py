@@ -7,7 +7,6 @@ until the build's state changes (a long poll), and closes a followed log when th
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import sys
 import time
@@ -241,6 +240,8 @@ def rebuild(ctx, build_id, wait, follow, as_json):
 @click.pass_context
 def artifacts(ctx, build_id, dest, pattern, as_json):
     """List a build's artifacts, or download them."""
+    import fnmatch
+
     farm = client(ctx)
     try:
         items = farm.artifacts(build_id)

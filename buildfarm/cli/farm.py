@@ -3,7 +3,6 @@ this process, rather than talk to one. The server's modules are imported when th
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -55,6 +54,8 @@ def _settings(data_dir, backend, master, framework_name, role, principal, secret
 def _logging() -> None:
     """A daemon's log: the farm's own events (runs started, builds adopted, task states) and others'
     warnings."""
+    import logging
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("buildfarm").setLevel(logging.INFO)
 
