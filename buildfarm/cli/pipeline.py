@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..client import LONG_POLL, Client, ClientError
-from ..states import EXIT_CANCELLED, EXIT_INFRA_ERROR, JOB_FINAL, RUN_FINAL
+from ..states import EXIT_CANCELLED, EXIT_INFRA_ERROR, JOB_FAILED, JOB_FINAL, RUN_FINAL
 from .common import EXIT_USAGE, call, client, duration, echo_json, key_values
 
 # The pipeline model (YAML, croniter, pydantic) is imported by the commands that need it, so
@@ -32,11 +32,12 @@ def _took(run: dict) -> str:
 
 
 def exit_code(run: dict) -> int:
+    """What `run --wait` and `status --wait` exit with (the module's docstring)."""
     if run["state"] == "succeeded":
         return 0
     if run["state"] == "cancelled":
         return EXIT_CANCELLED
-    failed = [j for j in run.get("jobs", []) if j["state"] in ("failed", "error", "timed_out")]
+    failed = [j for j in run.get("jobs", []) if j["state"] in JOB_FAILED]
     if failed and all(j["state"] == "error" for j in failed):
         return EXIT_INFRA_ERROR
     return 1
@@ -102,12 +103,12 @@ def run(ctx, what, pairs, wait, follow, as_json):
       buildfarm pipeline run nightly-ib -p release_queue=CMSSW_15_0_X --wait
       buildfarm pipeline run pipelines/release.yaml -p repo=URL -p version=v1.0 --wait --follow
     """
-    from ..pipelines.model import PipelineInvalid, parse_file, plan
-
     params = key_values(pairs, "-p")
     body: dict = {"parameters": params}
     path = Path(what)
     if path.is_file() or what.endswith((".yaml", ".yml")):
+        from ..pipelines.model import PipelineInvalid, parse_file, plan
+
         try:
             p = parse_file(path)
             plan(p, params, commit=None)  # parameters checked here, with the file's lines
