@@ -132,21 +132,25 @@ def test_a_cut_short_webhook_secret_file_is_replaced(tmp_path, monkeypatch):
 
 
 def test_the_secrets_key_is_made_once_and_an_invalid_one_is_refused_not_replaced(tmp_path, monkeypatch):
+    import redis
+
     from buildfarm.auth import SecretStore
+
+    unused = redis.Redis(port=1)  # the key lives in a file, not in Redis: no connection is made
 
     monkeypatch.delenv("BUILDFARM_SECRETS_KEY", raising=False)
     made = tmp_path / "secrets.key"
-    SecretStore(None, made).check_key()
+    SecretStore(unused, made).check_key()
     assert oct(made.stat().st_mode & 0o777) == "0o600"
     key = made.read_text()
-    SecretStore(None, made).check_key()
+    SecretStore(unused, made).check_key()
     assert made.read_text() == key  # kept, never made again
 
     bad = tmp_path / "bad.key"
     bad.write_text("not-a-key\n")  # e.g. edited by hand: replacing it would lose every secret
     with pytest.raises(ValueError, match=r"bad\.key is not valid \(a Fernet key: 32 bytes"):
-        SecretStore(None, bad).check_key()
+        SecretStore(unused, bad).check_key()
     assert bad.read_text() == "not-a-key\n"
     monkeypatch.setenv("BUILDFARM_SECRETS_KEY", "short")
     with pytest.raises(ValueError, match="BUILDFARM_SECRETS_KEY is not valid: a Fernet key"):
-        SecretStore(None, made).check_key()
+        SecretStore(unused, made).check_key()
