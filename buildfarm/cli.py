@@ -21,7 +21,7 @@ import click
 
 from . import __version__
 from .client import TERMINAL_STATES, Client, ClientError, write_stream
-from .spec import TRIGGER_KINDS, parse_env_pairs
+from .spec import NEVER, TRIGGER_KINDS, parse_duration, parse_env_pairs
 from .states import EXIT_INFRA_ERROR, exit_code_for
 
 EXIT_USAGE = 2
@@ -157,6 +157,25 @@ def _daemon_failed(e: Exception) -> None:
     os._exit(EXIT_INFRA_ERROR)
 
 
+class _Keep(click.ParamType):
+    """A retention duration (30d, 12h, 2w) in seconds, or 'never' (None)."""
+
+    name = "DURATION|never"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        if value.strip().lower() == NEVER:
+            return None
+        seconds = parse_duration(value)
+        if seconds is None:
+            self.fail(f"{value!r} is not a duration; write e.g. 30d, 12h, 2w, or 'never'", param, ctx)
+        return seconds
+
+
+KEEP = _Keep()
+
+
 @main.command()
 @click.option("--port", default=8080, show_default=True, help="API port (on --host).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
@@ -181,16 +200,24 @@ def _daemon_failed(e: Exception) -> None:
               help="Seconds a build may take from launch to its agent starting.")
 @click.option("--heartbeat-timeout", type=float, default=90, show_default=True,
               help="Seconds a running build may go without output or heartbeat.")
+@click.option("--keep-logs", type=KEEP, default="90d", show_default=True,
+              help="How long a build's log is kept after it ends (e.g. 30d, 12h; 'never' deletes none); "
+                   "a build's expire_in comes first.")
+@click.option("--keep-artifacts", type=KEEP, default="30d", show_default=True,
+              help="How long a build's artifacts are kept after it ends.")
+@click.option("--gc-interval", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds between the passes that delete expired logs and artifacts.")
 @mesos_options
 def up(port, host, data_dir, backend, isolation, cpus, mem, network, warm, agent_api_url, no_repo_check,
-       allow_repos, start_timeout, heartbeat_timeout, **mesos):
+       allow_repos, start_timeout, heartbeat_timeout, keep_logs, keep_artifacts, gc_interval, **mesos):
     """Start a farm: Redis (a private one unless REDIS_URL is set), the API and the scheduler."""
     from .server import run_up
 
     _logging()
     settings = _settings(data_dir, backend, host=host, port=port, isolation=isolation, cpus=cpus, mem=mem,
                          network=network, warm=warm, agent_api_url=agent_api_url, check_repos=not no_repo_check,
-                         allow_repos=tuple(allow_repos), start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout, **mesos)
+                         allow_repos=tuple(allow_repos), start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout,
+                         keep_logs=keep_logs, keep_artifacts=keep_artifacts, gc_interval=gc_interval, **mesos)
     try:
         run_up(settings)
     except Exception as e:
@@ -242,13 +269,15 @@ def scheduler(backend, data_dir, agent_api_url, teardown, **mesos):
               help="Retries after infrastructure failures (never after the command's own failure).")
 @click.option("--step", "steps", multiple=True, metavar="SHELL", help="A shell step (repeatable), instead of COMMAND.")
 @click.option("--wait-for-capacity", is_flag=True, help="Queue even if no agent can run it yet.")
+@click.option("--expire-in", metavar="DURATION|never",
+              help="Keep the log and artifacts this long after the end (e.g. 7d) [default: the farm's].")
 @click.option("--wait", is_flag=True, help="Wait for the end; exit with the build's outcome.")
 @click.option("--follow", "-f", is_flag=True, help="Stream the log while waiting (implies --wait).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, secrets, artifacts, constraints, timeout,
-           priority, retries, steps, wait_for_capacity, wait, follow, as_json, command):
+           priority, retries, steps, wait_for_capacity, expire_in, wait, follow, as_json, command):
     """Submit a build; print its id. Put the command after `--`:
 
     \b
@@ -278,6 +307,7 @@ def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, secrets, a
         "env": env, "secrets": list(secrets), "resources": {"cpus": cpus, "mem": mem, "disk": disk},
         "constraints": list(constraints), "timeout": timeout, "artifacts": list(artifacts),
         "priority": priority, "retries": retries, "wait_for_capacity": wait_for_capacity, "trigger": trigger,
+        "expire_in": expire_in,
     }
     client = _client(ctx)
     build = _api(client.submit, spec)
@@ -472,6 +502,12 @@ from .cli_access import secret, token, whoami  # noqa: E402  (they use the helpe
 main.add_command(token)
 main.add_command(secret)
 main.add_command(whoami)
+
+from .cli_retention import gc, pin, unpin  # noqa: E402
+
+main.add_command(pin)
+main.add_command(unpin)
+main.add_command(gc)
 
 from .triggers.cli import hook  # noqa: E402
 

@@ -65,6 +65,15 @@ class Client:
         return self._request("POST", f"/api/v1/builds/{build_id}/rebuild")
 
     # -- access ---------------------------------------------------------------------------------
+    def pin(self, build_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/api/v1/builds/{build_id}/pin")
+
+    def unpin(self, build_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/v1/builds/{build_id}/pin")
+
+    def gc(self, dry_run: bool) -> dict[str, Any]:
+        return self._request("POST", "/api/v1/gc", params={"dry_run": str(dry_run).lower()})
+
     def whoami(self) -> dict[str, Any]:
         return self._request("GET", "/api/v1/whoami")
 

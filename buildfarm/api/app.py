@@ -9,7 +9,7 @@ from .. import __version__
 from ..service import Farm
 from . import access, agent, builds, errors, pipelines
 from . import farm as farm_routes
-from . import hooks, web
+from . import hooks, retention, web
 
 
 def create_app(farm: Farm) -> FastAPI:
@@ -25,6 +25,7 @@ def create_app(farm: Farm) -> FastAPI:
     app.include_router(access.router(farm))
     app.include_router(agent.router(farm))
     app.include_router(pipelines.router(farm))
+    app.include_router(retention.router(farm))
     app.include_router(hooks.router(farm))
     app.include_router(web.router())
     return app
