@@ -395,6 +395,7 @@ def status(ctx, build_id, as_json, wait):
         click.echo(f"trigger  {_trigger(b)}" + (f"  {t['url']}" if t.get("url") else "")
                    + "".join(f"  {k}={v}" for k, v in (t.get("detail") or {}).items()))
         click.echo(f"queued   {_ago(b['created_at'])}  duration {_build_duration(b)}")
+        click.echo(f"files    {_retention(b.get('retention') or {})}")
         for h in b.get("history", []):
             click.echo(f"  {time.strftime('%H:%M:%S', time.localtime(h['at']))}  {h['state']:<10} {h['reason']}")
         for a in b.get("artifacts", []):
@@ -424,6 +425,19 @@ def list_(ctx, state, repo, trigger, user, limit, as_json):
     for b in builds:
         click.echo(f"{b['id']:<13} {b['state']:<10} {_ago(b['created_at']):<12} {_build_duration(b):<9} "
                    f"{_trigger(b)[:16]:<16} {b['spec']['image'][:24]:<24} {_where(b)}")
+
+
+def _retention(r: dict) -> str:
+    """What retention does with the build's log and artifacts, in a few words."""
+    def one(what: str, due: float | None, gone: float | None) -> str:
+        if gone:
+            return f"{what} expired {time.strftime('%Y-%m-%d %H:%M', time.localtime(gone))}"
+        return f"{what} until {time.strftime('%Y-%m-%d %H:%M', time.localtime(due))}" if due else f"{what} kept"
+
+    if r.get("pinned_by"):
+        return f"pinned by {r['pinned_by']} (log and artifacts kept)"
+    return ", ".join((one("log", r.get("log_expires_at"), r.get("log_expired_at")),
+                      one("artifacts", r.get("artifacts_expire_at"), r.get("artifacts_expired_at"))))
 
 
 def _trigger(b: dict) -> str:

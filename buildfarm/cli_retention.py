@@ -8,17 +8,7 @@ import time
 
 import click
 
-from .cli import _api, _client
-
-
-def _keeps(b: dict) -> str:
-    r = b.get("retention") or {}
-    if r.get("pinned_by"):
-        return f"pinned by {r['pinned_by']}: its log and artifacts are kept"
-    parts = []
-    for what, key in (("log", "log_expires_at"), ("artifacts", "artifacts_expire_at")):
-        parts.append(f"{what} kept until {_date(r[key])}" if r.get(key) else f"{what} kept")
-    return ", ".join(parts)
+from .cli import _api, _client, _retention
 
 
 def _date(t: float) -> str:
@@ -31,7 +21,7 @@ def _date(t: float) -> str:
 def pin(ctx, build_id):
     """Keep a build's log and artifacts until it is unpinned (e.g. a release's)."""
     b = _api(_client(ctx).pin, build_id)
-    click.echo(f"build {build_id}: {_keeps(b)}")
+    click.echo(f"build {build_id}: {_retention(b['retention'])}")
 
 
 @click.command()
@@ -40,7 +30,7 @@ def pin(ctx, build_id):
 def unpin(ctx, build_id):
     """Let a pinned build's files expire again at their times."""
     b = _api(_client(ctx).unpin, build_id)
-    click.echo(f"build {build_id}: {_keeps(b)}")
+    click.echo(f"build {build_id}: {_retention(b['retention'])}")
 
 
 @click.command()

@@ -104,8 +104,9 @@ export function render(root, id) {
       flash('');
       if (b.retention?.log_expired_at) {
         $('#log').textContent = `log expired on ${dateTime(b.retention.log_expired_at)} and was deleted`;
-        $('#log').classList.add('expired');
+        $('#log').classList.remove('empty');
         $('#raw-log').hidden = true;
+        $('#follow').parentElement.hidden = true;
         log?.close?.();
       } else if (!log) {
         log = followLog($('#log'), id, {
