@@ -397,25 +397,17 @@ class DockerRunner:
         interrupted = False
         while True:
             try:
-                return int(c.wait(timeout=3600).get("StatusCode", -1)), interrupted
+                status = _wait_or_look(c)
             except docker.errors.NotFound:
                 return -1, interrupted
             except Exception as e:
-                if engine_unreachable(e):
-                    interrupted = True
-                    self.engine.lost(e)
-                    continue
-            try:  # a read timeout on a long build: look, then wait again
-                c.reload()
-            except docker.errors.NotFound:
-                return -1, interrupted
-            except Exception as e:
-                if engine_unreachable(e):
-                    interrupted = True
-                    self.engine.lost(e)
+                if not engine_unreachable(e):
+                    raise
+                interrupted = True
+                self.engine.lost(e)
                 continue
-            if c.status not in ("running", "created", "restarting"):
-                return int(c.attrs["State"].get("ExitCode", -1)), interrupted
+            if status is not None:
+                return status, interrupted
 
     def _detail(self, c) -> str:
         try:
@@ -459,6 +451,23 @@ class DockerRunner:
             if prev is None or attempt >= prev.attempt:
                 found[bid] = Found(bid, attempt, running, code)
         return found
+
+
+def _wait_or_look(c) -> int | None:
+    """The container's exit status; None when a long wait timed out and it still runs."""
+    import docker
+
+    try:
+        return int(c.wait(timeout=3600).get("StatusCode", -1))
+    except docker.errors.NotFound:
+        raise
+    except Exception as e:
+        if engine_unreachable(e):
+            raise
+    c.reload()  # a read timeout on a long build: look, then wait again
+    if c.status in ("running", "created", "restarting"):
+        return None
+    return int(c.attrs["State"].get("ExitCode", -1))
 
 
 _NAME = re.compile(r"^/?buildfarm-([0-9a-f]{12})-(\d+)$")
