@@ -1,13 +1,17 @@
 """Artifacts on the filesystem: stored under ROOT/BUILD/PATH, checked against the sha256 the
-agent computed, and refused when a path would leave the build's directory."""
+agent computed, and refused when a path would leave the build's directory. An upload is written
+to a temporary file and given its name only when whole: a full disk leaves nothing behind."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
+
+from .diskspace import DiskFull, dir_bytes, is_disk_full
 
 
 class ArtifactPathError(ValueError):
@@ -50,6 +54,15 @@ class ArtifactStore:
                   max_bytes: int) -> tuple[int, str]:
         """Stream an upload to disk; keep it only if its sha256 matches. Returns (size, sha256)."""
         dest = self.path(build_id, relpath)
+        try:
+            return await self._put(dest, relpath, chunks, expected_sha256, max_bytes)
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFull("artifacts", e) from None
+            raise
+
+    async def _put(self, dest: Path, relpath: str, chunks: AsyncIterator[bytes], expected_sha256: str | None,
+                   max_bytes: int) -> tuple[int, str]:
         dest.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -70,3 +83,12 @@ class ArtifactStore:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def size(self, build_id: str) -> int:
+        return dir_bytes(self.root / build_id)
+
+    def remove(self, build_id: str) -> int:
+        """Delete the build's artifacts (retention); returns the bytes freed."""
+        freed = self.size(build_id)
+        shutil.rmtree(self.root / build_id, ignore_errors=True)
+        return freed

@@ -170,6 +170,16 @@ class Client:
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         return self._request("POST", f"/api/v1/pipeline-runs/{run_id}/cancel")
 
+    # -- retention: keep or delete a build's files ----------------------------------------------
+    def pin(self, build_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/api/v1/builds/{build_id}/pin")
+
+    def unpin(self, build_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/v1/builds/{build_id}/pin")
+
+    def gc(self, dry_run: bool) -> dict[str, Any]:
+        return self._request("POST", "/api/v1/gc", params={"dry_run": str(dry_run).lower()})
+
     # -- access ---------------------------------------------------------------------------------
     def whoami(self) -> dict[str, Any]:
         return self._request("GET", "/api/v1/whoami")

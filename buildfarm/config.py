@@ -72,6 +72,10 @@ class Settings:
     max_artifact_bytes: int = 4 * 1024**3
     max_log_chunk: int = 4 * 1024**2
     mesos: object | None = None  # backends.mesos.MesosOptions with --backend mesos
+    # Retention (seconds after a build ends; None: kept): a build's own expire_in comes first.
+    keep_logs: int | None = 90 * 86400
+    keep_artifacts: int | None = 30 * 86400  # GitLab's default for artifacts
+    gc_interval: float = 600.0  # seconds between the collector's passes
 
     @property
     def logs_dir(self) -> Path:

@@ -2,17 +2,23 @@
 (so binary and non-UTF-8 output survive), range reads, and wake-ups for live followers.
 
 The agent sends numbered chunks; a chunk whose number was already appended is a retry and is
-ignored, so a log is complete and in order even when the network or the farm hiccups.
+ignored, so a log is complete and in order even when the network or the farm hiccups. A chunk
+is appended whole or not at all: a write that fails (a full disk) is cut back off the file, and
+the chunk's number is recorded only after its bytes are written.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from .diskspace import DiskFull, is_disk_full
 from .notify import Notifier
+
+log = logging.getLogger("buildfarm.logs")
 
 
 class LogStore:
@@ -47,25 +53,61 @@ class LogStore:
                 return "duplicate"
             if seq != last + 1:
                 return "gap"
-            with open(self.path(build_id), "ab") as f:
-                f.write(data)
-            (self.root / f"{build_id}.seq").write_text(str(seq))
+            self._append_whole(build_id, data, seq)
         self.notifier.notify(build_id)
         return "appended"
+
+    def _append_whole(self, build_id: str, data: bytes, seq: int | None = None) -> None:
+        """Append `data` (and record `seq` as the last chunk) or nothing: on a failed write the file
+        is cut back to its size before, so a retried chunk is neither doubled nor half there.
+        Raises DiskFull when the disk is full."""
+        with open(self.path(build_id), "ab", buffering=0) as f:
+            before = f.seek(0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:  # a raw write may be partial just before the disk fills
+                    view = view[f.write(view):]
+                if seq is not None:  # the number last, replaced whole: a failure keeps the old one
+                    tmp = self.root / f".{build_id}.seq.tmp"
+                    tmp.write_text(str(seq))
+                    os.replace(tmp, self.root / f"{build_id}.seq")
+            except OSError as e:
+                f.truncate(before)
+                if is_disk_full(e):
+                    raise DiskFull("logs", e) from None
+                raise
 
     def expected_seq(self, build_id: str) -> int:
         return self._last_seq(build_id) + 1
 
     def append_system(self, build_id: str, text: str) -> None:
-        """A line from the farm itself, e.g. why a build was stopped."""
-        with self._locked(build_id), open(self.path(build_id), "ab") as f:
-            f.write(f"[buildfarm] {text}\n".encode())
+        """A line from the farm itself, e.g. why a build was stopped. On a full disk the line is
+        left out (the build's record keeps the reason)."""
+        try:
+            with self._locked(build_id):
+                self._append_whole(build_id, f"[buildfarm] {text}\n".encode())
+        except DiskFull as e:
+            log.warning("build %s: line not written to its log: %s", build_id, e)
         self.notifier.notify(build_id)
 
     def close(self, build_id: str) -> None:
         """No more output will come: followers may stop once they have read everything."""
-        (self.root / f"{build_id}.closed").touch()
+        try:
+            (self.root / f"{build_id}.closed").touch()
+        except OSError as e:  # no inode left: followers stop once the build has ended for a while
+            log.warning("build %s: log not marked closed: %s", build_id, e)
         self.notifier.notify(build_id)
+
+    def remove(self, build_id: str) -> int:
+        """Delete the build's log (retention); returns the bytes freed. The closed mark stays, so
+        followers stop at once."""
+        freed = self.size(build_id)
+        for suffix in (".log", ".seq", ".lock"):
+            try:
+                os.unlink(self.root / f"{build_id}{suffix}")
+            except FileNotFoundError:
+                pass
+        return freed
 
     def is_closed(self, build_id: str) -> bool:
         return (self.root / f"{build_id}.closed").exists()
@@ -85,9 +127,3 @@ class LogStore:
             return b""
 
 
-def remove_build_files(root: Path, build_id: str) -> None:
-    for suffix in (".log", ".seq", ".lock", ".closed"):
-        try:
-            os.unlink(Path(root) / f"{build_id}{suffix}")
-        except FileNotFoundError:
-            pass

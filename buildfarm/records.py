@@ -192,6 +192,7 @@ class BuildStore:
             "submitted_by": h.get("submitted_by") or None,
             "spec": spec,
         }
+        rec["retention"] = _retention(h)
         if history:
             rec["history"] = self.history(h["id"])
         return rec
@@ -268,6 +269,18 @@ class BuildStore:
             self.r.delete(WAKEUP)  # one wake-up covers every reason queued so far
             return got[1]
         return None
+
+
+def _retention(h: dict[str, str]) -> dict[str, Any]:
+    """When the build's log and artifacts expire (fixed when it ends; None: kept), when they did,
+    and who pinned it (buildfarm/retention.py keeps these fields)."""
+    def when(field: str) -> float | None:
+        return float(h[field]) if h.get(field) else None
+
+    return {"log_expires_at": when("log_expires_at"), "log_expired_at": when("log_expired_at"),
+            "artifacts_expire_at": when("artifacts_expires_at"),
+            "artifacts_expired_at": when("artifacts_expired_at"),
+            "pinned_by": h.get("pinned_by") or None}
 
 
 def is_active(state: str) -> bool:

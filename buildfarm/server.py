@@ -18,6 +18,7 @@ from .backends.base import LaunchError
 from .config import Settings
 from .embedded_redis import EmbeddedRedis
 from .pipelines.daemon import start_daemon as start_pipeline_daemon
+from .retention import Collector
 from .scheduler.loop import Scheduler
 from .service import Farm
 from .states import State
@@ -137,6 +138,7 @@ def _serve(settings: Settings, url: str) -> None:
         farm.image_check = backend.check_image
     thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
     pipelines = start_pipeline_daemon(farm, start=False)
+    collector = Collector(farm.retention, settings.gc_interval)
     app = create_app(farm)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=2))
@@ -148,6 +150,7 @@ def _serve(settings: Settings, url: str) -> None:
     try:
         thread.start()
         pipelines.start()
+        collector.start()
         log.info("buildfarm up: API and dashboard on http://%s:%s, backend %s, data in %s; the admin token "
                     "is in %s", settings.host, settings.port, where, settings.data_dir,
                     Path(settings.data_dir) / "admin.token")
@@ -155,6 +158,7 @@ def _serve(settings: Settings, url: str) -> None:
     finally:
         pipelines.stop()
         scheduler.stop()
+        collector.stop()
         for t in (thread, pipelines):  # both are done with Redis before it stops
             if t.is_alive():
                 t.join(timeout=5)

@@ -19,10 +19,12 @@ import redis
 from .artifacts import ArtifactStore
 from .auth import MIN_SECRET_LENGTH, SecretStore, SecretUnreadable, TokenStore
 from .config import Settings
+from .diskspace import DiskFull
 from .logs import LogStore
 from .mirrors import ANONYMOUS_SCHEMES, anonymous_git_env
 from .queue import BuildQueue
 from .records import BuildStore
+from .retention import Policy, Retention
 from .scheduler import Agent, PendingBuild, Resources, unmet_reason
 from .scopes import Origin, SecretScope, has_dot_segments, refusal
 from .spec import BuildSpec, Trigger
@@ -72,6 +74,8 @@ class Farm:
         self.tokens = TokenStore(self.r)
         self.secrets = SecretStore(self.r, Path(settings.data_dir) / "secrets.key")
         self.stats = Stats(self.r)
+        self.retention = Retention(self.r, self.builds, self.logs, self.artifacts,
+                                   Policy(settings.keep_logs, settings.keep_artifacts))
         # Called after a build reaches a final state, in the process that ended it (API or scheduler).
         self.end_listeners: list[Callable[[str, State], None]] = []
         # Set by the process that runs a backend, so submit can check images on this host.
@@ -158,6 +162,7 @@ class Farm:
             return False
         spec_priority = self.builds.raw(build_id)["priority"]
         self.queue.mark_ended(build_id, spec_priority, state)
+        self.retention.schedule(build_id)
         self.logs.append_system(build_id, f"build {state.value}: {reason}")
         if close_log:
             self.logs.close(build_id)
@@ -181,6 +186,13 @@ class Farm:
             now = State(self.builds.raw(build_id)["state"])
             raise Conflict(f"build {build_id} already ended ({now.value}); nothing to cancel")
         return self.builds.get(build_id)
+
+    def disk_full(self, build_id: str, e: DiskFull) -> None:
+        """The farm could not store the build's output: end it with that reason (its container is
+        stopped); what was stored before stays whole."""
+        reason = f"{e}; free space (`buildfarm gc`, --keep-logs, --keep-artifacts) and rebuild it"
+        if self.end(build_id, State.ERROR, reason, allowed_from=[State.LAUNCHING, State.RUNNING]):
+            log.warning("build %s ended: %s", build_id, e)
 
     def requeue(self, build_id: str, reason: str) -> bool:
         """Put a launched build back in the queue after an infrastructure failure."""

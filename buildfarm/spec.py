@@ -14,6 +14,20 @@ PRIORITIES = ("high", "normal", "low")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 _CONSTRAINT = re.compile(r"^(?P<key>[A-Za-z0-9_.\-/]+)\s*(?P<op>!=|=|:)\s*(?P<value>[^\s]+)$")
+_DURATION = re.compile(r"(\d+)\s*([wdhms])")
+_UNIT_SECONDS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+NEVER = "never"
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds in a duration such as 90s, 30m, 2h, 1h30m, 7d, 2w (or plain seconds); None when
+    it is not one (or is zero)."""
+    s = text.strip().lower().replace(" ", "")
+    if s.isdigit():
+        return int(s) or None
+    if not s or _DURATION.sub("", s):
+        return None
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(s)) or None
 
 
 def _check_env_name(name: str) -> None:
@@ -87,6 +101,9 @@ class BuildSpec(BaseModel):
     priority: Priority = Priority.NORMAL
     retries: Annotated[int, Field(ge=0, le=10, description="retries after infrastructure failures")] = 0
     wait_for_capacity: bool = Field(False, description="wait instead of failing when no agent can ever fit it")
+    expire_in: str | None = Field(None, description=(
+        "how long the build's log and artifacts are kept after it ends (e.g. 2h, 7d, 4w), or 'never' to "
+        "keep them; default: the farm's --keep-logs and --keep-artifacts"))
     trigger: Trigger = Field(default_factory=Trigger)
 
     @field_validator("repo")
@@ -154,6 +171,22 @@ class BuildSpec(BaseModel):
             if ".." in g.replace("\\", "/").split("/"):
                 raise ValueError(f"artifact glob {g!r} points outside the workspace ('..' is not allowed)")
         return v
+
+    @field_validator("expire_in")
+    @classmethod
+    def _expire_in(cls, v: str | None) -> str | None:
+        if v is None or v.strip().lower() == NEVER:
+            return v and NEVER
+        if parse_duration(v) is None:
+            raise ValueError(f"{v!r} is not a duration; write e.g. 2h, 7d, 4w (or 'never' to keep them)")
+        return v.strip()
+
+    def expire_seconds(self) -> int | None:
+        """Seconds the build's files are kept after it ends by its own expire_in: None for the farm's
+        default, -1 for never."""
+        if self.expire_in is None:
+            return None
+        return -1 if self.expire_in == NEVER else parse_duration(self.expire_in)
 
     @model_validator(mode="after")
     def _what_to_run(self) -> BuildSpec:

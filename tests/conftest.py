@@ -31,8 +31,8 @@ IMAGE = os.environ.get("BUILDFARM_TEST_IMAGE", "buildfarm/builder:latest")
 BASE_IMAGE = "buildfarm/base:bookworm"  # no python3: for the "image cannot run the agent" case
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
-# Fixtures shared by several test files (the browser, the Jenkins double and bridge).
-pytest_plugins = ["tests.webui", "tests.jenkins_support"]
+# Fixtures shared by several test files (the browser, the Jenkins double and bridge, a private dockerd).
+pytest_plugins = ["tests.webui", "tests.jenkins_support", "tests.dockerd"]
 
 
 def need(condition: bool, what: str) -> None:
@@ -174,8 +174,9 @@ def git_server(tmp_path_factory):
 class FarmProcess:
     """A farm started as a user would: `buildfarm up --data-dir DIR --port PORT`."""
 
-    def __init__(self, data_dir: Path, *extra: str):
+    def __init__(self, data_dir: Path, *extra: str, env: dict | None = None):
         self.data_dir = data_dir
+        self.env = env or os.environ  # e.g. DOCKER_HOST of a private dockerd (tests/dockerd.py)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra = list(extra)
@@ -183,7 +184,7 @@ class FarmProcess:
         self.start()
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BUILDFARM_URL")}
+        env = {k: v for k, v in self.env.items() if k not in ("REDIS_URL", "BUILDFARM_URL")}
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}-up.log", "ab")
         self.proc = subprocess.Popen([BUILDFARM, "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
                                       *self.extra], stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -225,7 +226,7 @@ class FarmProcess:
         # Builds of this farm that outlived it (a test that failed half-way).
         farm_id = self.redis_get("bf:farm-id")
         subprocess.run(["sh", "-c", f"docker ps -aq --filter label=buildfarm.farm={farm_id} | xargs -r docker rm -f"],
-                       capture_output=True)
+                       capture_output=True, env=self.env)
         pid = self.data_dir / "redis" / "redis.pid"
         if pid.exists():
             try:

@@ -147,6 +147,28 @@ def test_log_falls_back_to_range_reads_and_escapes_markup(admin, farm, done_buil
     assert reads, "the log was not read by range"
 
 
+def test_build_page_shows_when_the_log_and_artifacts_expire_and_that_they_did(admin, farm, repo, done_build):
+    import time
+
+    from playwright.sync_api import expect
+
+    gone = submit(farm, repo, ["echo soon-gone > out.txt"], artifacts=["out.txt"], expire_in="1s")
+    ended = farm.wait_done(gone)
+    wait_until(lambda: time.time() > ended["finished_at"] + 1.2, 10, what="its expiry to pass")
+    assert farm.api("POST", "/api/v1/gc").json()["items"]
+    page = admin
+    page.goto(f"{farm.url}/#/builds/{gone}")
+    expect(page.locator("#log-expiry")).to_contain_text(re.compile(r"^log expired on \d{4}-\d\d-\d\d \d\d:\d\d$"))
+    expect(page.locator("#log")).to_contain_text("log expired on")
+    expect(page.locator("#artifacts")).to_contain_text("Artifacts expired on")
+    expect(page.locator("#history")).to_contain_text("succeeded")  # the record stays
+    shot(page, "build-expired")
+    # A build within the farm's defaults says when its files will go (the test farm keeps them 90/30 days).
+    page.goto(f"{farm.url}/#/builds/{done_build}")
+    expect(page.locator("#log-expiry")).to_contain_text(re.compile(r"^expires on \d{4}-"))
+    expect(page.locator("#artifacts-expiry")).to_contain_text(re.compile(r"^expire on \d{4}-"))
+
+
 def test_cancel_button_cancels_a_running_build(admin, farm, repo, gate):
     from playwright.sync_api import expect
 

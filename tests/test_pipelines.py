@@ -168,6 +168,15 @@ def test_parameters_are_substituted_checked_and_may_use_the_matrix():
     assert jobs["test[b]"].spec["constraints"] == ["cmsarch:b"]
 
 
+def test_expire_in_of_the_pipeline_and_of_a_job_reaches_the_builds_and_is_checked():
+    text = GOOD.replace("image: img\n", "image: img\nexpire_in: 7d\n").replace(
+        "    steps: [make]\n", "    steps: [make]\n    expire_in: never   # a release keeps its artifacts\n")
+    jobs = {j.name: j for j in plan(parse(text), {}, commit=None).jobs}
+    assert jobs["build"].spec["expire_in"] == "never" and jobs["test"].spec["expire_in"] == "7d"
+    assert "not a duration; write e.g. 2h, 7d, 4w" in one(text.replace("expire_in: 7d", "expire_in: soon"),
+                                                        "expire_in")
+
+
 # -- the engine: DAG order and conditions on a real Farm and Redis --------------------------------------
 
 @pytest.fixture

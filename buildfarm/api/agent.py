@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..agent_bundle import build_bundle, bundle_tarball
 from ..artifacts import ArtifactPathError, ChecksumMismatch, safe_relpath
+from ..diskspace import DiskFull
 from ..service import Conflict, Farm
 from .errors import ApiError
 
@@ -59,7 +60,11 @@ def router(farm: Farm) -> APIRouter:
         if len(data) > farm.settings.max_log_chunk:
             raise ApiError(413, f"log chunk larger than {farm.settings.max_log_chunk} bytes")
         # File and Redis writes off the event loop, so followers keep streaming meanwhile.
-        result = await run_in_threadpool(farm.agent_log, build_id, seq, data)
+        try:
+            result = await run_in_threadpool(farm.agent_log, build_id, seq, data)
+        except DiskFull as e:
+            await run_in_threadpool(farm.disk_full, build_id, e)
+            raise ApiError(507, f"{e}; the build was ended") from None
         if result == "gap":
             raise ApiError(409, f"expected log chunk {farm.logs.expected_seq(build_id)}, got {seq}")
         return {"result": result}
@@ -88,6 +93,9 @@ def router(farm: Farm) -> APIRouter:
             raise ApiError(400, str(e)) from None
         except ChecksumMismatch as e:
             raise ApiError(422, str(e)) from None
+        except DiskFull as e:  # nothing of it was kept: the artifact is not recorded
+            await run_in_threadpool(farm.disk_full, build_id, e)
+            raise ApiError(507, f"{e}; the build was ended") from None
         builds.add_artifact(build_id, safe_relpath(path), size, sha)
         return {"path": path, "size": size, "sha256": sha}
 

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from ..auth import Principal
 from ..notify import Notifier, key
 from ..records import STATE_CHANNEL
+from ..retention import date_text
 from ..scopes import Origin
 from ..service import Conflict, Farm, OutOfScope, SubmitError
 from ..spec import TRIGGER_KINDS, BuildSpec
@@ -84,6 +85,14 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
             raise ApiError(403 if isinstance(e, OutOfScope) else 400, f"cannot rebuild {build_id}: {e}",
                            [{"field": e.field or "spec", "message": str(e)}]) from None
 
+    def unless_expired(build_id: str, kind: str) -> None:
+        """410 for files the collector deleted (the record stays): say when, and how to keep others."""
+        at = farm.retention.expired_at(build_id, kind)
+        if at:
+            what = "log" if kind == "log" else "artifacts"
+            raise ApiError(410, f"the {what} of build {build_id} expired on {date_text(at)} and was deleted; "
+                                f"`buildfarm pin ID` keeps a build's files, `expire_in` sets how long")
+
     # -- logs -------------------------------------------------------------------------------------
     async def follow(build_id: str, offset: int, keep_following: bool) -> AsyncIterator[bytes]:
         """The log's bytes from `offset`; with keep_following, until the build ended and its log closed.
@@ -119,6 +128,7 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
                       length: int | None = Query(None, ge=1, le=2**53, description="at most this many bytes"),
                       follow_: bool = Query(False, alias="follow", description="keep streaming until the build ends")):
         builds.raw(build_id)  # 404 for an unknown build
+        unless_expired(build_id, "log")
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
                    "X-Log-Size": str(farm.logs.size(build_id))}
         if length is not None and not follow_:
@@ -143,6 +153,7 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
     async def log_events(build_id: str, offset: int = Query(0, ge=0, le=2**53),
                          last_event_id: str | None = Header(None)):
         builds.raw(build_id)
+        unless_expired(build_id, "log")
         if last_event_id and last_event_id.isdigit():
             offset = int(last_event_id)
 
@@ -179,6 +190,7 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
              responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"}})
     def download_artifact(build_id: str, path: str):
         builds.raw(build_id)
+        unless_expired(build_id, "artifacts")
         meta = {a["path"]: a for a in builds.artifacts(build_id)}.get(path)
         if meta is None:
             raise ApiError(404, f"build {build_id} has no artifact {path!r}; "

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
+from ..diskspace import dir_bytes, free_bytes
 from ..service import Farm
 from ..states import State
 from ..stats import BUCKET_SECONDS
@@ -107,6 +108,22 @@ class FarmCollector:
                 used.add_metric([a["agent_id"], r], a["used"][r])
         yield cap
         yield used
+        yield from data_dir_use(farm)
+
+
+def data_dir_use(farm: Farm):
+    """What the farm's files take (walked at each scrape) and what their filesystems have free."""
+    dirs = {"logs": farm.settings.logs_dir, "artifacts": farm.settings.artifacts_dir, "data": farm.settings.data_dir}
+    held = GaugeMetricFamily("buildfarm_data_bytes", "Bytes of build logs and artifacts in the data directory",
+                             labels=["kind"])
+    free = GaugeMetricFamily("buildfarm_data_free_bytes", "Free bytes of the filesystem holding the data directory "
+                             "(data), its logs and its artifacts", labels=["kind"])
+    for kind, path in dirs.items():
+        if kind != "data":
+            held.add_metric([kind], dir_bytes(path))
+        free.add_metric([kind], free_bytes(path))
+    yield held
+    yield free
 
 
 __all__ = ["router", "agents_in_use"]

@@ -26,7 +26,8 @@ from pathlib import Path
 from ..config import Settings
 from ..scheduler import Agent, Offer, Resources
 from ..spec import BuildSpec
-from .base import LAUNCH_FAILED, Exit, ExitListener, Found, LaunchError
+from .base import LAUNCH_FAILED, LOST, Exit, ExitListener, Found, LaunchError
+from .docker_engine import EngineWatch, engine_unreachable
 
 from ..mirrors import MirrorCache
 
@@ -87,6 +88,9 @@ class LocalBackend:
         return [self.agent]
 
     def offers(self) -> list[Offer]:
+        engine = getattr(self.runner, "engine", None)
+        if engine is not None and not engine.available:  # builds wait in the queue meanwhile
+            return []
         with self._lock:
             free = self.agent.capacity
             for r in self._alloc.values():
@@ -120,7 +124,11 @@ class LocalBackend:
             self.runner.start(build_id, attempt, spec, token)
         except LaunchError as e:
             self.runner.on_exit(Exit(build_id, attempt, -1, str(e), LAUNCH_FAILED))
-        except Exception as e:  # an engine error: report it, never leave the build launching
+        except Exception as e:
+            if engine_unreachable(e):  # not the build's fault: it is queued again (LOST while launching)
+                self.runner.on_exit(Exit(build_id, attempt, -1, f"the Docker engine did not answer ({e})", LOST))
+                return
+            # an engine error: report it, never leave the build launching
             log.exception("launch of %s failed", build_id)
             self.runner.on_exit(Exit(build_id, attempt, -1, f"the local backend could not start the build: {e}",
                                      LAUNCH_FAILED))
@@ -163,6 +171,8 @@ class DockerRunner:
             self.client.ping()
         except Exception as e:
             raise LaunchError(f"no Docker engine answers ({e}); start dockerd, or run with --isolation process") from None
+        self.engine = EngineWatch(self.client.ping)
+        self.engine.on_back.append(self._rebuild_warm_pool)
         self._watched: set[str] = set()
         self._lock = threading.Lock()
         self._warm: dict[str, list] = {}  # image -> idle warm containers
@@ -179,6 +189,10 @@ class DockerRunner:
                     f"or load it with `docker load`")
         except docker.errors.APIError as e:
             return f"image {image!r} cannot be used: {e.explanation or e}"
+        except Exception as e:
+            if engine_unreachable(e):
+                return "the Docker engine on the farm's host does not answer (restarting?); submit again once it is back"
+            raise
 
     def _create(self, image: str, name: str, labels: dict, command: list[str], env: dict, r=None, volumes=None):
         """A build container: unprivileged, limited, with the agent bundle and the mirror cache."""
@@ -298,6 +312,29 @@ class DockerRunner:
         self._replenish(spec.image)
         return True
 
+    def _rebuild_warm_pool(self) -> None:
+        """After the engine came back: drop the idle warm containers that died with it (all of them
+        without live-restore) and start new ones."""
+        with self._lock:
+            pools = {image: list(cs) for image, cs in self._warm.items()}
+        for image, idle in pools.items():
+            for c in idle:
+                try:
+                    c.reload()
+                    if c.status == "running":
+                        continue
+                except Exception:
+                    pass
+                with self._lock:
+                    if c in self._warm.get(image, []):
+                        self._warm[image].remove(c)
+                try:
+                    c.remove(force=True)
+                except Exception as e:
+                    _log_unless_gone(f"remove warm container {c.name}", e)
+                shutil.rmtree(self._warm_dir(c.name), ignore_errors=True)
+            self._replenish(image)
+
     def close_warm(self) -> None:
         with self._lock:
             idle = [c for cs in self._warm.values() for c in cs]
@@ -328,28 +365,49 @@ class DockerRunner:
         threading.Thread(target=self._wait, args=(build_id,), daemon=True, name=f"wait-{build_id}").start()
 
     def _wait(self, build_id: str) -> None:
-        import docker
-
         try:
-            for c in self._containers(build_id):
+            while True:
+                try:
+                    containers = self._containers(build_id)
+                    break
+                except Exception as e:
+                    if not engine_unreachable(e):
+                        raise
+                    self.engine.lost(e)
+            for c in containers:
                 attempt = identity(c)[1]
-                while True:
-                    try:
-                        result = c.wait(timeout=3600)
-                        break
-                    except Exception:  # a read timeout on a long build: wait again
-                        try:
-                            c.reload()
-                        except docker.errors.NotFound:
-                            result = {"StatusCode": -1}
-                            break
-                        if c.status not in ("running", "created", "restarting"):
-                            result = {"StatusCode": c.attrs["State"].get("ExitCode", -1)}
-                            break
-                self.on_exit(Exit(build_id, attempt, int(result.get("StatusCode", -1)), self._detail(c)))
+                code, interrupted = self._wait_one(c)
+                if interrupted and code != 0:
+                    # Its container died with the engine (no live-restore): infrastructure, retried
+                    # per the build's retries; one that kept running was simply waited for again.
+                    detail = f"the Docker engine restarted during the build and its container ended (status {code})"
+                    self.on_exit(Exit(build_id, attempt, code, detail, LOST))
+                else:
+                    self.on_exit(Exit(build_id, attempt, code, self._detail(c)))
+        except Exception as e:  # never leave a build unwatched without saying so
+            log.warning("watching build %s failed: %s", build_id, e)
         finally:
             with self._lock:
                 self._watched.discard(build_id)
+
+    def _wait_one(self, c) -> tuple[int, bool]:
+        """(exit status, whether the engine went away meanwhile) of one container."""
+        import docker
+
+        interrupted = False
+        while True:
+            try:
+                status = _wait_or_look(c)
+            except docker.errors.NotFound:
+                return -1, interrupted
+            except Exception as e:
+                if not engine_unreachable(e):
+                    raise
+                interrupted = True
+                self.engine.lost(e)
+                continue
+            if status is not None:
+                return status, interrupted
 
     def _detail(self, c) -> str:
         try:
@@ -393,6 +451,23 @@ class DockerRunner:
             if prev is None or attempt >= prev.attempt:
                 found[bid] = Found(bid, attempt, running, code)
         return found
+
+
+def _wait_or_look(c) -> int | None:
+    """The container's exit status; None when a long wait timed out and it still runs."""
+    import docker
+
+    try:
+        return int(c.wait(timeout=3600).get("StatusCode", -1))
+    except docker.errors.NotFound:
+        raise
+    except Exception as e:
+        if engine_unreachable(e):
+            raise
+    c.reload()  # a read timeout on a long build: look, then wait again
+    if c.status in ("running", "created", "restarting"):
+        return None
+    return int(c.attrs["State"].get("ExitCode", -1))
 
 
 _NAME = re.compile(r"^/?buildfarm-([0-9a-f]{12})-(\d+)$")

@@ -16,7 +16,7 @@ import click
 
 from ..client import Client, ClientError, write_stream
 from ..states import TRIGGER_KINDS, State, exit_code_for
-from .common import ago, call, client, duration, echo_json, fail, key_values
+from .common import ago, call, client, duration, echo_json, fail, key_values, retention_text
 
 
 def _build_duration(b: dict) -> str:
@@ -55,13 +55,15 @@ def _where(b: dict) -> str:
               help="Retries after infrastructure failures (never after the command's own failure).")
 @click.option("--step", "steps", multiple=True, metavar="SHELL", help="A shell step (repeatable), instead of COMMAND.")
 @click.option("--wait-for-capacity", is_flag=True, help="Queue even if no agent can run it yet.")
+@click.option("--expire-in", metavar="DURATION|never",
+              help="Keep the log and artifacts this long after the end (e.g. 7d) [default: the farm's].")
 @click.option("--wait", is_flag=True, help="Wait for the end; exit with the build's outcome.")
 @click.option("--follow", "-f", is_flag=True, help="Stream the log while waiting (implies --wait).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, secrets, artifacts, constraints, timeout,
-           priority, retries, steps, wait_for_capacity, wait, follow, as_json, command):
+           priority, retries, steps, wait_for_capacity, expire_in, wait, follow, as_json, command):
     """Submit a build; print its id. Put the command after `--`:
 
     \b
@@ -86,6 +88,7 @@ def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, secrets, a
         "env": env, "secrets": list(secrets), "resources": {"cpus": cpus, "mem": mem, "disk": disk},
         "constraints": list(constraints), "timeout": timeout, "artifacts": list(artifacts),
         "priority": priority, "retries": retries, "wait_for_capacity": wait_for_capacity, "trigger": trigger,
+        "expire_in": expire_in,
     }
     farm = client(ctx)
     _queued(farm, call(farm.submit, spec), wait, follow, as_json)
@@ -163,6 +166,7 @@ def status(ctx, build_id, as_json, wait):
         click.echo(f"trigger  {_trigger(b)}" + (f"  {t['url']}" if t.get("url") else "")
                    + "".join(f"  {k}={v}" for k, v in (t.get("detail") or {}).items()))
         click.echo(f"queued   {ago(b['created_at'])}  duration {_build_duration(b)}")
+        click.echo(f"files    {retention_text(b.get('retention') or {})}")
         for h in b.get("history", []):
             click.echo(f"  {time.strftime('%H:%M:%S', time.localtime(h['at']))}  {h['state']:<10} {h['reason']}")
         for a in b.get("artifacts", []):

@@ -80,3 +80,20 @@ def key_values(pairs: tuple[str, ...] | list[str], option: str) -> dict[str, str
         k, v = pair.split("=", 1)
         out[k.strip()] = v
     return out
+
+
+def date(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def retention_text(r: dict) -> str:
+    """What retention does with a build's log and artifacts (its record's `retention`), in a few words."""
+    def one(what: str, due: float | None, gone: float | None) -> str:
+        if gone:
+            return f"{what} expired {date(gone)}"
+        return f"{what} until {date(due)}" if due else f"{what} kept"
+
+    if r.get("pinned_by"):
+        return f"pinned by {r['pinned_by']} (log and artifacts kept)"
+    return ", ".join((one("log", r.get("log_expires_at"), r.get("log_expired_at")),
+                      one("artifacts", r.get("artifacts_expire_at"), r.get("artifacts_expired_at"))))

@@ -70,6 +70,27 @@ def _daemon_failed(e: Exception) -> None:
     os._exit(EXIT_INFRA_ERROR)
 
 
+class _Keep(click.ParamType):
+    """A retention duration (30d, 12h, 2w) in seconds, or 'never' (None)."""
+
+    name = "DURATION|never"
+
+    def convert(self, value, param, ctx):
+        from ..spec import NEVER, parse_duration
+
+        if value is None or isinstance(value, int):
+            return value
+        if value.strip().lower() == NEVER:
+            return None
+        seconds = parse_duration(value)
+        if seconds is None:
+            self.fail(f"{value!r} is not a duration; write e.g. 30d, 12h, 2w, or 'never'", param, ctx)
+        return seconds
+
+
+KEEP = _Keep()
+
+
 @click.command()
 @click.option("--port", default=8080, show_default=True, help="API port (on --host).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
@@ -94,16 +115,24 @@ def _daemon_failed(e: Exception) -> None:
               help="Seconds a build may take from launch to its agent starting.")
 @click.option("--heartbeat-timeout", type=float, default=90, show_default=True,
               help="Seconds a running build may go without output or heartbeat.")
+@click.option("--keep-logs", type=KEEP, default="90d", show_default=True,
+              help="How long a build's log is kept after it ends (e.g. 30d, 12h; 'never' deletes none); "
+                   "a build's expire_in comes first.")
+@click.option("--keep-artifacts", type=KEEP, default="30d", show_default=True,
+              help="How long a build's artifacts are kept after it ends.")
+@click.option("--gc-interval", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds between the passes that delete expired logs and artifacts.")
 @mesos_options
 def up(port, host, data_dir, backend, isolation, cpus, mem, network, warm, agent_api_url, no_repo_check,
-       allow_repos, start_timeout, heartbeat_timeout, **mesos):
+       allow_repos, start_timeout, heartbeat_timeout, keep_logs, keep_artifacts, gc_interval, **mesos):
     """Start a farm: Redis (a private one unless REDIS_URL is set), the API and the scheduler."""
     from ..server import run_up
 
     _logging()
     settings = _settings(data_dir, backend, host=host, port=port, isolation=isolation, cpus=cpus, mem=mem,
                          network=network, warm=warm, agent_api_url=agent_api_url, check_repos=not no_repo_check,
-                         allow_repos=tuple(allow_repos), start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout, **mesos)
+                         allow_repos=tuple(allow_repos), start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout,
+                         keep_logs=keep_logs, keep_artifacts=keep_artifacts, gc_interval=gc_interval, **mesos)
     try:
         run_up(settings)
     except Exception as e:

@@ -20,12 +20,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..spec import BuildSpec, describe_errors
+from ..spec import parse_duration as parse_duration_text
 from .cron import Schedule, cron_problem, zone_problem
 from .yamlsource import LineDict, LineList, SourceError, line_of, load
 
-TOP_KEYS = ("name", "description", "repo", "ref", "image", "schedule", "parameters", "tag", "jobs")
+TOP_KEYS = ("name", "description", "repo", "ref", "image", "schedule", "parameters", "tag", "jobs", "expire_in")
 JOB_KEYS = ("image", "steps", "resources", "env", "secrets", "artifacts", "needs", "matrix", "constraints",
-            "timeout", "retries", "when", "priority")
+            "timeout", "retries", "when", "priority", "expire_in")
 SCHEDULE_KEYS = ("cron", "timezone")
 TAG_KEYS = ("name", "message", "push_url")
 WHEN = ("on_success", "on_failure", "always")
@@ -35,7 +36,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}")
 _REF = re.compile(r"^\s*(params|matrix)\.([A-Za-z_][A-Za-z0-9_]*)\s*$")
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 @dataclass
@@ -459,13 +459,7 @@ def parse_duration(v: Any) -> int | None:
     if isinstance(v, int):
         return v if v > 0 else None
     if isinstance(v, str):
-        s = v.strip()
-        if s.isdigit():
-            return int(s) or None
-        m = _DURATION.match(s)
-        if m and any(m.groups()):
-            h, mi, se = (int(x or 0) for x in m.groups())
-            return h * 3600 + mi * 60 + se or None
+        return parse_duration_text(v)
     return None
 
 
@@ -605,6 +599,9 @@ def _spec(p: Pipeline, j: JobDef, params: dict[str, str], combo: dict[str, str],
         "timeout": parse_duration(r(raw.get("timeout", 3600))) or raw.get("timeout"),
         "priority": raw.get("priority", "normal"),
     }
+    expire_in = raw.get("expire_in", p.doc.get("expire_in"))  # a release keeps its artifacts: never
+    if expire_in is not None:
+        spec["expire_in"] = r(str(expire_in))
     try:
         spec = BuildSpec.model_validate(spec).model_dump(mode="json", exclude_defaults=True)
     except ValidationError as e:

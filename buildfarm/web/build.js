@@ -2,6 +2,7 @@
 
 import {
   api, html, raw, every, own, clock, ago, buildDuration, bytes, mem, stateBadge, where, buildUser, FINAL, setTitle,
+  dateTime,
 } from './util.js';
 import { can, session } from './session.js';
 import { followLog } from './log.js';
@@ -86,8 +87,13 @@ export function render(root, id) {
       <dt>Attempt</dt><dd>${b.attempt}</dd>
       <dt>Commit</dt><dd class="mono">${b.commit || '-'}</dd>
       <dt>Duration</dt><dd>${buildDuration(b)}</dd>
-      <dt>Exit code</dt><dd>${b.exit_code ?? '-'}</dd>`.toString();
-    if (b.artifacts) $('#artifacts').outerHTML = artifactsHtml(id, b.artifacts).toString();
+      <dt>Exit code</dt><dd>${b.exit_code ?? '-'}</dd>
+      <dt>Log</dt><dd id="log-expiry">${expiry(b, 'log')}</dd>
+      <dt>Artifacts</dt><dd id="artifacts-expiry">${expiry(b, 'artifacts')}</dd>`.toString();
+    const ret = b.retention || {};
+    if (ret.artifacts_expired_at) {
+      $('#artifacts').outerHTML = html`<div id="artifacts" class="muted">Artifacts expired on ${dateTime(ret.artifacts_expired_at)} and were deleted.</div>`.toString();
+    } else if (b.artifacts) $('#artifacts').outerHTML = artifactsHtml(id, b.artifacts).toString();
     rec = b;
   }
 
@@ -96,7 +102,13 @@ export function render(root, id) {
       const b = await api(`/api/v1/builds/${enc}`);
       show(b);
       flash('');
-      if (!log) {
+      if (b.retention?.log_expired_at) {
+        $('#log').textContent = `log expired on ${dateTime(b.retention.log_expired_at)} and was deleted`;
+        $('#log').classList.remove('empty');
+        $('#raw-log').hidden = true;
+        $('#follow').parentElement.hidden = true;
+        log?.close?.();
+      } else if (!log) {
         log = followLog($('#log'), id, {
           startAt: b.log_bytes || 0,
           follow: $('#follow'),
@@ -112,6 +124,17 @@ export function render(root, id) {
     }
   }
   poller = every(2000, refresh);
+}
+
+// What retention does with the build's log or artifacts: pinned, expired, when they expire, or kept.
+function expiry(b, what) {
+  const r = b.retention || {};
+  const gone = what === 'log' ? r.log_expired_at : r.artifacts_expired_at;
+  const due = what === 'log' ? r.log_expires_at : r.artifacts_expire_at;
+  if (gone) return `${what} expired on ${dateTime(gone)}`;
+  if (r.pinned_by) return `kept: pinned by ${r.pinned_by}`;
+  if (due) return `${what === 'log' ? 'expires' : 'expire'} on ${dateTime(due)}`;
+  return FINAL.has(b.state) ? 'kept (never expires)' : 'expiry set when the build ends';
 }
 
 function specHtml(b) {

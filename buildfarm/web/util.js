@@ -77,6 +77,14 @@ export function clock(ts) {
   return sameDay ? t : `${d.toISOString().slice(0, 10)} ${t}`;
 }
 
+// A date and time, always with the date (local time, 24 h): 2026-12-03 14:05.
+export function dateTime(ts) {
+  if (!ts) return '-';
+  const d = new Date(ts * 1000);
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
 export function buildDuration(b) {
   if (!b.started_at) return '-';
   return duration((b.finished_at || Date.now() / 1000) - b.started_at);
