@@ -9,7 +9,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .diskspace import DiskFull, dir_bytes, is_disk_full
 
@@ -53,16 +55,24 @@ class ArtifactStore:
     async def put(self, build_id: str, relpath: str, chunks: AsyncIterator[bytes], expected_sha256: str | None,
                   max_bytes: int) -> tuple[int, str]:
         """Stream an upload to disk; keep it only if its sha256 matches. Returns (size, sha256)."""
+        staged = await self.stage(build_id, relpath, chunks, expected_sha256, max_bytes)
+        staged.keep()
+        return staged.size, staged.sha256
+
+    async def stage(self, build_id: str, relpath: str, chunks: AsyncIterator[bytes], expected_sha256: str | None,
+                    max_bytes: int) -> StagedArtifact:
+        """Stream an upload into a file beside its place, checked against its sha256; the caller
+        keeps it (puts it in place) or discards it."""
         dest = self.path(build_id, relpath)
         try:
-            return await self._put(dest, relpath, chunks, expected_sha256, max_bytes)
+            return await self._stage(dest, relpath, chunks, expected_sha256, max_bytes)
         except OSError as e:
             if is_disk_full(e):
                 raise DiskFull("artifacts", e) from None
             raise
 
-    async def _put(self, dest: Path, relpath: str, chunks: AsyncIterator[bytes], expected_sha256: str | None,
-                   max_bytes: int) -> tuple[int, str]:
+    async def _stage(self, dest: Path, relpath: str, chunks: AsyncIterator[bytes], expected_sha256: str | None,
+                     max_bytes: int) -> StagedArtifact:
         dest.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -78,11 +88,10 @@ class ArtifactStore:
             sha = digest.hexdigest()
             if expected_sha256 and expected_sha256.lower() != sha:
                 raise ChecksumMismatch(f"artifact {relpath!r}: sha256 {sha} does not match the agent's {expected_sha256}")
-            os.replace(tmp, dest)
-            return size, sha
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            return StagedArtifact(safe_relpath(relpath), size, sha, Path(tmp), dest)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     def size(self, build_id: str) -> int:
         return dir_bytes(self.root / build_id)
@@ -92,3 +101,24 @@ class ArtifactStore:
         freed = self.size(build_id)
         shutil.rmtree(self.root / build_id, ignore_errors=True)
         return freed
+
+
+@dataclass
+class StagedArtifact:
+    """An upload on disk, checked, not yet in its place."""
+
+    path: str  # relative to the workspace, normalised
+    size: int
+    sha256: str
+    tmp: Path
+    dest: Path
+
+    def record(self) -> dict[str, Any]:
+        """What the build's artifact index keeps of it."""
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+    def keep(self) -> None:
+        os.replace(self.tmp, self.dest)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,7 +32,10 @@ class LogStore:
         return self.root / f"{build_id}.log"
 
     @contextmanager
-    def _locked(self, build_id: str):
+    def locked(self, build_id: str):
+        """The build's output lock. The farm's own lines (the closing one included) are written
+        under it, so whatever an agent writes under it after checking that its build still runs
+        lands before the closing line or not at all."""
         with open(self.root / f"{build_id}.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -45,9 +49,13 @@ class LogStore:
         except FileNotFoundError:
             return 0
 
-    def append_chunk(self, build_id: str, seq: int, data: bytes) -> str:
-        """Append chunk number `seq` (1, 2, ...). Returns 'appended', 'duplicate' or 'gap'."""
-        with self._locked(build_id):
+    def append_chunk(self, build_id: str, seq: int, data: bytes, check: Callable[[], str] | None = None) -> str:
+        """Append chunk number `seq` (1, 2, ...). Returns 'appended', 'duplicate' or 'gap'; or,
+        when `check` (called under the lock) answers anything but 'ok', that answer."""
+        with self.locked(build_id):
+            verdict = check() if check else "ok"
+            if verdict != "ok":
+                return verdict
             last = self._last_seq(build_id)
             if seq <= last:
                 return "duplicate"
@@ -84,7 +92,7 @@ class LogStore:
         """A line from the farm itself, e.g. why a build was stopped. On a full disk the line is
         left out (the build's record keeps the reason)."""
         try:
-            with self._locked(build_id):
+            with self.locked(build_id):
                 self._append_whole(build_id, f"[buildfarm] {text}\n".encode())
         except DiskFull as e:
             log.warning("build %s: line not written to its log: %s", build_id, e)

@@ -1,7 +1,9 @@
 """Build records in Redis: the build's spec, its state with a history of (state, time, reason),
 its artifacts index, and the agents the scheduler knows. Every state change goes through
 `transition`, an atomic compare-and-set, so two actors (API, scheduler, agent) never race a
-build into two final states.
+build into two final states. The agent token of a build's current attempt (its digest) dies in the
+same step as the attempt, and every write an agent makes is checked against it atomically
+(`agent_write`), so nothing an agent sends after its build ended changes the build.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ INDEX = P + "idx:"  # sets of build ids: idx:state:S, idx:repo:R, idx:trigger:K,
 FILTERS = ("state", "repo", "trigger", "user")
 
 # KEYS: the build's hash, its history list, the state-index prefix, the build id and the state
-# channel (a member and a channel, not keys: one Redis, never a cluster).
+# channel (a member and a channel, not keys: one Redis, never a cluster). ARGV: new state, reason,
+# time, allowed states (comma-separated, '' for any), what becomes of the agent token, the digest
+# the caller's token must have ('' for any), then field, value pairs. The agent token dies in the
+# same step as its attempt: 'end' keeps its digest as `ended_token_sha` (its late calls are told
+# the build ended), 'drop' forgets it.
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, ''} end
@@ -38,15 +44,38 @@ local allowed = ARGV[4]
 if allowed ~= '' and not string.find(',' .. allowed .. ',', ',' .. cur .. ',', 1, true) then
   return {0, cur}
 end
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'token_sha') ~= ARGV[6] then return {0, cur} end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'reason', ARGV[2], 'updated_at', ARGV[3])
 redis.call('SREM', KEYS[3] .. cur, KEYS[4])
 redis.call('SADD', KEYS[3] .. ARGV[1], KEYS[4])
-for i = 5, #ARGV, 2 do
+local token = redis.call('HGET', KEYS[1], 'token_sha')
+if ARGV[5] ~= '' and token then
+  if ARGV[5] == 'end' then redis.call('HSET', KEYS[1], 'ended_token_sha', token) end
+  redis.call('HDEL', KEYS[1], 'token_sha')
+end
+for i = 7, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('RPUSH', KEYS[2], cjson.encode({state = ARGV[1], at = tonumber(ARGV[3]), reason = ARGV[2]}))
 redis.call('PUBLISH', KEYS[5], KEYS[4])
 return {1, cur}
+"""
+
+# What an agent's token may do, checked in the same step as the write it allows. KEYS: the build's
+# hash, its artifacts hash. ARGV: the token's digest, an artifact's path and record ('' for none),
+# then field, value pairs for the build's hash. Returns 'ok' (written), 'ended' (the token was this
+# build's, and the build has ended: nothing written) or 'invalid'.
+_AGENT_WRITE = """
+local t = redis.call('HMGET', KEYS[1], 'token_sha', 'ended_token_sha')
+if t[1] and t[1] == ARGV[1] then
+  if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) end
+  for i = 4, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+  return 'ok'
+end
+if t[2] and t[2] == ARGV[1] then return 'ended' end
+return 'invalid'
 """
 
 
@@ -58,6 +87,11 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def new_agent_token() -> str:
+    """A token for one attempt of a build: its record keeps only the digest (`token_sha`)."""
+    return secrets.token_urlsafe(24)
+
+
 class BuildNotFound(KeyError):
     pass
 
@@ -66,13 +100,14 @@ class BuildStore:
     def __init__(self, r: redis.Redis):
         self.r = r
         self._transition = r.register_script(_TRANSITION)
+        self._agent_write = r.register_script(_AGENT_WRITE)
 
     # -- creation and reading ---------------------------------------------------------
     def create(self, spec: BuildSpec, user: str | None = None) -> tuple[dict[str, Any], str]:
         """Record a new build in `queued`; returns (record, agent token). The token is shown once.
         `user` is who submitted it (the API token's name)."""
         build_id = uuid.uuid4().hex[:12]
-        token = secrets.token_urlsafe(24)
+        token = new_agent_token()
         now = time.time()
         seq = self.r.incr(SEQ)
         fields = {
@@ -199,15 +234,22 @@ class BuildStore:
 
     # -- state changes ------------------------------------------------------------------
     def transition(self, build_id: str, to: State, reason: str, *, allowed_from: Iterable[State] | None = None,
-                   **fields: Any) -> bool:
+                   token: str | None = None, **fields: Any) -> bool:
         """Atomically move a build to `to` if it is in one of `allowed_from` (any non-final state by
-        default). Returns whether it moved. Extra fields are written in the same step."""
+        default) and, when `token` is given, if that is the agent token of its current attempt.
+        Returns whether it moved. Extra fields are written in the same step. A final state revokes
+        the agent token in that step; so does going back to the queue (the attempt is over)."""
         if allowed_from is None:
             allowed_from = [s for s in State if s not in TERMINAL]
         now = time.time()
+        revoke = ""
         if to in TERMINAL:
             fields.setdefault("finished_at", now)
-        args: list[Any] = [to.value, reason, now, ",".join(s.value for s in allowed_from)]
+            revoke = "end"
+        elif to is State.QUEUED:
+            revoke = "drop"
+        args: list[Any] = [to.value, reason, now, ",".join(s.value for s in allowed_from), revoke,
+                           token_digest(token) if token else ""]
         for k, v in fields.items():
             args += [k, "" if v is None else v]
         keys = [build_key(build_id), build_key(build_id) + ":history", INDEX + "state:", build_id, STATE_CHANNEL]
@@ -217,15 +259,22 @@ class BuildStore:
     def set_fields(self, build_id: str, **fields: Any) -> None:
         self.r.hset(build_key(build_id), mapping={k: ("" if v is None else v) for k, v in fields.items()})
 
-    def check_token(self, build_id: str, token: str) -> bool:
-        want = self.r.hget(build_key(build_id), "token_sha")
-        return bool(want) and secrets.compare_digest(want, token_digest(token))
+    def agent_write(self, build_id: str, token: str, artifact: dict[str, Any] | None = None,
+                    **fields: Any) -> str:
+        """Write what an agent reports (fields of the build, an artifact's record) if `token` is the
+        agent token of the build's current attempt, in one atomic step with that check: 'ok',
+        'ended' (the build has ended; nothing written) or 'invalid' (not this build's token)."""
+        key = build_key(build_id)
+        args: list[Any] = [token_digest(token), "", ""]
+        if artifact is not None:
+            args[1:3] = [artifact["path"], json.dumps(artifact)]
+        for k, v in fields.items():
+            args += [k, "" if v is None else v]
+        return self._agent_write(keys=[key, key + ":artifacts"], args=args)
 
-    def rotate_token(self, build_id: str) -> str:
-        """A new agent token for a new attempt (the old container's token stops working)."""
-        token = secrets.token_urlsafe(24)
-        self.set_fields(build_id, token_sha=token_digest(token))
-        return token
+    def check_token(self, build_id: str, token: str) -> str:
+        """'ok', 'ended' or 'invalid' for an agent's token, as agent_write() says, writing nothing."""
+        return self.agent_write(build_id, token) if token else "invalid"
 
     # -- the scheduler's active set ---------------------------------------------------------
     def active_ids(self) -> list[str]:
@@ -238,9 +287,6 @@ class BuildStore:
         self.r.srem(ACTIVE_SET, build_id)
 
     # -- artifacts index ----------------------------------------------------------------------
-    def add_artifact(self, build_id: str, path: str, size: int, sha256: str) -> None:
-        self.r.hset(build_key(build_id) + ":artifacts", path, json.dumps({"path": path, "size": size, "sha256": sha256}))
-
     def artifacts(self, build_id: str) -> list[dict[str, Any]]:
         h = self.r.hgetall(build_key(build_id) + ":artifacts")
         return sorted((json.loads(v) for v in h.values()), key=lambda a: a["path"])

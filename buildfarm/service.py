@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from .artifacts import ArtifactStore
+from .artifacts import ArtifactStore, StagedArtifact
 from .auth import MIN_SECRET_LENGTH, SecretStore, SecretUnreadable, TokenStore
 from .config import Settings
 from .diskspace import DiskFull
@@ -48,6 +48,20 @@ class OutOfScope(SubmitError):
 
 class Conflict(ValueError):
     """The build is not in a state that allows the operation."""
+
+
+class Ended(Conflict):
+    """The build has ended: its agent's token is revoked, and its log, artifacts and record sealed."""
+
+    def __init__(self, build_id: str):
+        super().__init__(f"build {build_id} has ended")
+
+
+class TokenInvalid(ValueError):
+    """Not the agent token of the build's current attempt."""
+
+    def __init__(self, build_id: str):
+        super().__init__(f"this token is not valid for build {build_id}")
 
 
 def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
@@ -154,10 +168,12 @@ class Farm:
 
     # -- ending and cancelling ----------------------------------------------------------------------
     def end(self, build_id: str, state: State, reason: str, *, exit_code: int | None = None,
-            allowed_from=None, close_log: bool = False) -> bool:
-        """Move a build to a final state (if it is not final already) and say so in its log."""
-        extra = {"exit_code": exit_code} if exit_code is not None else {}
-        moved = self.builds.transition(build_id, state, reason, allowed_from=allowed_from, **extra)
+            allowed_from=None, close_log: bool = False, token: str | None = None, **fields) -> bool:
+        """Move a build to a final state (if it is not final already) and say so in its log. Its
+        agent token is revoked in the same step; with `token`, only if that is the build's token."""
+        if exit_code is not None:
+            fields["exit_code"] = exit_code
+        moved = self.builds.transition(build_id, state, reason, allowed_from=allowed_from, token=token, **fields)
         if not moved:
             return False
         spec_priority = self.builds.raw(build_id)["priority"]
@@ -206,16 +222,26 @@ class Farm:
         return True
 
     # -- the agent's reports ---------------------------------------------------------------------
-    def agent_start(self, build_id: str, host: str) -> dict[str, Any]:
+    # Each write is checked against the agent's token in the same atomic step (records.py): once a
+    # build has ended, whatever its token still sends changes nothing and is told so (Ended).
+    def _refuse(self, build_id: str, verdict: str) -> None:
+        """Raise what a verdict of records.agent_write other than 'ok' means."""
+        if verdict == "ended":
+            raise Ended(build_id)
+        if verdict != "ok":
+            raise TokenInvalid(build_id)
+
+    def agent_start(self, build_id: str, token: str, host: str) -> dict[str, Any]:
         raw = self.builds.raw(build_id)
-        state = State(raw["state"])
-        if state is State.LAUNCHING:
+        if raw["state"] == State.LAUNCHING.value:
             now = time.time()
-            if self.builds.transition(build_id, State.RUNNING, f"agent started on {host}",
+            if self.builds.transition(build_id, State.RUNNING, f"agent started on {host}", token=token,
                                       allowed_from=[State.LAUNCHING], started_at=now, last_seen=now):
                 self.stats.started(now - float(raw["created_at"]))
-        elif state is not State.RUNNING:  # a retried start is fine; a stopped build is not
-            raise Conflict(f"build {build_id} is {state.value}; not starting it")
+        self._refuse(build_id, self.builds.check_token(build_id, token))
+        state = self.builds.state(build_id)
+        if state != State.RUNNING.value:  # a retried start is fine; a build not launched is not
+            raise Conflict(f"build {build_id} is {state}; not starting it")
         spec = self.builds.spec(build_id)
         body = spec.model_dump(mode="json")
         body["steps"] = spec.shell_steps()
@@ -227,21 +253,41 @@ class Farm:
             raise Conflict(str(e)) from None
         return {"spec": body, "pinned_commit": raw.get("pinned_commit") or None, "secrets": values}
 
-    def agent_log(self, build_id: str, seq: int, data: bytes) -> str:
-        result = self.logs.append_chunk(build_id, seq, data)
-        self.builds.set_fields(build_id, last_seen=time.time())
+    def agent_log(self, build_id: str, token: str, seq: int, data: bytes) -> str:
+        """Append chunk `seq`: 'appended', 'duplicate' or 'gap'. The token is checked under the
+        log's lock, which the farm's closing line also takes: a chunk lands before it or not at all."""
+        result = self.logs.append_chunk(build_id, seq, data,
+                                        check=lambda: self.builds.agent_write(build_id, token, last_seen=time.time()))
+        if result in ("ended", "invalid"):
+            self._refuse(build_id, result)
         return result
 
-    def agent_heartbeat(self, build_id: str) -> None:
-        self.builds.set_fields(build_id, last_seen=time.time())
+    def agent_heartbeat(self, build_id: str, token: str) -> str:
+        self._refuse(build_id, self.builds.agent_write(build_id, token, last_seen=time.time()))
+        return self.builds.state(build_id) or ""
 
-    def agent_finish(self, build_id: str, outcome: str, exit_code: int | None, reason: str,
+    def agent_progress(self, build_id: str, token: str, commit: str) -> None:
+        self._refuse(build_id, self.builds.agent_write(build_id, token, resolved_commit=commit[:40]))
+
+    def agent_artifact(self, build_id: str, token: str, staged: StagedArtifact) -> None:
+        """Keep an uploaded artifact if the build still runs: recorded under the token's check and
+        put in place under the log's lock, so it is in place before the farm's closing line or never."""
+        with self.logs.locked(build_id):
+            verdict = self.builds.agent_write(build_id, token, artifact=staged.record())
+            if verdict == "ok":
+                staged.keep()
+        if verdict != "ok":
+            staged.discard()
+            self._refuse(build_id, verdict)
+
+    def agent_finish(self, build_id: str, token: str, outcome: str, exit_code: int | None, reason: str,
                      commit: str | None) -> dict[str, Any]:
-        if commit:
-            self.builds.set_fields(build_id, resolved_commit=commit)
         state = {"succeeded": State.SUCCEEDED, "failed": State.FAILED}.get(outcome, State.ERROR)
-        self.end(build_id, state, reason or outcome, exit_code=exit_code,
-                 allowed_from=[State.LAUNCHING, State.RUNNING])
+        extra = {"resolved_commit": commit[:40]} if commit else {}
+        if not self.end(build_id, state, reason or outcome, exit_code=exit_code, token=token,
+                        allowed_from=[State.LAUNCHING, State.RUNNING], **extra):
+            self._refuse(build_id, self.builds.check_token(build_id, token))
+            raise Conflict(f"build {build_id} is {self.builds.state(build_id)}; it has not started")
         self.logs.close(build_id)
         return self.builds.get(build_id, history=False)
 

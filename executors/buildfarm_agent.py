@@ -12,15 +12,16 @@ images stay the users' own. It
 4. uploads the artifacts that match the globs, with their sha256 and size,
 5. reports the outcome and the exit status.
 
-It talks to nothing but the API, with a token scoped to its own build; the token is not passed
-on to the build's own commands. Every report is retried until the API answers, so a farm that
-restarts in the middle of a build loses neither output nor result.
+It talks to nothing but the API, with a token scoped to its own build. The agent runs as root and
+keeps the token in its memory; the build's commands run as an unprivileged user (the image's USER,
+else uid 1000), who cannot read it (another uid's /proc/PID/environ is closed to them). Every report
+is retried until the API answers, so a farm that restarts in the middle of a build loses neither
+output nor result; an answer that the build has ended (409) is final: the agent stops.
 """
 
 from __future__ import annotations
 
 import fcntl
-import glob
 import hashlib
 import json
 import os
@@ -43,6 +44,14 @@ CACHE_READONLY = os.environ.get("BUILDFARM_CACHE_READONLY") == "1"  # the farm k
 WORKSPACE = os.environ.get("BUILDFARM_WORKSPACE", "/workspace")
 REPORT_DEADLINE = float(os.environ.get("BUILDFARM_REPORT_DEADLINE", "900"))
 HEARTBEAT_SECONDS = float(os.environ.get("BUILDFARM_HEARTBEAT", "10"))
+# Who runs the build's commands when the agent is root: a user name or uid ("1000" by default).
+BUILD_USER = os.environ.get("BUILDFARM_BUILD_USER", "")
+BUILD_HOME = os.environ.get("BUILDFARM_HOME", "")  # their HOME, when not their passwd entry's
+# Set by `--isolation process`: the agent shares the host, so it edits no /etc/passwd and signals
+# only the processes it started.
+ON_HOST = os.environ.get("BUILDFARM_ON_HOST") == "1"
+MAX_WALK = 100_000  # entries of the workspace the artifact globs may visit, all together
+MAX_ARTIFACTS = 10_000  # files they may match
 CHUNK = 1024 * 1024  # per POST: fewer requests for a chatty build; small output still goes at once
 
 
@@ -58,6 +67,14 @@ class Rejected(Exception):
         super().__init__(f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
         self.status = status
         self.body = body
+
+
+class Ended(Rejected):
+    """The farm answered that the build has ended (its token is revoked): nothing more to report."""
+
+
+def _rejected(status: int, body: bytes) -> Rejected:
+    return (Ended if status == 409 and b"has ended" in body else Rejected)(status, body)
 
 
 class Api:
@@ -84,7 +101,7 @@ class Api:
             except urllib.error.HTTPError as e:
                 payload = e.read()
                 if 400 <= e.code < 500:
-                    raise Rejected(e.code, payload) from None
+                    raise _rejected(e.code, payload) from None
                 err = f"HTTP {e.code}"
             except (urllib.error.URLError, OSError) as e:
                 err = str(e)
@@ -117,7 +134,7 @@ class Api:
                 return h.hexdigest()
             except urllib.error.HTTPError as e:
                 if 400 <= e.code < 500:
-                    raise Rejected(e.code, e.read()) from None
+                    raise _rejected(e.code, e.read()) from None
                 err = f"HTTP {e.code}"
             except (urllib.error.URLError, OSError) as e:
                 err = str(e)
@@ -234,15 +251,27 @@ class LogSender(threading.Thread):
             self.api.call("POST", f"/log?seq={self.seq}", data=data,
                           headers={"Content-Type": "application/octet-stream"})
             self.last_sent = time.monotonic()
+        except Ended as e:
+            self._ended(e)
         except Exception as e:  # the build goes on; the outcome report says what happened
             self.error = e
             diag(f"log chunk {self.seq} could not be sent: {e}")
 
     def _heartbeat(self) -> None:
+        if self.error:
+            return
         try:
             self.api.call("POST", "/heartbeat", data=b"", deadline=30)
+        except Ended as e:
+            self._ended(e)
         except Exception as e:
             diag(f"heartbeat failed: {e}")
+
+    def _ended(self, e: Ended) -> None:
+        """The farm ended the build (cancelled, timed out): stop its commands, send nothing more."""
+        self.error = e
+        diag("the farm says the build has ended; stopping it")
+        stop_steps()
 
 
 class BuildError(Exception):
@@ -271,7 +300,9 @@ def checkout(spec: dict, log: LogSender, pinned: str | None = None) -> str:
         ws = _clone_readonly_cache(git, url, mirror, pinned or spec.get("commit"), log)
     else:
         _update_mirror(git, url, mirror, pinned, log)
-        ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout"])
+        # On the host as root the build user may not reach the mirror: copy what the clone borrows.
+        copy = ["--dissociate"] if ON_HOST and os.geteuid() == 0 else []
+        ws = git.Repo.clone_from(mirror, WORKSPACE, multi_options=["--shared", "--no-checkout", *copy])
         ws.git.remote("set-url", "origin", url)
     want = spec.get("commit") or spec.get("ref")
     sha = _resolve(ws, spec.get("ref"), spec.get("commit"), url, pinned)
@@ -391,6 +422,8 @@ def fetch_inputs(api: Api, spec: dict, log: LogSender) -> None:
     names = {i["build"]: i.get("name") or i["build"] for i in spec.get("inputs") or []}
     try:
         listing = json.loads(api.call("GET", "/inputs"))["inputs"]
+    except Ended:
+        raise
     except Rejected as e:
         raise BuildError(f"the farm refused the inputs' list: {e}") from None
     root = os.path.realpath(WORKSPACE)
@@ -411,6 +444,8 @@ def fetch_inputs(api: Api, spec: dict, log: LogSender) -> None:
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             try:
                 sha = api.download(f"/inputs/{up}/{urllib.parse.quote(rel)}", dest)
+            except Ended:
+                raise
             except Rejected as e:
                 raise BuildError(f"input artifact {rel!r} of build {up}: {e}") from None
             if sha != a["sha256"]:
@@ -419,62 +454,234 @@ def fetch_inputs(api: Api, spec: dict, log: LogSender) -> None:
             log.line(f"input {names.get(up, up)} (build {up}): {len(inp['artifacts'])} artifact(s) downloaded")
 
 
+# -- the build user ---------------------------------------------------------------------------
+
+class BuildUser:
+    """The unprivileged user the build's commands run as, so they cannot read the agent's token."""
+
+    def __init__(self, uid: int, gid: int, name: str, home: str):
+        self.uid, self.gid, self.name, self.home = uid, gid, name, home
+
+    def popen_args(self) -> dict:
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+    def env(self) -> dict:
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+
+    def own(self, path: str) -> None:
+        """Give `path` and everything under it to the build user (symlinks themselves, not their targets)."""
+        os.lchown(path, self.uid, self.gid)
+        for d, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.lchown(os.path.join(d, name), self.uid, self.gid)
+
+
+def build_user() -> BuildUser | None:
+    """The user for the build's commands (BUILDFARM_BUILD_USER, else uid 1000), with a HOME of
+    their own. None when the agent is not root: it cannot change user, so the commands run as it."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    want = BUILD_USER or "1000"
+    try:
+        e = pwd.getpwuid(int(want)) if want.isdigit() else pwd.getpwnam(want)
+        user = BuildUser(e.pw_uid, e.pw_gid, e.pw_name, e.pw_dir)
+    except KeyError:
+        if not want.isdigit():
+            raise BuildError(f"the build user {want!r} does not exist in the image") from None
+        user = BuildUser(int(want), int(want), "buildfarm", "/home/buildfarm")
+        if not ON_HOST:  # a name for the uid, so whoami, ssh and getpass work
+            _add_account(user)
+    if user.uid == 0:
+        return None
+    user.home = BUILD_HOME or user.home
+    if not os.path.isdir(user.home):
+        os.makedirs(user.home, mode=0o700)
+        os.chown(user.home, user.uid, user.gid)
+    return user
+
+
+def _add_account(user: BuildUser) -> None:
+    try:
+        with open("/etc/passwd", "a") as f:
+            f.write(f"{user.name}:x:{user.uid}:{user.gid}:buildfarm build:{user.home}:/bin/sh\n")
+        with open("/etc/group") as f:
+            known = any(ln.split(":")[2:3] == [str(user.gid)] for ln in f)
+        if not known:
+            with open("/etc/group", "a") as f:
+                f.write(f"{user.name}:x:{user.gid}:\n")
+    except OSError as e:  # a read-only /etc: the uid works without a name
+        diag(f"could not name uid {user.uid} in /etc/passwd: {e}")
+
+
 # -- steps ------------------------------------------------------------------------------------
 
 _current: subprocess.Popen | None = None
 
 
-def run_steps(spec: dict, log: LogSender, secrets: dict | None = None) -> int:
+def run_steps(spec: dict, log: LogSender, secrets: dict | None = None, user: BuildUser | None = None) -> int:
+    """Run the steps in order (as `user` when given), stopping at the first that fails."""
     global _current
-    env = {k: v for k, v in os.environ.items() if k not in ("BUILDFARM_TOKEN", "BUILDFARM_API", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDFARM_") and k != "PYTHONPATH"}
+    env.update(user.env() if user else {})
     env.update(spec.get("env") or {})
     env.update(secrets or {})
     env.update({"CI": "true", "BUILDFARM": "true", "BUILDFARM_BUILD_ID": BUILD_ID, "BUILDFARM_WORKSPACE": WORKSPACE})
-    for step in spec["steps"]:
-        log.line(f"$ {step}")
-        proc = subprocess.Popen(["/bin/sh", "-ec", step], cwd=WORKSPACE, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        _current = proc
-        fd = proc.stdout.fileno()
-        while True:
-            data = os.read(fd, 65536)
-            if not data:
-                break
-            log.write(data)
-        log.flush_masked()
-        code = proc.wait()
-        _current = None
-        if code < 0:
-            code = 128 - code
-        if code != 0:
-            log.line(f"step exited with status {code}")
-            return code
-    return 0
+    groups = []
+    try:
+        for step in spec["steps"]:
+            log.line(f"$ {step}")
+            proc = subprocess.Popen(["/bin/sh", "-ec", step], cwd=WORKSPACE, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                    **(user.popen_args() if user else {}))
+            _current = proc
+            groups.append(proc.pid)
+            fd = proc.stdout.fileno()
+            while True:
+                data = os.read(fd, 65536)
+                if not data:
+                    break
+                log.write(data)
+            log.flush_masked()
+            code = proc.wait()
+            _current = None
+            if code < 0:
+                code = 128 - code
+            if code != 0:
+                log.line(f"step exited with status {code}")
+                return code
+        return 0
+    finally:
+        stop_leftovers(user, groups)
+
+
+def stop_steps() -> None:
+    """Kill the running step and what it started (a cancel, the farm saying the build ended)."""
+    if _current is not None:
+        try:
+            os.killpg(_current.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def stop_leftovers(user: BuildUser | None, groups: list[int]) -> None:
+    """Once the steps are done nothing of the build runs on, so nothing changes the workspace while
+    the agent (root) reads its artifacts. In a container: every process of the build user; on the
+    host (`--isolation process`): the steps' process groups."""
+    if user and not ON_HOST:
+        subprocess.run(["/bin/sh", "-c", "kill -KILL -1 2>/dev/null; true"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, **user.popen_args())
+        return
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 # -- artifacts --------------------------------------------------------------------------------
 
+class _Walk:
+    """How much of the workspace the artifact globs may visit, and whether they stopped early."""
+
+    def __init__(self, max_entries: int, max_files: int):
+        self.left, self.files_left = max_entries, max_files
+        self.max_entries, self.max_files = max_entries, max_files
+        self.stopped = ""
+
+    def visit(self) -> bool:
+        self.left -= 1
+        if self.left < 0 and not self.stopped:
+            self.stopped = f"visited {self.max_entries} entries of the workspace"
+        return not self.stopped
+
+    def scandir(self, path: str):
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    if not self.visit():
+                        return
+                    yield entry
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return
+
+
+def _glob(walk: _Walk, rel: str, parts: list[str], out: list[str]) -> None:
+    """Relative paths under `rel` that match the pattern's `parts` (`*` within a name, `**` any
+    depth); symlinked directories are matched but never descended."""
+    import fnmatch
+
+    if not parts:
+        out.append(rel)
+        return
+    head, rest = parts[0], parts[1:]
+    base = os.path.join(WORKSPACE, rel)
+    if head == "**" and not rest:  # the directory itself: collect_artifacts takes all below it
+        out.append(rel)
+    elif head == "**":
+        _glob(walk, rel, rest, out)
+        for e in walk.scandir(base):
+            if e.is_dir(follow_symlinks=False) and not e.name.startswith("."):
+                _glob(walk, os.path.join(rel, e.name), parts, out)
+    elif not any(c in head for c in "*?["):
+        path = os.path.join(rel, head)
+        if rest and os.path.isdir(os.path.join(WORKSPACE, path)) and not os.path.islink(os.path.join(WORKSPACE, path)):
+            _glob(walk, path, rest, out)
+        elif not rest and os.path.lexists(os.path.join(WORKSPACE, path)):
+            out.append(path)
+    else:
+        for e in walk.scandir(base):
+            if fnmatch.fnmatchcase(e.name, head) and (head.startswith(".") or not e.name.startswith(".")):
+                if not rest:
+                    out.append(os.path.join(rel, e.name))
+                elif e.is_dir(follow_symlinks=False):
+                    _glob(walk, os.path.join(rel, e.name), rest, out)
+
+
+def _files_under(walk: _Walk, rel: str) -> list[str]:
+    """Every file below the directory `rel`, without descending symlinked directories."""
+    out, todo = [], [rel]
+    while todo and not walk.stopped:
+        d = todo.pop()
+        for e in walk.scandir(os.path.join(WORKSPACE, d)):
+            path = os.path.join(d, e.name)
+            (todo if e.is_dir(follow_symlinks=False) else out).append(path)
+    return out
+
+
 def collect_artifacts(globs: list[str], log: LogSender) -> list[tuple[str, str]]:
-    """(relative path, absolute path) of each file to upload; refuses what leaves the workspace."""
+    """(relative path, absolute path) of each file to upload; refuses what leaves the workspace.
+    The walk is bounded (entries visited, files matched) and says in the log when it stops early."""
+    walk = _Walk(MAX_WALK, MAX_ARTIFACTS)
     root = os.path.realpath(WORKSPACE)
     found: dict[str, str] = {}
     for pattern in globs:
-        matches = sorted(glob.glob(os.path.join(WORKSPACE, pattern), recursive=True))
-        if not matches:
+        if walk.stopped:
+            log.line(f"artifact glob {pattern!r} not looked at: the walk stopped early")
+            continue
+        matches: list[str] = []
+        _glob(walk, "", [p for p in pattern.split("/") if p not in ("", ".")], matches)
+        if not matches and not walk.stopped:
             log.line(f"artifact glob {pattern!r} matched nothing")
-        for m in matches:
-            files = [m]
-            if os.path.isdir(m) and not os.path.islink(m):
-                files = [os.path.join(d, f) for d, _, fs in os.walk(m) for f in fs]
-            for f in files:
-                rel = os.path.relpath(f, WORKSPACE)
-                real = os.path.realpath(f)
+        for m in sorted(set(matches)):
+            full = os.path.join(WORKSPACE, m)
+            files = _files_under(walk, m) if os.path.isdir(full) and not os.path.islink(full) else [m]
+            for rel in files:
+                rel = os.path.normpath(rel)
+                real = os.path.realpath(os.path.join(WORKSPACE, rel))
                 if not real.startswith(root + os.sep):
                     log.line(f"artifact {rel!r} refused: it resolves to {real}, outside the workspace")
                     continue
-                if not os.path.isfile(real):
+                if not os.path.isfile(real) or rel in found:
                     continue
+                if len(found) >= walk.max_files:
+                    walk.stopped = walk.stopped or f"matched {walk.max_files} files"
+                    break
                 found[rel] = real
+        if walk.stopped:
+            log.line(f"artifact glob {pattern!r}: stopped early, having {walk.stopped} (the limit); "
+                     f"{len(found)} file(s) found so far are uploaded")
     return sorted(found.items())
 
 
@@ -500,6 +707,8 @@ def upload_artifacts(api: Api, files: list[tuple[str, str]], log: LogSender) -> 
                                                              "Content-Type": "application/octet-stream"},
                      length=size, reopen=lambda real=real: open(real, "rb"))
             log.line(f"artifact {rel} ({size} bytes, sha256 {sha[:16]}...) uploaded")
+        except Ended:
+            raise
         except Rejected as e:
             log.line(f"artifact {rel} refused by the farm: {e.body.decode('utf-8', 'replace')[:300]}")
 
@@ -507,17 +716,14 @@ def upload_artifacts(api: Api, files: list[tuple[str, str]], log: LogSender) -> 
 # -- main -------------------------------------------------------------------------------------
 
 def _on_term(signum, frame):
-    if _current is not None:
-        try:
-            os.killpg(_current.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    stop_steps()
     sys.exit(128 + signum)
 
 
 def wait_for_assignment(directory: str) -> None:
     """Warm mode: the container was started before its build existed. Import what a build
-    needs, then wait for the farm to write the assignment (API, build id, token)."""
+    needs, then wait for the farm to write the assignment (API, build id, token), read it and
+    delete it: the token then lives in this process's memory only."""
     global API, BUILD_ID, TOKEN
     import git  # noqa: F401  (the point: pay for the import before the build arrives)
 
@@ -526,7 +732,43 @@ def wait_for_assignment(directory: str) -> None:
         time.sleep(0.02)
     with open(path) as f:
         assignment = json.load(f)
+    try:
+        os.unlink(path)
+    except OSError as e:  # the directory stays closed to the build user (mode 0700, the farm's)
+        diag(f"could not delete the assignment: {e}")
     API, BUILD_ID, TOKEN = assignment["api"].rstrip("/"), assignment["build_id"], assignment["token"]
+
+
+def run_build(api: Api, start: dict, log: LogSender) -> tuple[str, int | None, str, str | None]:
+    """Check out, fetch the inputs, run the steps as the build user, upload the artifacts.
+    Returns (outcome, exit code, reason, commit); Ended goes through (nothing more to report)."""
+    spec = start["spec"]
+    code, sha = None, None
+    try:
+        user = build_user()
+        if user is None:
+            log.line(f"warning: the agent runs as uid {os.geteuid()}, not root, so the build's commands run as "
+                     f"the same user and could read the build's token")
+        sha = checkout(spec, log, start.get("pinned_commit"))
+        api.json("POST", "/progress", {"commit": sha})
+        if spec.get("inputs"):
+            fetch_inputs(api, spec, log)
+        if user:
+            user.own(WORKSPACE)
+        code = run_steps(spec, log, start.get("secrets"), user)
+        if spec.get("artifacts"):
+            upload_artifacts(api, collect_artifacts(spec["artifacts"], log), log)
+        if code == 0:
+            return "succeeded", 0, "all steps passed", sha
+        return "failed", code, f"a step exited with status {code}", sha
+    except Ended:
+        raise
+    except BuildError as e:
+        reason = str(e)
+    except Exception as e:  # the agent's own bug: report it rather than leave the build hanging
+        reason = f"agent failure: {type(e).__name__}: {e}"
+    log.line(f"error: {reason}")
+    return "error", code, reason, sha
 
 
 def main() -> int:
@@ -541,37 +783,34 @@ def main() -> int:
     api = Api(API, BUILD_ID, TOKEN)
     try:
         start = api.json("POST", "/start", {"host": os.uname().nodename, "python": sys.version.split()[0]})
+    except Ended:
+        diag("the build ended before it started (cancelled?); nothing to do")
+        return 0
     except Rejected as e:
         diag(f"the farm will not run this build: {e}")
         return 3
-    spec = start["spec"]
     log = LogSender(api)
     log.mask((start.get("secrets") or {}).values())
     log.start()
     if len(sys.argv) == 3 and sys.argv[1] == "--warm":
         log.line("running in a warm container (started before the build was submitted)")
-    outcome, code, reason, sha = "error", None, "", None
+    # The order matters: the last log chunks and the artifacts are delivered before /finish ends
+    # the build, since the farm refuses everything of a build that has ended.
     try:
-        sha = checkout(spec, log, start.get("pinned_commit"))
-        api.json("POST", "/progress", {"commit": sha})
-        if spec.get("inputs"):
-            fetch_inputs(api, spec, log)
-        code = run_steps(spec, log, start.get("secrets"))
-        outcome = "succeeded" if code == 0 else "failed"
-        reason = "all steps passed" if code == 0 else f"a step exited with status {code}"
-        if spec.get("artifacts"):
-            upload_artifacts(api, collect_artifacts(spec["artifacts"], log), log)
-    except BuildError as e:
-        reason = str(e)
-        log.line(f"error: {reason}")
-    except Exception as e:  # the agent's own bug: report it rather than leave the build hanging
-        reason = f"agent failure: {type(e).__name__}: {e}"
-        log.line(f"error: {reason}")
+        outcome, code, reason, sha = run_build(api, start, log)
+        try:
+            log.close()
+        except Ended:
+            raise
+        except Exception as e:
+            outcome, reason = "error", f"log could not be delivered: {e}"
+    except Ended:
+        diag("the farm says the build has ended (cancelled or timed out); stopping")
+        return 0
     try:
-        log.close()
-    except Exception as e:
-        outcome, reason = "error", f"log could not be delivered: {e}"
-    api.json("POST", "/finish", {"outcome": outcome, "exit_code": code, "reason": reason, "commit": sha})
+        api.json("POST", "/finish", {"outcome": outcome, "exit_code": code, "reason": reason, "commit": sha})
+    except Ended:  # a finish retried after its reply was lost: the farm has it already
+        diag("the farm had already recorded the build's end")
     return 0
 
 

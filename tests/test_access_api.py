@@ -182,6 +182,36 @@ def test_log_ranges_and_server_sent_events(farm, repo):
     assert rest == full[after:].decode()
 
 
+def test_a_revoked_token_ends_its_open_log_streams(farm, repo):
+    made = json.loads(farm.cli("token", "create", "streamer", "--role", "viewer", "--json").stdout)
+    h = {"Authorization": f"Bearer {made['token']}"}
+    bid = farm.submit(repo, "sh", "-c", "echo started; sleep 300")
+    timeout = httpx.Timeout(10, read=60)  # without the re-check, both streams would wait out the build
+    try:
+        with httpx.stream("GET", f"{farm.url}/api/v1/builds/{bid}/log/events", headers=h, timeout=timeout) as sse, \
+                httpx.stream("GET", f"{farm.url}/api/v1/builds/{bid}/log", params={"follow": "true"}, headers=h,
+                             timeout=timeout) as raw:
+            lines = sse.iter_lines()
+            seen = []
+            for line in lines:
+                seen.append(line)
+                if "started" in line:
+                    break
+            raw_bytes = raw.iter_bytes()
+            first = b""
+            while b"started" not in first:
+                first += next(raw_bytes)
+            assert farm.cli("token", "revoke", "streamer").returncode == 0
+            events = _sse(list(lines))
+            rest = b"".join(raw_bytes)
+        assert events[-1]["event"] == "denied" and "no longer valid" in events[-1]["data"]
+        assert b"build" not in rest  # it ended without the build's end line: the build still runs
+        assert farm.build(bid)["state"] == "running"
+        assert farm.api("GET", f"/api/v1/builds/{bid}/log/events", headers=h).status_code == 401
+    finally:
+        farm.cli("cancel", bid)
+
+
 def _sse(lines) -> list[dict]:
     """Events of a text/event-stream (data lines joined with LF, as EventSource does)."""
     events, event = [], {}

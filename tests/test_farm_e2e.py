@@ -142,6 +142,19 @@ def test_artifacts_that_escape_the_workspace_are_refused(farm, app_repo):
     assert b"artifact 'out/passwd' refused: it resolves to /etc/passwd, outside the workspace" in farm.log_text(bid)
 
 
+def test_artifact_globs_do_not_follow_symlinked_directories_and_stop_at_their_limit(farm, app_repo):
+    script = ("mkdir -p out big && ln -s / out/root && echo ok > out/real.txt && cd big && seq 100500 | xargs touch")
+    out = farm.cli("submit", "--repo", app_repo, "--image", IMAGE, "--artifact", "out/**", "--artifact",
+                   "big/**/*.keep", "--wait", "--json", "--", "sh", "-c", script)
+    assert out.returncode == 0, out.stderr
+    bid = json.loads(out.stdout)["id"]
+    assert [a["path"] for a in json.loads(farm.cli("artifacts", bid, "--json").stdout)] == ["out/real.txt"]
+    log = farm.log_text(bid).decode()
+    assert "artifact 'out/root' refused: it resolves to /, outside the workspace" in log
+    assert ("artifact glob 'big/**/*.keep': stopped early, having visited 100000 entries of the workspace "
+            "(the limit); 1 file(s) found so far are uploaded") in log
+
+
 def test_a_hundred_thousand_lines_lose_none(farm, app_repo):
     out = farm.cli("submit", "--repo", app_repo, "--image", IMAGE, "--wait", "--follow", "--", "seq", "1", "100000")
     assert out.returncode == 0

@@ -28,6 +28,7 @@ class RecordingBackend:
         self.agent = Agent("node-1", "127.0.0.1", Resources(2.0, 2048), {"arch": "x86_64"})
         self.running: dict[str, Resources] = {}
         self.launched: list[tuple[str, int]] = []
+        self.tokens: dict[str, str] = {}  # build id -> its current attempt's agent token
         self.killed: list[str] = []
         self.adopted: list[str] = []
         self.found: dict[str, Found] | None = {}
@@ -46,6 +47,7 @@ class RecordingBackend:
 
     def launch(self, build_id, attempt, spec, token, agent_id):
         self.launched.append((build_id, attempt))
+        self.tokens[build_id] = token
         self.running[build_id] = Resources(spec.resources.cpus, spec.resources.mem)
 
     def kill(self, build_id):
@@ -99,7 +101,7 @@ def record(farm, build_id) -> dict:
 def launched_and_started(farm, scheduler, **fields) -> str:
     bid = submit(farm, **fields)
     scheduler.tick()
-    farm.agent_start(bid, "node-1")
+    farm.agent_start(bid, scheduler.backend.tokens[bid], "node-1")
     return bid
 
 
@@ -118,8 +120,8 @@ def test_builds_beyond_the_offer_wait_in_the_queue(farm, backend, scheduler):
     scheduler.tick()
     assert [b for b, _ in backend.launched] == ids[:2]
     assert record(farm, ids[2])["state"] == "queued"
-    farm.agent_start(ids[0], "node-1")
-    farm.agent_finish(ids[0], "succeeded", 0, "", None)
+    farm.agent_start(ids[0], backend.tokens[ids[0]], "node-1")
+    farm.agent_finish(ids[0], backend.tokens[ids[0]], "succeeded", 0, "", None)
     scheduler.on_exit(Exit(ids[0], 1, 0))
     scheduler.tick()
     assert [b for b, _ in backend.launched] == ids
@@ -160,7 +162,7 @@ def test_each_kind_of_exit(farm, backend, scheduler, kind, code, detail, at, ret
     bid = submit(farm, retries=retries)
     scheduler.tick()
     if at is State.RUNNING:
-        farm.agent_start(bid, "node-1")
+        farm.agent_start(bid, backend.tokens[bid], "node-1")
     scheduler.on_exit(Exit(bid, 1, code, detail, kind))
     scheduler.handle_exit(scheduler._exits.popleft())
     r = record(farm, bid)
@@ -176,7 +178,7 @@ def test_an_earlier_attempts_exit_is_ignored(farm, backend, scheduler):
     bid = launched_and_started(farm, scheduler, retries=1)
     scheduler.on_exit(Exit(bid, 1, -1, "agent lost", LOST))
     scheduler.tick()  # requeued and launched again as attempt 2
-    farm.agent_start(bid, "node-1")
+    farm.agent_start(bid, backend.tokens[bid], "node-1")
     scheduler.on_exit(Exit(bid, 1, 9, "the first container's late exit"))
     scheduler.tick()
     r = record(farm, bid)
@@ -185,7 +187,7 @@ def test_an_earlier_attempts_exit_is_ignored(farm, backend, scheduler):
 
 def test_an_exit_after_the_agent_reported_keeps_its_result(farm, backend, scheduler):
     bid = launched_and_started(farm, scheduler)
-    farm.agent_finish(bid, "failed", 7, "", None)
+    farm.agent_finish(bid, backend.tokens[bid], "failed", 7, "", None)
     scheduler.on_exit(Exit(bid, 1, 7))
     scheduler.tick()
     r = record(farm, bid)
@@ -202,7 +204,7 @@ def test_every_phase_has_a_timeout(farm, backend, scheduler, phase, field, setti
     bid = submit(farm, timeout=60)
     scheduler.tick()
     if phase == "running":
-        farm.agent_start(bid, "node-1")
+        farm.agent_start(bid, backend.tokens[bid], "node-1")
     limit = getattr(farm.settings, setting) if setting else 60
     farm.builds.set_fields(bid, **{field: time.time() - limit - 1})
     scheduler.tick()

@@ -1,8 +1,10 @@
 """The build agent's reports. Each call carries the build's own token, which is good for that
-build's current attempt only: it can start, log, heartbeat, upload artifacts and finish, nothing else."""
+build's current attempt only: it can start, log, heartbeat, upload artifacts and finish, nothing else.
+Once the build has ended the token is revoked: every route answers 409 "build ID has ended"."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,10 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..agent_bundle import build_bundle, bundle_tarball
-from ..artifacts import ArtifactPathError, ChecksumMismatch, safe_relpath
+from ..artifacts import ArtifactPathError, ChecksumMismatch
 from ..diskspace import DiskFull
-from ..service import Conflict, Farm
+from ..service import Conflict, Farm, TokenInvalid
+from .auth import agent_token
 from .errors import ApiError
 
 
@@ -25,9 +28,20 @@ class FinishReport(BaseModel):
     commit: str | None = None
 
 
+@contextmanager
+def refusals():
+    """The farm's refusals of a report as answers: 401 for another build's (or an earlier
+    attempt's) token, 409 for a build that has ended or is not running."""
+    try:
+        yield
+    except TokenInvalid as e:
+        raise ApiError(401, str(e)) from None
+    except Conflict as e:
+        raise ApiError(409, str(e)) from None
+
+
 def router(farm: Farm) -> APIRouter:
     api = APIRouter(prefix="/api/v1/agent", tags=["agent"])
-    builds = farm.builds
     bundle: dict[str, Any] = {}
 
     @api.get("/bundle.tar.gz", summary="The build agent, for the Mesos fetcher", response_class=Response,
@@ -39,56 +53,51 @@ def router(farm: Farm) -> APIRouter:
         return Response(bundle["data"], media_type="application/gzip",
                         headers={"X-Checksum-Sha256": bundle["sha256"]})
 
-    def auth(build_id: str, authorization: str | None) -> None:
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if not token or not builds.exists(build_id) or not builds.check_token(build_id, token):
-            raise ApiError(401, "this token is not valid for this build")
-
     @api.post("/builds/{build_id}/start")
     def start(build_id: str, body: dict = Body(default={}), authorization: str | None = Header(None)):
-        auth(build_id, authorization)
-        try:
-            return farm.agent_start(build_id, str(body.get("host", "?")))
-        except Conflict as e:
-            raise ApiError(409, str(e)) from None
+        token = agent_token(farm, build_id, authorization)
+        with refusals():
+            return farm.agent_start(build_id, token, str(body.get("host", "?")))
 
     @api.post("/builds/{build_id}/log")
     async def log(build_id: str, request: Request, seq: int = Query(..., ge=1),
                   authorization: str | None = Header(None)):
-        auth(build_id, authorization)
+        token = agent_token(farm, build_id, authorization)
         data = await request.body()
         if len(data) > farm.settings.max_log_chunk:
             raise ApiError(413, f"log chunk larger than {farm.settings.max_log_chunk} bytes")
         # File and Redis writes off the event loop, so followers keep streaming meanwhile.
-        try:
-            result = await run_in_threadpool(farm.agent_log, build_id, seq, data)
-        except DiskFull as e:
-            await run_in_threadpool(farm.disk_full, build_id, e)
-            raise ApiError(507, f"{e}; the build was ended") from None
+        with refusals():
+            try:
+                result = await run_in_threadpool(farm.agent_log, build_id, token, seq, data)
+            except DiskFull as e:
+                await run_in_threadpool(farm.disk_full, build_id, e)
+                raise ApiError(507, f"{e}; the build was ended") from None
         if result == "gap":
             raise ApiError(409, f"expected log chunk {farm.logs.expected_seq(build_id)}, got {seq}")
         return {"result": result}
 
     @api.post("/builds/{build_id}/heartbeat")
     def heartbeat(build_id: str, authorization: str | None = Header(None)):
-        auth(build_id, authorization)
-        farm.agent_heartbeat(build_id)
-        return {"state": builds.raw(build_id)["state"]}
+        token = agent_token(farm, build_id, authorization)
+        with refusals():
+            return {"state": farm.agent_heartbeat(build_id, token)}
 
     @api.post("/builds/{build_id}/progress")
     def progress(build_id: str, body: dict = Body(default={}), authorization: str | None = Header(None)):
-        auth(build_id, authorization)
+        token = agent_token(farm, build_id, authorization)
         if body.get("commit"):
-            builds.set_fields(build_id, resolved_commit=str(body["commit"])[:40])
+            with refusals():
+                farm.agent_progress(build_id, token, str(body["commit"]))
         return {"ok": True}
 
     @api.put("/builds/{build_id}/artifacts/{path:path}")
     async def artifact(build_id: str, path: str, request: Request, x_checksum_sha256: str | None = Header(None),
                        authorization: str | None = Header(None)):
-        auth(build_id, authorization)
+        token = agent_token(farm, build_id, authorization)
         try:
-            size, sha = await farm.artifacts.put(build_id, path, request.stream(), x_checksum_sha256,
-                                                 farm.settings.max_artifact_bytes)
+            staged = await farm.artifacts.stage(build_id, path, request.stream(), x_checksum_sha256,
+                                                farm.settings.max_artifact_bytes)
         except ArtifactPathError as e:
             raise ApiError(400, str(e)) from None
         except ChecksumMismatch as e:
@@ -96,12 +105,14 @@ def router(farm: Farm) -> APIRouter:
         except DiskFull as e:  # nothing of it was kept: the artifact is not recorded
             await run_in_threadpool(farm.disk_full, build_id, e)
             raise ApiError(507, f"{e}; the build was ended") from None
-        builds.add_artifact(build_id, safe_relpath(path), size, sha)
-        return {"path": path, "size": size, "sha256": sha}
+        with refusals():  # the build may have ended while the upload streamed: checked again as it is kept
+            await run_in_threadpool(farm.agent_artifact, build_id, token, staged)
+        return {"path": path, "size": staged.size, "sha256": staged.sha256}
 
     @api.post("/builds/{build_id}/finish")
     def finish(build_id: str, report: FinishReport, authorization: str | None = Header(None)):
-        auth(build_id, authorization)
-        return farm.agent_finish(build_id, report.outcome, report.exit_code, report.reason, report.commit)
+        token = agent_token(farm, build_id, authorization)
+        with refusals():
+            return farm.agent_finish(build_id, token, report.outcome, report.exit_code, report.reason, report.commit)
 
     return api

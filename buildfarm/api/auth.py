@@ -58,6 +58,29 @@ def authenticate(request: Request, role: str) -> Principal:
     return who
 
 
+def still_allowed(request: Request, role: str) -> bool:
+    """Whether the token of a request that was let in still holds `role`: a long response (a
+    followed log) asks again every few seconds, so a revoked token does not keep it open."""
+    try:
+        authenticate(request, role)
+        return True
+    except AuthError:
+        return False
+
+
+def agent_token(farm, build_id: str, authorization: str | None) -> str:
+    """The agent token of `build_id`'s current attempt from the Authorization header, or AuthError:
+    401 for any other token, 409 once the build has ended (its token died with it). Each write an
+    agent makes checks the token again, atomically with the write (service.py)."""
+    token = (authorization or "").removeprefix("Bearer ").strip()
+    verdict = farm.builds.check_token(build_id, token)
+    if verdict == "ended":
+        raise AuthError(409, f"build {build_id} has ended")
+    if verdict != "ok":
+        raise AuthError(401, "this token is not valid for this build")
+    return token
+
+
 def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin") or request.headers.get("referer") or ""
     host = request.headers.get("host", "")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import codecs
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..auth import Principal
 from ..notify import Notifier, key
@@ -19,12 +20,18 @@ from ..scopes import Origin
 from ..service import Conflict, Farm, OutOfScope, SubmitError
 from ..spec import TRIGGER_KINDS, BuildSpec
 from ..states import TERMINAL_STATES, State
-from .auth import require
+from .auth import require, still_allowed
 from .errors import ApiError
 
 READ_CHUNK = 256 * 1024
 ENDED_GRACE = 15.0  # seconds a log may stay open after its build ended (the container is being removed)
 KEEPALIVE = 15.0
+RECHECK = 2.0  # seconds between checks that a streaming caller's token is still valid
+REVOKED = "the API token of this stream is no longer valid (revoked); sign in again"
+
+
+class TokenRevoked(Exception):
+    """The token a log stream was opened with was revoked meanwhile."""
 
 
 def router(farm: Farm, changes: Notifier) -> APIRouter:
@@ -94,11 +101,17 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
                                 f"`buildfarm pin ID` keeps a build's files, `expire_in` sets how long")
 
     # -- logs -------------------------------------------------------------------------------------
-    async def follow(build_id: str, offset: int, keep_following: bool) -> AsyncIterator[bytes]:
+    async def follow(build_id: str, offset: int, keep_following: bool,
+                     allowed: Callable[[], bool] = lambda: True) -> AsyncIterator[bytes]:
         """The log's bytes from `offset`; with keep_following, until the build ended and its log closed.
-        Yields b"" when nothing came for a while (a chance to send a keep-alive)."""
-        pos, ended_since, quiet_since = offset, None, time.monotonic()
+        Yields b"" when nothing came for a while (a chance to send a keep-alive). `allowed` is asked
+        every RECHECK seconds; when it says no (the caller's token was revoked), TokenRevoked."""
+        pos, ended_since, quiet_since, checked = offset, None, time.monotonic(), time.monotonic()
         while True:
+            if time.monotonic() - checked > RECHECK:
+                if not await run_in_threadpool(allowed):
+                    raise TokenRevoked()
+                checked = time.monotonic()
             data = farm.logs.read(build_id, pos, READ_CHUNK)
             if data:
                 pos += len(data)
@@ -124,7 +137,7 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
              summary="The build's log as raw bytes: a range (offset, length), or followed live",
              response_class=StreamingResponse,
              responses={200: {"content": {"text/plain": {}}, "description": "log bytes from `offset`"}})
-    async def get_log(build_id: str, offset: int = Query(0, ge=0, le=2**53),
+    async def get_log(request: Request, build_id: str, offset: int = Query(0, ge=0, le=2**53),
                       length: int | None = Query(None, ge=1, le=2**53, description="at most this many bytes"),
                       follow_: bool = Query(False, alias="follow", description="keep streaming until the build ends")):
         builds.raw(build_id)  # 404 for an unknown build
@@ -136,9 +149,12 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
                             headers=headers)
 
         async def body():
-            async for chunk in follow(build_id, offset, follow_):
-                if chunk:
-                    yield chunk
+            try:
+                async for chunk in follow(build_id, offset, follow_, lambda: still_allowed(request, "viewer")):
+                    if chunk:
+                        yield chunk
+            except TokenRevoked:
+                return  # the stream ends; asking again answers 401
 
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)
 
@@ -150,7 +166,7 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
                          "complete (the build has ended).",
              response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}})
-    async def log_events(build_id: str, offset: int = Query(0, ge=0, le=2**53),
+    async def log_events(request: Request, build_id: str, offset: int = Query(0, ge=0, le=2**53),
                          last_event_id: str | None = Header(None)):
         builds.raw(build_id)
         unless_expired(build_id, "log")
@@ -161,15 +177,19 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
             pos = offset
             yield b"retry: 2000\n\n"
-            async for chunk in follow(build_id, offset, True):
-                if not chunk:
-                    yield b": keep-alive\n\n"
-                    continue
-                pos += len(chunk)
-                text = decoder.decode(chunk)
-                if text:
-                    held = len(decoder.getstate()[0])
-                    yield sse("log", text, pos - held)
+            try:
+                async for chunk in follow(build_id, offset, True, lambda: still_allowed(request, "viewer")):
+                    if not chunk:
+                        yield b": keep-alive\n\n"
+                        continue
+                    pos += len(chunk)
+                    text = decoder.decode(chunk)
+                    if text:
+                        held = len(decoder.getstate()[0])
+                        yield sse("log", text, pos - held)
+            except TokenRevoked:
+                yield sse("denied", json.dumps({"error": REVOKED}), pos)
+                return
             b = builds.raw(build_id)
             outcome = {"state": b["state"], "reason": b.get("reason", ""),
                        "exit_code": int(b["exit_code"]) if b.get("exit_code") else None}

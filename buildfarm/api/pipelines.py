@@ -19,7 +19,7 @@ from ..pipelines.model import PipelineInvalid, parse
 from ..notify import Notifier, key
 from ..pipelines.store import CHANGED, RunNotFound
 from ..service import Conflict, Farm
-from .auth import require
+from .auth import agent_token, require
 from .errors import error as _error
 
 
@@ -139,9 +139,7 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
 
     # -- the agent: artifacts of its build's inputs (build-scoped token) -------------------------------
     def input_of(build_id: str, upstream: str, authorization: str | None):
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if not token or not farm.builds.exists(build_id) or not farm.builds.check_token(build_id, token):
-            return None, _error(401, "this token is not valid for this build")
+        agent_token(farm, build_id, authorization)
         inputs = [i.build for i in farm.builds.spec(build_id).inputs]
         if upstream is not None and upstream not in inputs:
             return None, _error(403, f"build {upstream} is not an input of build {build_id}")

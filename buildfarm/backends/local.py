@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -209,11 +210,25 @@ class DockerRunner:
         env = {"BUILDFARM_CACHE": CACHE_MOUNT, "BUILDFARM_CACHE_READONLY": "1", "BUILDFARM_WORKSPACE": "/workspace",
                "PYTHONPATH": AGENT_MOUNT,
                "PYTHONDONTWRITEBYTECODE": "1", **env}
+        # The agent runs as root and keeps the build's token; the build's commands run as the
+        # image's own USER, or uid 1000 when the image runs as root (executors/buildfarm_agent.py).
+        build_user = self._image_user(image)
+        if build_user:
+            env["BUILDFARM_BUILD_USER"] = build_user
         return self.client.containers.create(
-            image, command=command, name=name, labels={LABEL_FARM: self.farm_id, **labels}, environment=env,
+            image, command=command, name=name, labels={LABEL_FARM: self.farm_id, **labels}, environment=env, user="0:0",
             pids_limit=4096, network_mode=s.network, volumes=mounts, security_opt=["no-new-privileges"],
             cap_drop=["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP", "SYS_CHROOT"], privileged=False, init=True,
             working_dir="/", entrypoint=[], **limits)
+
+    def _image_user(self, image: str) -> str | None:
+        """The image's USER (name or uid, without a group) when it is not root."""
+        try:
+            user = (self.client.images.get(image).attrs.get("Config") or {}).get("User") or ""
+        except Exception:  # the create that follows says what is wrong with the image
+            return None
+        user = user.split(":")[0]
+        return user if user not in ("", "0", "root") else None
 
     def start(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
         import docker
@@ -267,7 +282,7 @@ class DockerRunner:
             os.chmod(d, 0o700)
             c = self._create(image, name, {LABEL_WARM: "1"},
                              ["python3", f"{AGENT_MOUNT}/buildfarm_agent.py", "--warm", ASSIGN_MOUNT], {},
-                             volumes={str(d): {"bind": ASSIGN_MOUNT, "mode": "ro"}})
+                             volumes={str(d): {"bind": ASSIGN_MOUNT, "mode": "rw"}})  # the agent deletes it
             c.start()
             with self._lock:
                 self._warm.setdefault(image, []).append(c)
@@ -488,6 +503,7 @@ class ProcessRunner:
 
     def __init__(self, settings: Settings, farm_id: str, bundle: Path, on_exit: ExitListener):
         self.settings = settings
+        self.farm_id = farm_id
         self.bundle = bundle
         self.on_exit = on_exit
         self.root = Path(settings.data_dir) / "workspaces"
@@ -497,21 +513,38 @@ class ProcessRunner:
     def check_image(self, image: str) -> str | None:
         return None
 
+    def _build_dir(self, build_id: str) -> Path:
+        """Where a build's workspace and HOME go. A farm running as root runs the build's commands
+        as `nobody`, who must reach them: not under the data directory (often in /root, mode 0700)
+        but in a directory of this farm's under the system's temporary directory."""
+        if os.geteuid() != 0:
+            return self.root / build_id
+        return Path(tempfile.gettempdir()) / f"buildfarm-{self.farm_id}" / build_id
+
     def start(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
         d = self.root / build_id
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
+        work = self._build_dir(build_id)
+        if work != d:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            os.chmod(work.parent, 0o711)
+            os.chmod(work, 0o711)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(d),
+            "HOME": str(work),
             "LANG": "C.UTF-8",
             "BUILDFARM_API": self.settings.api_url,
             "BUILDFARM_BUILD_ID": build_id,
             "BUILDFARM_TOKEN": token,
             "BUILDFARM_CACHE": str(self.settings.cache_dir),
-            "BUILDFARM_WORKSPACE": str(d / "workspace"),
+            "BUILDFARM_WORKSPACE": str(work / "workspace"),
+            "BUILDFARM_ON_HOST": "1",
             "PYTHONPATH": str(self.bundle),
         }
+        if work != d:  # root: the build's commands run as nobody (executors/buildfarm_agent.py)
+            env.update({"BUILDFARM_BUILD_USER": "nobody", "BUILDFARM_HOME": str(work / "home")})
         proc = subprocess.Popen([sys.executable, str(self.bundle / "buildfarm_agent.py")], env=env, cwd=d,
                                 stdin=subprocess.DEVNULL, stdout=open(d / "agent.out", "wb"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -553,6 +586,7 @@ class ProcessRunner:
     def remove(self, build_id: str) -> None:
         self._procs.pop(build_id, None)
         shutil.rmtree(self.root / build_id, ignore_errors=True)
+        shutil.rmtree(self._build_dir(build_id), ignore_errors=True)
 
     def recover(self) -> dict[str, Found]:
         found = {}

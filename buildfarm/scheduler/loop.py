@@ -17,6 +17,7 @@ import time
 from pydantic import ValidationError
 
 from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
+from ..records import new_agent_token, token_digest
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
 from ..states import ACTIVE, TERMINAL, State
@@ -123,11 +124,11 @@ class Scheduler:
         spec = BuildSpec.model_validate_json(raw["spec"])
         attempt = int(raw.get("attempt", 0)) + 1
         builds.add_active(build_id)  # first, so a crash from here on is found by recover()
-        token = builds.rotate_token(build_id)
+        token = new_agent_token()  # this attempt's; an earlier attempt's died when it was requeued
         agent = next((a for a in self.backend.agents() if a.agent_id == agent_id), None)
         if not builds.transition(build_id, State.LAUNCHING, f"placed on {agent_id}", allowed_from=[State.QUEUED],
                                  agent_id=agent_id, host=agent.host if agent else "", attempt=attempt,
-                                 launched_at=time.time()):
+                                 launched_at=time.time(), token_sha=token_digest(token)):
             builds.drop_active(build_id)
             return
         self._waiting_reason.pop(build_id, None)

@@ -44,6 +44,12 @@ export function followLog(pre, buildId, { startAt = 0, follow, onStatus = () => 
       try { state = JSON.parse(ev.data).state; } catch { /* keep '' */ }
       finish(state);
     });
+    es.addEventListener('denied', (ev) => {  // the session's token was revoked: stop, do not retry
+      let why = 'the session is no longer valid';
+      try { why = JSON.parse(ev.data).error; } catch { /* keep the default */ }
+      close();
+      onStatus(why);
+    });
     es.onerror = () => {
       if (closed) return;
       es.close();
