@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
@@ -36,14 +37,22 @@ class ClientError(Exception):
         self.status = status
         self.infrastructure = infrastructure
         self.field = field  # the request field the farm's answer blames first, if it named one
+        self.refused = False  # the farm refused the connection: nothing was sent
+
+
+# How long a call waits out a farm that answers 503 (its Redis restarting) or refuses connections
+# (the farm restarting), retrying and saying so on stderr. BUILDFARM_RETRY_SECONDS=0 fails at once.
+RETRY_SECONDS = 30.0
+CONNECT_RETRY_SECONDS = 10.0  # shorter: a farm that is not running at all is said so soon
 
 
 class Client:
     """`token` None: BUILDFARM_TOKEN, else a farm's admin token on this machine (`find_token`),
-    unless `local_token` is False (the git hook uses only the token it was given)."""
+    unless `local_token` is False (the git hook uses only the token it was given). `retry_seconds`
+    None: BUILDFARM_RETRY_SECONDS, else RETRY_SECONDS."""
 
     def __init__(self, base_url: str | None = None, token: str | None = None, timeout: float = 30.0, *,
-                 local_token: bool = True):
+                 local_token: bool = True, retry_seconds: float | None = None):
         self.base = (base_url or os.environ.get("BUILDFARM_URL") or DEFAULT_URL).rstrip("/")
         url = urlsplit(self.base)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -53,11 +62,16 @@ class Client:
         self.timeout = timeout
         token = token or (find_token() if local_token else None)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if retry_seconds is None:
+            retry_seconds = float(os.environ.get("BUILDFARM_RETRY_SECONDS", RETRY_SECONDS))
+        self.retry_seconds = retry_seconds
 
     # -- transport --------------------------------------------------------------------------------
     def _unreachable(self, e: Exception) -> ClientError:
-        return ClientError(f"cannot reach the farm at {self.base} ({type(e).__name__}); is `buildfarm up` "
-                           f"running? Point --server or BUILDFARM_URL at it.", infrastructure=True)
+        err = ClientError(f"cannot reach the farm at {self.base} ({type(e).__name__}); is `buildfarm up` "
+                          f"running? Point --server or BUILDFARM_URL at it.", infrastructure=True)
+        err.refused = isinstance(e, ConnectionRefusedError)
+        return err
 
     def _open(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
               timeout: float | None = None, read_timeout: float | None = -1.0) -> http.client.HTTPResponse:
@@ -101,6 +115,34 @@ class Client:
 
     def _request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
                  timeout: float | None = None) -> Any:
+        """One call. A farm that answers 503 or refuses the connection is waited for (see
+        RETRY_SECONDS), once said on stderr."""
+        start, said = time.monotonic(), False
+        while True:
+            try:
+                return self._request_once(method, path, params, body, timeout)
+            except ClientError as e:
+                waited = time.monotonic() - start
+                if waited >= self._retry_budget(e, method):
+                    raise
+                if not said:
+                    print(f"buildfarm: the farm at {self.base} is not available ({e}); retrying for up to "
+                          f"{self._retry_budget(e, method):.0f} s", file=sys.stderr, flush=True)
+                    said = True
+                time.sleep(min(1.0, 0.2 * (1 + waited)))
+
+    def _retry_budget(self, e: ClientError, method: str) -> float:
+        if e.status == 503:  # the farm's Redis is away: nothing was done
+            return self.retry_seconds
+        if e.status is None and e.infrastructure:
+            if e.refused:
+                return min(self.retry_seconds, CONNECT_RETRY_SECONDS)
+            if method == "GET":  # other errors may have reached the farm: only a read is repeated
+                return self.retry_seconds
+        return 0.0
+
+    def _request_once(self, method: str, path: str, params: dict[str, Any] | None, body: Any,
+                      timeout: float | None) -> Any:
         resp = self._open(method, path, params, body, timeout)
         try:
             return json.loads(self._read(resp))

@@ -16,6 +16,7 @@ from .agent_bundle import build_bundle
 from .api import create_app
 from .backends.base import LaunchError
 from .config import Settings
+from .datadir_lock import DataDirLock
 from .embedded_redis import EmbeddedRedis
 from .pipelines.daemon import start_daemon as start_pipeline_daemon
 from .retention import Collector
@@ -102,18 +103,29 @@ def _schedule(settings: Settings, teardown: bool) -> None:
 
 
 def run_up(settings: Settings) -> None:
+    """The whole farm. Its first act is to take the data directory's lock, so a second `up` on the
+    same directory fails before it touches Redis, containers or the port."""
     stop_cleanly_on_sigterm()
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    lock = DataDirLock(Path(settings.data_dir))
+    lock.acquire(f"http://{settings.host}:{settings.port}")
+    try:
+        _run_owned(settings)
+    finally:
+        lock.release()  # after the embedded Redis stopped: the next owner never adopts a stopping one
+
+
+def _run_owned(settings: Settings) -> None:
     embedded = None
     url = settings.redis_url
-    if not url:
+    if not url:  # the embedded default: this farm owns its Redis, watches it and stops it
         embedded = EmbeddedRedis(Path(settings.data_dir))
         url = embedded.start()
+        embedded.supervise()
     try:
         with _backend_failure_explained(settings):
             _serve(settings, url)
     finally:
-        if embedded is not None:  # the embedded default owns its Redis
+        if embedded is not None:
             embedded.stop()
     if backend_failure(settings):  # it stopped the server: say why
         raise LaunchError(mesos_hint(backend_failure(settings)))
@@ -156,6 +168,8 @@ def _serve(settings: Settings, url: str) -> None:
                     Path(settings.data_dir) / "admin.token")
         server.run()
     finally:
+        # None of this needs Redis: warm containers go even when Redis is gone. Build containers
+        # stay, for the next `up` to adopt (see the README, "When a part dies").
         pipelines.stop()
         scheduler.stop()
         collector.stop()

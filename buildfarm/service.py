@@ -34,6 +34,9 @@ from .states import TERMINAL, State
 log = logging.getLogger("buildfarm")
 
 
+SOCKET_TIMEOUT = 5.0  # seconds a Redis call may take
+
+
 class SubmitError(ValueError):
     """A spec that is valid in form but cannot run here; the message says how to fix it."""
 
@@ -66,9 +69,11 @@ class TokenInvalid(ValueError):
 
 def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
     """A text connection for records and a bytes connection for RQ (which needs raw bytes)."""
-    # redis-py's default 5 s socket timeout would cut the scheduler's blocking waits short.
-    return (redis.Redis.from_url(url, decode_responses=True, socket_timeout=60, health_check_interval=30),
-            redis.Redis.from_url(url, socket_timeout=60))
+    # Short, so a Redis that holds the connection without answering (stopped, swapping) turns into
+    # a 503 rather than a hang; every blocking wait (BLPOP) is shorter than it.
+    return (redis.Redis.from_url(url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT,
+                                 socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=30),
+            redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
 
 
 def pending_build(build_id: str, spec: BuildSpec, seq: int) -> PendingBuild:
@@ -81,6 +86,8 @@ class Farm:
     def __init__(self, settings: Settings, redis_url: str):
         self.settings = settings
         self.r, self.rq = connect(redis_url)
+        # For health checks: answers within 2 s or counts as down.
+        self.probe = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.builds = BuildStore(self.r)
         self.queue = BuildQueue(self.rq)
         self.logs = LogStore(settings.logs_dir)

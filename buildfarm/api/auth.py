@@ -29,7 +29,8 @@ def require(role: str):
         raise ValueError(role)
 
     # The two schemes are declared so /docs and the OpenAPI document show them; `authenticate` reads them.
-    async def dependency(request: Request, _b: HTTPAuthorizationCredentials | None = Security(_bearer),
+    # Not async: the token check reads Redis, which must not hold up the event loop when Redis hangs.
+    def dependency(request: Request, _b: HTTPAuthorizationCredentials | None = Security(_bearer),
                          _c: str | None = Security(_cookie)) -> Principal:
         return authenticate(request, role)
 

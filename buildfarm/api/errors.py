@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..records import BuildNotFound
+from ..redis_outage import RETRY_AFTER_SECONDS, UNAVAILABLE, describe
 from ..spec import describe_errors
 from .auth import AuthError
 
@@ -52,6 +53,15 @@ def install(app: FastAPI) -> None:
         message = {404: f"no such route {request.url.path}; /docs lists the API",
                    405: f"{request.method} is not allowed on {request.url.path}; /docs lists the API"}
         return error(exc.status_code, message.get(exc.status_code, str(exc.detail)), headers=exc.headers)
+
+    async def _redis_away(request: Request, exc: Exception):
+        # The farm's Redis is restarting or stopped: the farm's log says so once (supervisor,
+        # scheduler); each request gets a 503 its client can retry.
+        return error(503, f"the farm's Redis is not answering ({describe(exc)}); retry in a few seconds",
+                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    for kind in UNAVAILABLE:
+        app.add_exception_handler(kind, _redis_away)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):

@@ -11,6 +11,7 @@ from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, Histogr
 
 from .. import __version__
 from ..diskspace import dir_bytes, free_bytes
+from ..redis_outage import RETRY_AFTER_SECONDS, UNAVAILABLE, describe
 from ..service import Farm
 from ..states import State
 from ..stats import BUCKET_SECONDS
@@ -44,9 +45,10 @@ def router(farm: Farm) -> APIRouter:
     @api.get("/readyz", tags=["farm"], summary="Readiness: Redis answers")
     def readyz():
         try:
-            farm.r.ping()
-        except Exception as e:
-            return JSONResponse({"status": "unavailable", "error": f"redis: {e}"}, status_code=503)
+            farm.probe.ping()
+        except UNAVAILABLE as e:
+            return JSONResponse({"status": "unavailable", "error": f"redis: {describe(e)}"}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return {"status": "ready", "version": __version__}
 
     registry = CollectorRegistry(auto_describe=False)

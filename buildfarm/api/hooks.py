@@ -34,6 +34,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..config import local_secret
+from ..redis_outage import UNAVAILABLE, describe
 from ..scopes import Origin
 from ..service import Conflict, Farm, OutOfScope, SubmitError
 from ..spec import BuildSpec
@@ -216,6 +217,9 @@ def _process(farm: Farm, provider: str, a: Announced, delivery: str | None,
     """_build, its outcome recorded and logged whether or not the provider still waits for it."""
     try:
         status, reply = _build(farm, a, may_submit)
+    except UNAVAILABLE as e:  # the farm's Redis is away: the provider may redeliver
+        log.warning("%s delivery %s not handled: Redis is not answering (%s)", provider, delivery, describe(e))
+        raise
     except Exception as e:  # never lose a delivery silently: it is recorded, logged and may be redelivered
         log.exception("%s delivery %s failed", provider, delivery)
         status, reply = 500, {"result": "error", "error": f"internal error ({type(e).__name__}) on this delivery; "

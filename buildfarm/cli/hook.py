@@ -19,7 +19,7 @@ TOKEN_FILE = "buildfarm.token"
 
 def _client(server: str, token: str | None) -> Client:
     # The hook uses its own token only, never a token file of the git server's user.
-    return Client(server, token=token, local_token=False)
+    return Client(server, token=token, local_token=False, retry_seconds=0)  # a push never waits for the farm
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

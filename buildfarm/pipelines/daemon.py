@@ -11,6 +11,7 @@ import time
 
 from redis.exceptions import LockError
 
+from ..redis_outage import UNAVAILABLE, OutageLog
 from ..service import Farm
 from .catalog import Catalog
 from .engine import Engine
@@ -37,6 +38,7 @@ class PipelineDaemon(threading.Thread):
         self.engine = engine
         self.sweep_seconds = sweep_seconds
         self.stopping = threading.Event()
+        self.outage = OutageLog(log, "pipeline daemon")
         self.ticker = ScheduleTicker(engine.runs, lambda: engine.catalog.load()[0], self._start_scheduled)
 
     def _start_scheduled(self, pipeline, tick: float) -> str:
@@ -57,7 +59,11 @@ class PipelineDaemon(threading.Thread):
                     last = time.monotonic()
                     self.engine.sweep()
                     self.ticker.tick()
-            except Exception:  # Redis away for a moment: never let the thread die
+                self.outage.ok()
+            except UNAVAILABLE as e:  # Redis restarting or stopped: say so once, then wait for it
+                self.outage.away(e)
+                self.stopping.wait(1.0)
+            except Exception:  # a bug in one round: never let the thread die
                 log.exception("pipeline daemon round failed; retrying in 1 s")
                 self.stopping.wait(1.0)
 

@@ -23,6 +23,7 @@ from typing import Any
 from redis.exceptions import LockError
 
 from ..mirrors import NETWORK_SCHEMES
+from ..redis_outage import UNAVAILABLE
 from ..scopes import Origin
 from ..service import Conflict, Farm, SubmitError, branch_at, ls_remote, ref_commit, repo_allowed
 from ..spec import BuildSpec
@@ -110,6 +111,8 @@ class Engine:
                 self.farm.r.srem("bf:pipeline-runs:active", run_id)
             except LockError:
                 pass  # another process is advancing it
+            except UNAVAILABLE:
+                raise  # Redis is away: the daemon says so once and waits
             except Exception:
                 log.exception("advancing run %s failed", run_id)
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from ..redis_outage import UNAVAILABLE
 from .model import Pipeline
 from .store import RunStore
 
@@ -59,6 +60,8 @@ class ScheduleTicker:
             if p.schedule is not None:
                 try:
                     events += self._check(p, now)
+                except UNAVAILABLE:
+                    raise  # Redis is away: the daemon says so once and waits
                 except Exception:
                     log.exception("schedule of pipeline %s could not be checked", p.name)
         return events

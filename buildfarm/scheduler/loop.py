@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
 from ..records import new_agent_token, token_digest
+from ..redis_outage import UNAVAILABLE, OutageLog
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
 from ..states import ACTIVE, TERMINAL, State
@@ -36,11 +37,18 @@ class Scheduler:
         self._exits: collections.deque[Exit] = collections.deque()
         self._waiting_reason: dict[str, str] = {}
         self.stopping = threading.Event()
+        self.outage = OutageLog(log, "scheduler")
 
     # called from backend threads
     def on_exit(self, event: Exit) -> None:
         self._exits.append(event)
-        self.farm.builds.wake("exit")
+        self._wake("exit")
+
+    def _wake(self, why: str) -> None:
+        try:
+            self.farm.builds.wake(why)
+        except UNAVAILABLE:
+            pass  # the loop is waiting for Redis; it handles what is queued here when Redis is back
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -53,8 +61,12 @@ class Scheduler:
                     self.recover()
                     recovered = True
                 busy = self.tick()
-                self.farm.builds.wait_for_wakeup(1.0 if busy else 10.0)
-            except Exception:  # Redis or the engine away for a moment: never let the loop die
+                self.outage.ok()
+                self.farm.builds.wait_for_wakeup(1.0 if busy else 4.0)  # under SOCKET_TIMEOUT
+            except UNAVAILABLE as e:  # Redis restarting or stopped: say so once, then wait for it
+                self.outage.away(e)
+                self.stopping.wait(1.0)
+            except Exception:  # the engine away for a moment: never let the loop die
                 if getattr(self.backend, "fatal", None):
                     continue  # what interrupted the round was the backend's end: raised above, once
                 log.exception("scheduler round failed; retrying in 1 s")
@@ -62,7 +74,7 @@ class Scheduler:
 
     def stop(self) -> None:
         self.stopping.set()
-        self.farm.builds.wake("stop")
+        self._wake("stop")
 
     def tick(self) -> bool:
         """One round. Returns whether anything is in flight (then the loop wakes every second
