@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: run test deps venv images bench clean lint
+.PHONY: run test deps venv images bench chaos clean lint
 
 run: deps venv images
 	$(BIN)/python scripts/demo.py --port $(PORT)
@@ -15,6 +15,10 @@ test: deps venv images
 
 bench: deps venv images
 	$(BIN)/python -m bench
+
+# Faults injected during real builds; prints lost / run twice / stuck / recovery per fault.
+chaos: deps venv images
+	$(BIN)/python -m bench --chaos
 
 deps:
 	@scripts/deps.sh

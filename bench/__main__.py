@@ -1,6 +1,7 @@
 """`make bench`: buildfarm's figures, each as a ratio to a baseline measured in the same run.
 
     python -m bench [--quick] [--only NAME[,NAME...]] [--no-extras] [--keep] [--output FILE]
+    python -m bench --chaos [--rounds N] ...   (the chaos suite: bench/chaos.py)
 
 Figures: first-line, throughput, core, log, cli-start, cli-submit, cli-pipeline; extras: cli-mesos
 (needs pymesos), and informational: mesos-running, mesos-offers, jenkins-agent.
@@ -92,6 +93,11 @@ def table(figures: list[Figure]) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--chaos" in argv:  # the chaos suite has options of its own
+        from .chaos import main as chaos
+
+        return chaos([a for a in argv if a != "--chaos"])
     args = parse_args(argv)
     # A SIGTERM unwinds like Ctrl-C does, so the farm, the git daemon and their containers are
     # still cleaned up.
