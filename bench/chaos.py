@@ -48,6 +48,12 @@ class Rig:
     master: object | None = None  # the Mesos master double
     running: list[str] = field(default_factory=list)  # builds of the current stream
 
+    def log_size(self) -> int:
+        return self.log_path().stat().st_size if self.log_path().exists() else 0
+
+    def log_path(self) -> Path:
+        return self.farm.data_dir.parent / f"{self.farm.data_dir.name}-up.log"
+
     def redis_pid(self) -> int:
         return int((self.farm.data_dir / "redis" / "redis.pid").read_text())
 
@@ -182,6 +188,7 @@ def placed_at(build: dict) -> float | None:
 
 
 def one_injection(rig: Rig, tally: Tally, builds: int, rnd: random.Random) -> None:
+    log_from = rig.log_size()
     rig.running = [submit(rig, rnd.uniform(2, 5)) for _ in range(builds)]
     tally.builds += rig.running
     time.sleep(rnd.uniform(1.0, 4.0))  # a random point in the stream's life
@@ -203,9 +210,14 @@ def one_injection(rig: Rig, tally: Tally, builds: int, rnd: random.Random) -> No
         b = get(rig, probe)
         if b and (at := placed_at(b)):
             tally.recoveries.append(max(0.0, at - t0))
-            return
+            break
         time.sleep(0.1)
-    tally.errors.append(f"probe build {probe} not placed within 120 s of the fault")
+    else:
+        tally.errors.append(f"probe build {probe} not placed within 120 s of the fault")
+    with open(rig.log_path(), "rb") as f:  # the farm logs a fault once, with its cause: no traceback
+        f.seek(log_from)
+        if tracebacks := f.read().count(b"Traceback"):
+            tally.errors.append(f"{tracebacks} traceback(s) in the farm's log ({rig.log_path()})")
 
 
 def settle(rig: Rig, tally: Tally, timeout: float = 240) -> None:
