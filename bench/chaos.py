@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", action="append", choices=["local", "mesos"], help="[both]")
     ap.add_argument("--fault", action="append", choices=sorted(FAULTS), help="[all]")
     ap.add_argument("--seed", type=int, help="for the random points of injection")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (the farms' logs and data)")
     args = ap.parse_args(argv)
     backends = args.backend or ["local", "mesos"]
     faults = args.fault or list(FAULTS)
@@ -360,10 +361,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, unwind)
-    started = time.time()
+    started, load0 = time.time(), os.getloadavg()[0]
     say(f"chaos: {', '.join(faults)} x {args.rounds} on {', '.join(backends)}, {args.builds} builds a stream")
-    tallies = run(backends, faults, args.rounds, args.builds, args.seed)
-    say(f"\nchaos, {datetime.date.today().isoformat()}, {time.time() - started:.0f} s, {os.cpu_count()} cpus:\n")
+    tmp = Path(tempfile.mkdtemp(prefix="buildfarm-chaos-")) if args.keep else None
+    tallies = run(backends, faults, args.rounds, args.builds, args.seed, tmp)
+    if tmp:
+        say(f"kept {tmp}")
+    say(f"\nchaos, {datetime.date.today().isoformat()}, {time.time() - started:.0f} s, {os.cpu_count()} cpus, "
+        f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}:\n")
     say(table(tallies))
     bad = failures(tallies)
     for line in bad:

@@ -28,9 +28,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def farm_containers(farm, warm_only: bool = False) -> list[str]:
-    farm_id = farm.redis_get("bf:farm-id") or farm.farm_id
-    flt = ["--filter", f"label=buildfarm.farm={farm_id}"] + (["--filter", "name=buildfarm-warm-"] if warm_only else [])
+def warm_containers(farm_id: str) -> list[str]:
+    flt = ["--filter", f"label=buildfarm.farm={farm_id}", "--filter", "name=buildfarm-warm-"]
     return subprocess.run(["docker", "ps", "-aq", *flt], capture_output=True, text=True).stdout.split()
 
 
@@ -105,14 +104,14 @@ def test_sigterm_with_redis_stopped_removes_the_warm_containers(fresh_farm, git_
     farm = fresh_farm()
     repo = git_server.make_repo("alive-stop", {"README": "x\n"})
     assert farm.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true").returncode == 0
-    farm.farm_id = farm.redis_get("bf:farm-id")
-    wait_until(lambda: farm_containers(farm, warm_only=True), 60, what="the warm containers")
+    farm_id = farm.redis_get("bf:farm-id")
+    wait_until(lambda: warm_containers(farm_id), 60, what="the warm containers")
     pid = redis_pid(farm)
     os.kill(pid, signal.SIGSTOP)
     try:
         farm.proc.terminate()
         assert farm.proc.wait(60) == 0
-        assert farm_containers(farm, warm_only=True) == []
+        assert warm_containers(farm_id) == []
         assert "Traceback" not in farm.up_log(), farm.up_log()
     finally:
         os.kill(pid, signal.SIGKILL)
