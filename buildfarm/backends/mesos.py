@@ -78,6 +78,11 @@ def exit_for_status(status: dict[str, Any]) -> Exit | None:
     if state == "TASK_FINISHED":
         return Exit(build_id, attempt, 0, "", EXITED)
     if state == "TASK_FAILED":
+        if reason == "REASON_CONTAINER_LAUNCH_FAILED" and "Failed to fetch" in message:
+            # Its only URI is the farm's own agent bundle: the farm did not answer (it was restarting),
+            # and the build never started, so it can be placed again.
+            return Exit(build_id, attempt, -1, f"the agent could not be fetched from the farm on {where}: {message}",
+                        LOST)
         if reason in ("REASON_CONTAINER_LAUNCH_FAILED", "REASON_TASK_INVALID", "REASON_CONTAINER_PREEMPTED"):
             return Exit(build_id, attempt, -1, f"the task could not start on {where}: {message or reason}",
                         LAUNCH_FAILED)

@@ -27,6 +27,7 @@ from .select import plan
 log = logging.getLogger("buildfarm.scheduler")
 
 MISSING_PYTHON = 127
+MAX_LAUNCHES = 5  # a build lost before its agent started is placed again, this many times at most
 
 
 class Scheduler:
@@ -205,6 +206,8 @@ class Scheduler:
             spec = BuildSpec.model_validate_json(h["spec"])
             if ev.kind == LAUNCH_FAILED:
                 self.farm.end(ev.build_id, State.ERROR, ev.detail)
+            elif ev.kind == LOST and state is State.LAUNCHING and int(h.get("attempt", 0)) >= MAX_LAUNCHES:
+                self.farm.end(ev.build_id, State.ERROR, f"{ev.detail} (launched {MAX_LAUNCHES} times; giving up)")
             elif ev.kind == LOST and state is State.LAUNCHING:
                 # The agent never started the steps: running it elsewhere cannot run it twice.
                 self.backend.cleanup(ev.build_id)
