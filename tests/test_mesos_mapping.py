@@ -45,6 +45,14 @@ def test_a_missing_image_is_a_launch_failure_not_worth_a_retry():
     assert ev.kind == LAUNCH_FAILED and "no/such" in ev.detail
 
 
+def test_a_farm_that_did_not_serve_the_agent_is_a_loss_not_the_builds_failure():
+    # The only URI of a task is the farm's agent bundle: a fetch failure is the farm restarting.
+    ev = exit_for_status(status("TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED",
+                                "Failed to launch container: Failed to fetch all URIs for container 'c1': exited "
+                                "with status 1 (Remote end closed connection without response)", "SOURCE_AGENT"))
+    assert ev.kind == LOST and "could not be fetched from the farm" in ev.detail
+
+
 def test_out_of_memory_is_the_builds_failure():
     ev = exit_for_status(status("TASK_FAILED", "REASON_CONTAINER_LIMITATION_MEMORY", "Memory limit exceeded"))
     assert ev.code == 137 and "out of memory" in ev.detail

@@ -12,7 +12,7 @@ import pytest
 from buildfarm.backends.base import EXITED, LAUNCH_FAILED, LOST, Exit, Found
 from buildfarm.config import Settings
 from buildfarm.scheduler import Agent, Offer, Resources
-from buildfarm.scheduler.loop import Scheduler
+from buildfarm.scheduler.loop import MAX_LAUNCHES, Scheduler
 from buildfarm.scopes import Origin
 from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec
@@ -172,6 +172,17 @@ def test_each_kind_of_exit(farm, backend, scheduler, kind, code, detail, at, ret
         assert r["exit_code"] == 137
     scheduler.tick()
     assert backend.launched == ([(bid, 1), (bid, 2)] if relaunched else [(bid, 1)])
+
+
+def test_a_build_lost_before_start_again_and_again_ends_error_saying_so(farm, backend, scheduler):
+    bid = submit(farm)
+    for attempt in range(1, MAX_LAUNCHES + 1):
+        scheduler.tick()
+        scheduler.on_exit(Exit(bid, attempt, -1, "the agent could not be fetched from the farm", LOST))
+        scheduler.handle_exit(scheduler._exits.popleft())
+    r = record(farm, bid)
+    assert r["state"] == "error" and f"launched {MAX_LAUNCHES} times; giving up" in r["reason"], r["reason"]
+    assert len(backend.launched) == MAX_LAUNCHES
 
 
 def test_an_earlier_attempts_exit_is_ignored(farm, backend, scheduler):
