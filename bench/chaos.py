@@ -75,15 +75,16 @@ class Fault:
     backends: tuple[str, ...] = ("local", "mesos")
     own: bool = True  # a part of the farm itself: the recovery target applies
     lasting: bool = False  # the fault lasts while inject() runs: recovery counts from its end
+    ends_builds: str = ""  # builds ended `error` with this in their reason were ended by the fault, rightly
 
 
 FAULTS: dict[str, Fault] = {}
 
 
 def fault(name: str, what: str, backends: tuple[str, ...] = ("local", "mesos"), own: bool = True,
-          lasting: bool = False):
+          lasting: bool = False, ends_builds: str = ""):
     def register(fn: Callable[[Rig], str | None]):
-        FAULTS[name] = Fault(name, what, fn, backends, own, lasting)
+        FAULTS[name] = Fault(name, what, fn, backends, own, lasting, ends_builds)
         return fn
     return register
 
@@ -126,10 +127,22 @@ def _master_restart(rig: Rig) -> None:
     rig.master.restart(1.0)
 
 
-# Slots for the other faults of issue 11 (the h11-disk branch fills them in).
+LOGS_DISK = "64m"  # the tmpfs mounted on DATA/logs (as root) for the disk-full fault
+
+
+@fault("disk-full", f"DATA/logs (a {LOGS_DISK} tmpfs) filled for 2 s, then the space given back",
+       backends=("local",), lasting=True, ends_builds="no space left")
+def _disk_full(rig: Rig) -> None:
+    from tests.test_disk_full import fill
+
+    filler = fill(rig.farm.data_dir / "logs")
+    time.sleep(2)
+    filler.unlink()
+
+
+# A slot: a farm on a private dockerd (tests/dockerd.py) would let this one be filled in.
 FAULTS["dockerd-restart"] = Fault("dockerd-restart", "the Docker engine killed and started again", None,
                                   own=False)
-FAULTS["disk-full"] = Fault("disk-full", "the data directory's disk full, then space back", None)
 
 
 # -- the stream ------------------------------------------------------------------------------------
@@ -239,6 +252,8 @@ def settle(rig: Rig, tally: Tally, timeout: float = 240) -> None:
             tally.lost.append(bid)
         elif b["state"] not in TERMINAL:
             tally.stuck.append(bid)
+        elif tally.fault.ends_builds and b["state"] == "error" and tally.fault.ends_builds in (b["reason"] or ""):
+            tally.victims.add(bid)
         elif bid in tally.victims:
             if b["state"] != "error" or not b.get("reason"):
                 tally.lost.append(bid)
@@ -250,7 +265,13 @@ def settle(rig: Rig, tally: Tally, timeout: float = 240) -> None:
 
 # -- a run -------------------------------------------------------------------------------------------
 
-def start_rig(backend: str, tmp: Path, git: GitServer, counter: RunCounter, repo: str) -> Rig:
+def start_rig(backend: str, tmp: Path, git: GitServer, counter: RunCounter, repo: str,
+              faults: list[str]) -> Rig:
+    if "disk-full" in faults and backend in FAULTS["disk-full"].backends:
+        logs = tmp / f"{backend}-data" / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={LOGS_DISK},mode=0755", "tmpfs", str(logs)],
+                       check=True)
     master = None
     extra: tuple[str, ...] = ()
     if backend == "mesos":
@@ -267,6 +288,7 @@ def stop_rig(rig: Rig) -> list[str]:
     """Stop the farm (and the master double); the containers the farm left behind."""
     farm_id = rig.farm.redis_get("bf:farm-id")
     stop_farm(rig.farm)
+    subprocess.run(["umount", "-l", str(rig.farm.data_dir / "logs")], capture_output=True)
     if rig.master is not None:
         rig.master.stop()
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=buildfarm.farm={farm_id}"],
@@ -288,7 +310,7 @@ def run(backends: list[str], faults: list[str], rounds: int, builds: int, seed: 
     try:
         repo = git.make_repo("chaos", {"README": "chaos\n"})
         for backend in backends:
-            rig = start_rig(backend, tmp, git, counter, repo)
+            rig = start_rig(backend, tmp, git, counter, repo, faults)
             say(f"\n{backend}: farm pid {rig.farm.proc.pid} on {rig.farm.url}, data in {rig.farm.data_dir}")
             mine = [Tally(FAULTS[name], backend) for name in faults if backend in FAULTS[name].backends]
             try:

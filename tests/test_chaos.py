@@ -5,15 +5,20 @@ farm must leave no container behind. (Recovery times are figures, in `make chaos
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.chaos import FAULTS, failures, run, table
+
+from .conftest import need
 
 pytestmark = pytest.mark.docker
 
 
 def test_each_fault_once_during_builds_loses_none_runs_none_twice_leaves_none_stuck(tmp_path, docker_engine,
                                                                                    redis_binary):
+    need(os.geteuid() == 0, "root (the disk-full fault mounts a small tmpfs)")
     tallies = run(["local", "mesos"], list(FAULTS), rounds=1, builds=2, seed=11, tmp=tmp_path)
     injected = {(t.backend, t.fault.name) for t in tallies if t.injections}
     assert ("local", "farm-sigkill") in injected and ("mesos", "mesos-master-restart") in injected, table(tallies)
