@@ -126,7 +126,8 @@ class Client:
                 if waited >= self._retry_budget(e, method):
                     raise
                 if not said:
-                    print(f"buildfarm: the farm at {self.base} is not available ({e}); retrying for up to "
+                    why = str(e) if e.status == 503 else "connection refused" if e.refused else "no answer"
+                    print(f"buildfarm: the farm at {self.base} is not available ({why}); retrying for up to "
                           f"{self._retry_budget(e, method):.0f} s", file=sys.stderr, flush=True)
                     said = True
                 time.sleep(min(1.0, 0.2 * (1 + waited)))
