@@ -16,6 +16,10 @@ from typing import Any
 from .diskspace import DiskFull, dir_bytes, is_disk_full
 
 
+MAX_PATH = 1024  # bytes of an artifact's relative path (the farm's directories come on top of it)
+MAX_PART = 255  # bytes of one path component: NAME_MAX of Linux filesystems
+
+
 class ArtifactPathError(ValueError):
     pass
 
@@ -26,17 +30,31 @@ class ChecksumMismatch(ValueError):
 
 def safe_relpath(path: str) -> str:
     """A normalised relative path, or ArtifactPathError saying why it is refused."""
-    if not path or "\x00" in path:
+    if not path:
         raise ArtifactPathError("empty artifact path")
+    if "\x00" in path:
+        raise ArtifactPathError("an artifact path cannot contain a NUL byte")
     p = PurePosixPath(path)
     if p.is_absolute():
-        raise ArtifactPathError(f"artifact path {path!r} is absolute; it must be relative to the workspace")
+        raise ArtifactPathError(f"artifact path {_short(path)} is absolute; it must be relative to the workspace")
     if any(part == ".." for part in p.parts):
-        raise ArtifactPathError(f"artifact path {path!r} points outside the workspace")
+        raise ArtifactPathError(f"artifact path {_short(path)} points outside the workspace")
     parts = [x for x in p.parts if x not in (".", "")]
     if not parts:
-        raise ArtifactPathError(f"artifact path {path!r} names no file")
-    return "/".join(parts)
+        raise ArtifactPathError(f"artifact path {_short(path)} names no file")
+    rel = "/".join(parts)
+    if len(rel.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise ArtifactPathError(f"artifact path {_short(rel)} is longer than {MAX_PATH} bytes; "
+                                f"give it a shorter path in the workspace")
+    long = next((x for x in parts if len(x.encode("utf-8", "surrogateescape")) > MAX_PART), None)
+    if long:
+        raise ArtifactPathError(f"artifact path {_short(rel)}: the name {_short(long)} is longer than "
+                                f"{MAX_PART} bytes, which no filesystem here stores")
+    return rel
+
+
+def _short(text: str, n: int = 60) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 class ArtifactStore:
@@ -73,7 +91,14 @@ class ArtifactStore:
 
     async def _stage(self, dest: Path, relpath: str, chunks: AsyncIterator[bytes], expected_sha256: str | None,
                      max_bytes: int) -> StagedArtifact:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ArtifactPathError(f"artifact path {_short(relpath)} goes through a file this build uploaded "
+                                    f"before; a path cannot be both a file and a directory") from None
+        if dest.is_dir():
+            raise ArtifactPathError(f"artifact path {_short(relpath)} is a directory of artifacts this build "
+                                    f"uploaded before; a path cannot be both a file and a directory")
         digest = hashlib.sha256()
         size = 0
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".upload-")

@@ -6,7 +6,7 @@ import re
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .states import TRIGGER_KINDS
 
@@ -28,6 +28,41 @@ def parse_duration(text: str) -> int | None:
     if not s or _DURATION.sub("", s):
         return None
     return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(s)) or None
+
+
+def _text(value: str) -> str:
+    """Text the farm can hand to git, Docker and a shell: no NUL byte. (A lone surrogate such as
+    \\ud800, which JSON can carry and UTF-8 cannot, is refused by pydantic: UNICODE below.)"""
+    if "\x00" in value:
+        raise ValueError("contains a NUL byte (\\u0000), which no URL, argument or variable can hold")
+    return value
+
+
+UNICODE = "is not valid Unicode text (a lone surrogate such as \\ud800); send UTF-8 text"
+
+
+def Text(max_length: int, min_length: int = 0):  # noqa: N802 (a type, used as one)
+    """A string field of at most `max_length` characters that `_text` accepts."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length), AfterValidator(_text)]
+
+
+# The longest values a spec takes. A step or an argument reaches `sh -c` as one argv string,
+# which Linux caps at 128 KB (MAX_ARG_STRLEN); the whole spec is bounded by the API's body limit.
+MAX_URL = 2048
+MAX_NAME = 256  # a ref, an image, a constraint, a user, a secret or variable name
+MAX_STEP = 64 * 1024
+MAX_VALUE = 32 * 1024  # an environment variable's value
+MAX_ITEMS = 256  # steps, arguments, variables, artifacts, constraints, inputs, secrets
+MAX_DETAIL = 32  # a trigger's detail entries (each at most MAX_NAME characters of key, MAX_URL of value)
+Url, Name, Step, Value = Text(MAX_URL), Text(MAX_NAME), Text(MAX_STEP), Text(MAX_VALUE)
+
+
+def Items(item, max_items: int = MAX_ITEMS):  # noqa: N802
+    return Annotated[list[item], Field(max_length=max_items)]
+
+
+def Mapping(value, max_items: int = MAX_ITEMS):  # noqa: N802
+    return Annotated[dict[Name, value], Field(max_length=max_items)]
 
 
 def _check_env_name(name: str) -> None:
@@ -62,9 +97,10 @@ class Trigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal[TRIGGER_KINDS] = Field("api", description="cli, api, hook, webhook, pipeline, jenkins, rebuild")
-    user: str | None = None
-    url: str | None = Field(None, description="e.g. Jenkins' BUILD_URL")
-    detail: dict[str, str] = Field(default_factory=dict)
+    user: Name | None = Field(None, description="who: through the API, always the token's name")
+    url: Url | None = Field(None, description="e.g. Jenkins' BUILD_URL")
+    detail: Mapping(Url, MAX_DETAIL) = Field(
+        default_factory=dict, description="free-form detail shown with the build")
 
 
 class Input(BaseModel):
@@ -73,7 +109,7 @@ class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     build: str = Field(..., pattern=r"^[0-9a-f]{6,40}$", description="the upstream build's id")
-    name: str = Field("", max_length=200, description="what it is, e.g. a pipeline job (shown in the log)")
+    name: Text(200) = Field("", description="what it is, e.g. a pipeline job (shown in the log)")
 
 
 class BuildSpec(BaseModel):
@@ -81,23 +117,24 @@ class BuildSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    repo: str = Field(..., min_length=1, description="git URL (git://, http(s)://, ssh://, file://) or path")
-    ref: str | None = Field(None, description="branch or tag; the default branch when neither ref nor commit")
-    commit: str | None = Field(None, description="commit SHA (7-40 hex digits)")
-    image: str = Field(..., min_length=1, description="Docker image with git and python3")
-    command: list[str] | None = Field(None, description="argv of one command, run in the checkout")
-    steps: list[str] | None = Field(None, description="shell steps, run in order with /bin/sh -e -c")
-    env: dict[str, str] = Field(default_factory=dict)
-    secrets: list[str] = Field(default_factory=list, description="names of farm secrets given to the build as "
+    repo: Url = Field(..., min_length=1, description="git URL (git://, http(s)://, ssh://, file://) or path")
+    ref: Name | None = Field(None, description="branch or tag; the default branch when neither ref nor commit")
+    commit: str | None = Field(None, max_length=40, description="commit SHA (7-40 hex digits)")
+    image: Name = Field(..., min_length=1, description="Docker image with git and python3")
+    command: Items(Step) | None = Field(None, description="argv of one command, run in the checkout")
+    steps: Items(Step) | None = Field(None, description="shell steps, run in order with /bin/sh -e -c")
+    env: Mapping(Value) = Field(default_factory=dict)
+    secrets: Items(Name) = Field(default_factory=list, description="names of farm secrets given to the build as "
                                                                   "environment variables, masked in its log")
-    secret_env: dict[str, str] = Field(default_factory=dict, description=(
-        "environment variables for this build only, masked in its log, never shown again: the record "
-        "keeps the names with *** and the values are dropped when the build ends"))
+    secret_env: Mapping(Value) = Field(
+        default_factory=dict, description=(
+            "environment variables for this build only, masked in its log, never shown again: the record "
+            "keeps the names with *** and the values are dropped when the build ends"))
     resources: Resources = Field(default_factory=Resources)
-    constraints: list[str] = Field(default_factory=list, description="agent attributes: 'arch:x86_64', 'os!=el7'")
+    constraints: Items(Name) = Field(default_factory=list, description="agent attributes: 'arch:x86_64', 'os!=el7'")
     timeout: Annotated[int, Field(ge=1, le=7 * 24 * 3600, description="seconds from start")] = 3600
-    artifacts: list[str] = Field(default_factory=list, description="globs relative to the checkout")
-    inputs: list[Input] = Field(default_factory=list, description="builds whose artifacts are downloaded first")
+    artifacts: Items(Name) = Field(default_factory=list, description="globs relative to the checkout")
+    inputs: Items(Input) = Field(default_factory=list, description="builds whose artifacts are downloaded first")
     priority: Priority = Priority.NORMAL
     retries: Annotated[int, Field(ge=0, le=10, description="retries after infrastructure failures")] = 0
     wait_for_capacity: bool = Field(False, description="wait instead of failing when no agent can ever fit it")
@@ -224,5 +261,7 @@ def describe_errors(exc, skip: tuple[str, ...] = (), default: str = "spec") -> l
             msg = "unknown field"
         elif err.get("type") == "missing":
             msg = "required"
+        elif err.get("type") == "string_unicode":
+            msg = UNICODE
         out.append({"field": field, "message": msg})
     return out

@@ -22,6 +22,9 @@ TERMINAL_STATES = frozenset(s.value for s in TERMINAL)  # as plain strings, the 
 UNFINISHED_STATES = tuple(s.value for s in State if s not in TERMINAL)
 
 TRIGGER_KINDS = ("cli", "api", "hook", "webhook", "pipeline", "jenkins", "rebuild")
+# Kinds the farm records itself (a webhook, a pipeline run, a rebuild); the post-receive hook's
+# token may record `hook` (a token with the hook flag). Any other caller names cli, api or jenkins.
+FARM_KINDS = ("hook", "webhook", "pipeline", "rebuild")
 # A pipeline run's jobs and the run itself (plain strings: a job may also be pending or skipped).
 JOB_FINAL = frozenset({"succeeded", "failed", "cancelled", "skipped", "error", "timed_out"})
 JOB_FAILED = frozenset({"failed", "error", "timed_out"})

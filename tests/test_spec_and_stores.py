@@ -154,3 +154,29 @@ def test_the_secrets_key_is_made_once_and_an_invalid_one_is_refused_not_replaced
     monkeypatch.setenv("BUILDFARM_SECRETS_KEY", "short")
     with pytest.raises(ValueError, match="BUILDFARM_SECRETS_KEY is not valid: a Fernet key"):
         SecretStore(unused, made).check_key()
+
+
+def test_artifact_paths_that_no_filesystem_holds_are_refused_clearly(tmp_path):
+    for bad, why in [("x" * 256, "longer than 255 bytes"), ("/".join(["d"] * 600), "longer than 1024 bytes"),
+                     ("a\x00b", "NUL byte")]:
+        with pytest.raises(ArtifactPathError, match=why):
+            safe_relpath(bad)
+    store = ArtifactStore(tmp_path)
+
+    async def chunks():
+        yield b"x"
+
+    asyncio.run(store.put("b", "out/a", chunks(), None, 10))
+    with pytest.raises(ArtifactPathError, match="goes through a file this build uploaded before"):
+        asyncio.run(store.put("b", "out/a/b", chunks(), None, 10))
+    with pytest.raises(ArtifactPathError, match="is a directory of artifacts"):
+        asyncio.run(store.put("b", "out", chunks(), None, 10))
+
+
+def test_spec_text_fields_refuse_nul_bytes_surrogates_and_huge_values():
+    assert "NUL byte" in errors(repo="git://h/a\x00.git")["repo"]
+    assert "lone surrogate" in errors(command=["echo", "\ud800"])["command.1"]
+    assert "at most 2048 characters" in errors(repo="git://h/" + "a" * 3000)["repo"]
+    assert "at most 65536 characters" in errors(command=["x" * 70_000])["command.0"]
+    assert "at most 256 items" in errors(command=["x"] * 300)["command"]
+    assert "at most 32 items" in errors(trigger={"detail": {str(i): "v" for i in range(40)}})["trigger.detail"]
