@@ -63,9 +63,7 @@ def router(farm: Farm) -> APIRouter:
     async def log(build_id: str, request: Request, seq: int = Query(..., ge=1),
                   authorization: str | None = Header(None)):
         token = agent_token(farm, build_id, authorization)
-        data = await request.body()
-        if len(data) > farm.settings.max_log_chunk:
-            raise ApiError(413, f"log chunk larger than {farm.settings.max_log_chunk} bytes")
+        data = await request.body()  # at most max_log_chunk (api/limits.py)
         # File and Redis writes off the event loop, so followers keep streaming meanwhile.
         with refusals():
             try:

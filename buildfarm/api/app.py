@@ -15,6 +15,7 @@ from ..service import Farm
 from . import access, agent, builds, errors, pipelines
 from . import farm as farm_routes
 from . import hooks, retention, web
+from .limits import BodyLimits
 
 
 def create_app(farm: Farm) -> FastAPI:
@@ -32,9 +33,13 @@ def create_app(farm: Farm) -> FastAPI:
                   description="A CI build farm: submit builds, follow their logs, fetch their artifacts. "
                               "Every /api/v1 route needs an API token (`Authorization: Bearer TOKEN`) "
                               "with the role it names: viewer reads, submitter changes builds, admin "
-                              "manages tokens and secrets.")
+                              "manages tokens and secrets. A change is refused (401) before its body "
+                              "is read when the token is missing or invalid; bodies are limited per "
+                              "route (413): a build spec or pipeline run 1 MB, a webhook delivery "
+                              "5 MB, anything else 64 KB.")
     app.state.farm = farm
     errors.install(app)
+    app.add_middleware(BodyLimits, settings=farm.settings)
     app.include_router(builds.router(farm, changes))
     app.include_router(farm_routes.router(farm))
     app.include_router(access.router(farm))

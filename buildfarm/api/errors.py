@@ -26,6 +26,14 @@ def error(status: int, message: str, details: list | None = None, headers: dict 
     return JSONResponse({"error": message, "details": details or []}, status_code=status, headers=headers)
 
 
+def auth_refusal(request: Request, exc: AuthError) -> JSONResponse:
+    """401 (logged, with the remote address) or 403 for a caller the API does not let in."""
+    if exc.status == 401:
+        log.warning("refused %s %s from %s: %s", request.method, request.url.path,
+                    request.client.host if request.client else "?", exc.message)
+    return error(exc.status, exc.message, headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -33,10 +41,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AuthError)
     async def _auth_error(request: Request, exc: AuthError):
-        if exc.status == 401:
-            log.warning("refused %s %s from %s: %s", request.method, request.url.path,
-                        request.client.host if request.client else "?", exc.message)
-        return error(exc.status, exc.message, headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+        return auth_refusal(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
