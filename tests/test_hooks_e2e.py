@@ -86,7 +86,7 @@ def farm(tmp_path_factory, docker_engine, redis_binary):
 
 @pytest.fixture(scope="module")
 def hook_token(farm) -> str:
-    out = farm.cli("token", "create", "git-hook", "--role", "submitter")
+    out = farm.cli("token", "create", "git-hook", "--role", "submitter", "--hook")
     assert out.returncode == 0, out.stderr.decode()
     return out.stdout.decode().strip()
 
@@ -194,6 +194,13 @@ def test_install_checks_its_token(farm, git_server, tmp_path):
     co.commit({".buildfarm.yml": buildfile(paths_any=True)})
     said = co.push()
     assert "remote: buildfarm: warning:" in said and "token" in said and "the push itself succeeded" in said
+    # A submitter's token not made for a hook is warned about, and cannot record pushes.
+    plain = farm.cli("token", "create", "plain-hook", "--role", "submitter").stdout.decode().strip()
+    out = farm.cli("hook", "install", str(co.bare), "--repo-url", co.url, "--token", plain)
+    assert out.returncode == 0 and b"was not made for a hook (--hook)" in out.stderr
+    co.commit({"a": "3"})
+    said = co.push()
+    assert "remote: buildfarm: warning:" in said and "is recorded by the farm itself" in said, said
 
 
 def test_install_refuses_a_foreign_hook_and_a_path_as_clone_url(farm, git_server, tmp_path):
@@ -283,6 +290,12 @@ def test_webhook_push_verified_built_and_not_replayed(farm, git_server, tmp_path
 
     again = deliver(farm, provider, headers, payload, secret)
     assert again.status_code == 200 and again.json()["result"] == "duplicate", again.text
+    # The same signed body under a new delivery id, or with none, is a replay too.
+    id_header = next(h for h in headers if "Delivery" in h or "UUID" in h)
+    for replay in ({**headers, id_header: str(uuid.uuid4())}, {k: v for k, v in headers.items() if k != id_header}):
+        again = deliver(farm, provider, replay, payload, secret)
+        assert again.status_code == 200 and again.json()["result"] == "duplicate", again.text
+        assert again.json()["duplicate_of"] == body["delivery"] and "(a replay)" in again.json()["reason"]
     assert len(all_builds(farm)) == count + 1
 
 
@@ -311,6 +324,13 @@ def test_webhook_nothing_to_build_ping_and_ignored_events(farm, git_server, tmp_
     h, p = push_delivery("gitlab", co.url, after, bad)
     resp = deliver(farm, "gitlab", h, p, secret)
     assert resp.status_code == 422 and "line 4: build 'unit': unknown key 'stepz'" in resp.json()["error"]
+    # A build file nested without end is refused at once, naming the limit (it took a worker 20 s).
+    deep = co.commit({".buildfarm.yml": "builds: " + "[" * 120_000})
+    co.push()
+    resp = deliver(farm, "gitlab", *push_delivery("gitlab", co.url, bad, deep), secret)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"] == (".buildfarm.yml, line 1: lists and mappings are nested more than 32 levels "
+                                    "deep; flatten the file")
 
 
 def test_pull_request_builds_its_head_commit(farm, git_server, tmp_path):

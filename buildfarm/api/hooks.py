@@ -17,6 +17,7 @@ what became of every delivery is kept for 7 days at GET /api/v1/hooks/deliveries
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,46 +91,84 @@ class FarmSink:
             raise Refused(str(e)) from None
 
 
+@dataclass(frozen=True)
+class Received:
+    """One delivery: its provider, its id (None when the provider sent none) and its body's sha256."""
+
+    provider: str
+    delivery: str | None
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return self.delivery or f"(no id, sha256 {self.digest[:12]})"
+
+
 class Deliveries:
-    """What became of each delivery of a provider: the mark that turns a redelivery into a
-    "duplicate" (released when the delivery failed on the farm's side, so it can be redelivered),
-    and its outcome, both kept 7 days."""
+    """What became of each delivery: the marks that turn a redelivery into a "duplicate" (one by
+    the delivery's id, one by its body's digest, so the same signed body replayed under a new id,
+    or none, builds nothing either; both released when the delivery failed on the farm's side, so
+    it can be redelivered), and its outcome, all kept 7 days."""
 
-    def __init__(self, r: redis.Redis, provider: str):
+    def __init__(self, r: redis.Redis):
         self.r = r
-        self.provider = provider
 
-    def _keys(self, delivery: str) -> tuple[str, str]:
-        return f"bf:hooks:delivery:{self.provider}:{delivery}", f"bf:hooks:outcome:{self.provider}:{delivery}"
+    def _keys(self, provider: str, delivery: str) -> tuple[str, str]:
+        return f"bf:hooks:delivery:{provider}:{delivery}", f"bf:hooks:outcome:{provider}:{delivery}"
 
-    def claim(self, delivery: str) -> str | None:
-        """None for a new delivery (now marked "processing"), else its mark: "processing" while
-        the farm works on it, "done" once it did."""
-        mark, outcome = self._keys(delivery)
-        if not self.r.set(mark, "processing", nx=True, ex=PROCESSING_TTL):
-            return self.r.get(mark) or "done"
-        self.r.set(outcome, json.dumps({"result": "processing", "received_at": time.time()}), ex=PROCESSING_TTL)
+    def _body_key(self, d: Received) -> str:
+        return f"bf:hooks:body:{d.provider}:{d.digest}"
+
+    def claim(self, d: Received) -> tuple[str, str | None] | None:
+        """None for a new delivery (now marked "processing"); else (mark, first): mark is
+        "processing" while the farm works on it, "done" once it did, and `first` names the
+        delivery that brought the same body before under another id ("" for one without an id)."""
+        if d.delivery:
+            mark, outcome = self._keys(d.provider, d.delivery)
+            if not self.r.set(mark, "processing", nx=True, ex=PROCESSING_TTL):
+                return self.r.get(mark) or "done", None
+        if not self.r.set(self._body_key(d), d.delivery or "", nx=True, ex=PROCESSING_TTL):
+            first = self.r.get(self._body_key(d)) or ""
+            if d.delivery:  # this id is answered "duplicate" from now on
+                self.finish(Received(d.provider, d.delivery, ""), 200, duplicate(d, first))
+            return "done", first
+        if d.delivery:
+            self.r.set(outcome, json.dumps({"result": "processing", "received_at": time.time()}), ex=PROCESSING_TTL)
         return None
 
-    def renew(self, delivery: str) -> None:
+    def renew(self, d: Received) -> None:
         """Still being worked on (a delivery that waited for a worker): keep it "processing"."""
-        mark, outcome = self._keys(delivery)
-        self.r.expire(mark, PROCESSING_TTL)
-        self.r.expire(outcome, PROCESSING_TTL)
+        keys = [self._body_key(d), *(self._keys(d.provider, d.delivery) if d.delivery else ())]
+        for key in keys:
+            self.r.expire(key, PROCESSING_TTL)
 
-    def finish(self, delivery: str, status: int, reply: dict[str, Any]) -> None:
-        mark, outcome = self._keys(delivery)
+    def finish(self, d: Received, status: int, reply: dict[str, Any]) -> None:
+        failed = status >= 500  # the farm's fault: the delivery may come again and build then
         with self.r.pipeline() as p:
-            if status >= 500:
-                p.delete(mark)
-            else:
-                p.set(mark, "done", ex=DELIVERY_TTL)
-            p.set(outcome, json.dumps({**reply, "status": status, "finished_at": time.time()}), ex=DELIVERY_TTL)
+            if d.delivery:
+                mark, outcome = self._keys(d.provider, d.delivery)
+                p.set(outcome, json.dumps({**reply, "status": status, "finished_at": time.time()}), ex=DELIVERY_TTL)
+                p.delete(mark) if failed else p.set(mark, "done", ex=DELIVERY_TTL)
+            if d.digest:
+                body = self._body_key(d)
+                p.delete(body) if failed else p.set(body, d.delivery or "", ex=DELIVERY_TTL)
             p.execute()
 
-    def outcome(self, delivery: str) -> dict[str, Any] | None:
-        raw = self.r.get(self._keys(delivery)[1])
+    def outcome(self, provider: str, delivery: str) -> dict[str, Any] | None:
+        raw = self.r.get(self._keys(provider, delivery)[1])
         return json.loads(raw) if raw else None
+
+
+def duplicate(d: Received, first: str | None) -> dict[str, Any]:
+    """The reply to a delivery seen before: its id again, or its body under another id."""
+    where = f"/api/v1/hooks/deliveries/{d.provider}/{first or d.delivery}" if (first or d.delivery) else None
+    if first is None:
+        reason = f"delivery {d.delivery} was received before; nothing queued"
+    else:
+        reason = (f"the same body was received before{f' as delivery {first}' if first else ''} "
+                  f"(a replay); nothing queued")
+    return {"result": "duplicate", "delivery": d.delivery, "builds": [], "outcome": where, "reason": reason,
+            **({"duplicate_of": first} if first else {})}
 
 
 STOPPED = "the farm stopped before it finished this delivery; redeliver it"
@@ -142,54 +182,51 @@ class Workers:
     def __init__(self, farm: Farm, size: int = 4):
         self.farm = farm
         self.jobs: queue.Queue = queue.Queue()
-        self.unfinished: set[tuple[str, str]] = set()  # (provider, delivery id) taken, not finished
+        self.unfinished: set[Received] = set()  # taken, not finished
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         for i in range(size):
             threading.Thread(target=self._work, name=f"webhook-{i}", daemon=True).start()
 
-    def submit(self, provider: str, a: Announced, delivery: str | None) -> Future:
+    def submit(self, d: Received, a: Announced) -> Future:
         done: Future = Future()
-        if delivery:
-            with self.lock:
-                self.unfinished.add((provider, delivery))
-        self.jobs.put((done, provider, a, delivery))
+        with self.lock:
+            self.unfinished.add(d)
+        self.jobs.put((done, d, a))
         return done
 
     def _work(self) -> None:
         while True:
-            done, provider, a, delivery = self.jobs.get()
+            done, d, a = self.jobs.get()
             if self.stopping.is_set():
                 continue  # released by stop()
             try:
-                if delivery:
-                    Deliveries(self.farm.r, provider).renew(delivery)
-                done.set_result(_process(self.farm, provider, a, delivery,
-                                         lambda: self._may_submit(provider, delivery)))
+                Deliveries(self.farm.r).renew(d)
+                done.set_result(_process(self.farm, d, a, lambda: self._may_submit(d)))
             except Exception as e:  # Redis gone while recording: the farm is stopping
                 done.set_exception(e)
             finally:
                 with self.lock:
-                    self.unfinished.discard((provider, delivery))
+                    self.unfinished.discard(d)
 
-    def _may_submit(self, provider: str, delivery: str | None) -> bool:
+    def _may_submit(self, d: Received) -> bool:
         """Whether a delivery, fetched and read, may submit its builds: not once stop() released it."""
         with self.lock:
             if self.stopping.is_set():
                 return False
-            self.unfinished.discard((provider, delivery))  # stop() leaves it alone from here on
+            self.unfinished.discard(d)  # stop() leaves it alone from here on
             return True
 
     def stop(self) -> None:
         with self.lock:
             self.stopping.set()
             left, self.unfinished = list(self.unfinished), set()
-        for provider, delivery in left:
+        for d in left:
             try:
-                Deliveries(self.farm.r, provider).finish(delivery, 503, {"result": "error", "error": STOPPED})
-                log.warning("%s delivery %s not finished: the farm stopped; it can be redelivered", provider, delivery)
+                Deliveries(self.farm.r).finish(d, 503, {"result": "error", "error": STOPPED})
+                log.warning("%s delivery %s not finished: the farm stopped; it can be redelivered", d.provider, d.name)
             except redis.RedisError:
-                pass  # its "processing" mark expires after 15 min; then it can be redelivered
+                pass  # its "processing" marks expire after 15 min; then it can be redelivered
 
 
 def _build(farm: Farm, a: Announced, may_submit: Callable[[], bool]) -> tuple[int, dict[str, Any]]:
@@ -212,8 +249,7 @@ def _build(farm: Farm, a: Announced, may_submit: Callable[[], bool]) -> tuple[in
     return 200, {**out.as_json(), "commit": ev.commit, **where}
 
 
-def _process(farm: Farm, provider: str, a: Announced, delivery: str | None,
-             may_submit: Callable[[], bool]) -> tuple[int, dict[str, Any]]:
+def _process(farm: Farm, d: Received, a: Announced, may_submit: Callable[[], bool]) -> tuple[int, dict[str, Any]]:
     """_build, its outcome recorded and logged whether or not the provider still waits for it."""
     try:
         status, reply = _build(farm, a, may_submit)
@@ -221,13 +257,12 @@ def _process(farm: Farm, provider: str, a: Announced, delivery: str | None,
         log.warning("%s delivery %s not handled: Redis is not answering (%s)", provider, delivery, describe(e))
         raise
     except Exception as e:  # never lose a delivery silently: it is recorded, logged and may be redelivered
-        log.exception("%s delivery %s failed", provider, delivery)
+        log.exception("%s delivery %s failed", d.provider, d.name)
         status, reply = 500, {"result": "error", "error": f"internal error ({type(e).__name__}) on this delivery; "
                                                           f"the farm's log has the details; redeliver it"}
-    if delivery:
-        Deliveries(farm.r, provider).finish(delivery, status, reply)
+    Deliveries(farm.r).finish(d, status, reply)
     queued = ", ".join(b["id"] for b in reply.get("builds", []))
-    log.info("%s delivery %s: %s%s", provider, delivery or "(no id)", reply.get("error") or reply["result"],
+    log.info("%s delivery %s: %s%s", d.provider, d.name, reply.get("error") or reply["result"],
              f" ({queued})" if queued else "")
     return status, reply
 
@@ -252,18 +287,20 @@ def router(farm: Farm) -> APIRouter:
 
     def route(provider: Provider):
         async def receive(request: Request) -> JSONResponse:
-            body = await request.body()
             remote = request.client.host if request.client else "?"
-            problem = provider.verify(request.headers, body, secret)
+            # At most WEBHOOK_MAX_BYTES (api/limits.py), and only once the headers can be right.
+            problem = (provider.verify_headers(request.headers, secret)
+                       or provider.verify(request.headers, await request.body(), secret))
             if problem:
                 log.warning("refused %s delivery %s from %s: %s", provider.name,
                             provider.delivery(request.headers) or "(no id)", remote, problem)
                 return JSONResponse({"error": problem}, status_code=401)
+            body = await request.body()
             try:
                 payload = json.loads(body)
                 if not isinstance(payload, dict):
                     raise ValueError("not an object")
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 return JSONResponse({"error": f"the body is not a JSON object ({e})"}, status_code=400)
             try:
                 announced = provider.announced(request.headers, payload)
@@ -271,17 +308,18 @@ def router(farm: Farm) -> APIRouter:
                 return JSONResponse({"result": "pong"})
             except Ignored as e:
                 return JSONResponse({"result": "ignored", "reason": str(e)}, status_code=202)
-            delivery = provider.delivery(request.headers)
+            d = Received(provider.name, provider.delivery(request.headers), hashlib.sha256(body).hexdigest())
+            delivery = d.delivery
             where = f"/api/v1/hooks/deliveries/{provider.name}/{delivery}" if delivery else None
-            seen = Deliveries(farm.r, provider.name).claim(delivery) if delivery else None
-            if seen == "processing":
+            seen = Deliveries(farm.r).claim(d)
+            if seen and seen[0] == "processing":
                 return JSONResponse({"result": "processing", "delivery": delivery, "outcome": where,
                                      "reason": f"delivery {delivery} is still being handled; its outcome will be "
                                                f"at {where}"}, status_code=202)
             if seen:
-                return JSONResponse({"result": "duplicate", "delivery": delivery, "builds": [], "outcome": where,
-                                     "reason": f"delivery {delivery} was received before; nothing queued"})
-            work = asyncio.wrap_future(workers.submit(provider.name, announced, delivery))
+                log.info("%s delivery %s from %s: duplicate", provider.name, d.name, remote)
+                return JSONResponse(duplicate(d, seen[1]))
+            work = asyncio.wrap_future(workers.submit(d, announced))
             try:
                 status, reply = await asyncio.wait_for(asyncio.shield(work), reply_seconds)
             except asyncio.TimeoutError:
@@ -307,7 +345,7 @@ def router(farm: Farm) -> APIRouter:
         "nothing to build" and why, or an `error` with the HTTP `status`). Kept 7 days."""
         if provider not in PROVIDERS:
             raise ApiError(404, f"no provider {provider!r}; one of {', '.join(PROVIDERS)}")
-        found = Deliveries(farm.r, provider).outcome(delivery)
+        found = Deliveries(farm.r).outcome(provider, delivery)
         if found is None:
             raise ApiError(404, f"no {provider} delivery {delivery!r} in the last 7 days")
         return {"provider": provider, "delivery": delivery, **found}
