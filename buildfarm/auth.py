@@ -2,7 +2,8 @@
 
 A token is shown once, when it is created; Redis keeps only its sha256. Roles are ordered:
 a viewer reads, a submitter also submits, cancels and rebuilds, an admin also manages tokens
-and secrets.
+and secrets. A token made with `hook` may also record builds as triggered by a git push (kind
+`hook`, with the pusher as the user): the post-receive hook's token.
 
 Secret values are encrypted (Fernet: AES-128-CBC with HMAC-SHA256) with the farm's key, which is
 not in Redis: BUILDFARM_SECRETS_KEY, else DATA_DIR/secrets.key (generated, mode 0600). Whoever
@@ -27,7 +28,7 @@ from .config import local_secret
 from .records import build_key, token_digest
 from .states import ROLES
 
-TOKENS = "bf:tokens"  # hash: sha256(token) -> {"user", "role", "created_at"}
+TOKENS = "bf:tokens"  # hash: sha256(token) -> {"user", "role", "created_at", "hook"}
 TOKEN_NAMES = "bf:token-names"  # hash: user -> sha256(token)
 SECRETS = "bf:secrets"  # hash: name -> SEALED + Fernet token of the value
 SCOPES = "bf:secret-scopes"  # hash: name -> its scope as JSON (scopes.py); none: unscoped
@@ -42,6 +43,7 @@ MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words in logs
 class Principal:
     user: str
     role: str
+    hook: bool = False  # may record `hook` triggers (the post-receive hook's token)
 
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -51,7 +53,7 @@ class TokenStore:
     def __init__(self, r: redis.Redis):
         self.r = r
 
-    def create(self, user: str, role: str) -> str:
+    def create(self, user: str, role: str, hook: bool = False) -> str:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
         if not USER_NAME.match(user):
@@ -61,7 +63,7 @@ class TokenStore:
         token = "bf_" + secrets.token_urlsafe(30)
         sha = token_digest(token)
         pipe = self.r.pipeline()
-        pipe.hset(TOKENS, sha, json.dumps({"user": user, "role": role, "created_at": time.time()}))
+        pipe.hset(TOKENS, sha, json.dumps({"user": user, "role": role, "created_at": time.time(), "hook": hook}))
         pipe.hset(TOKEN_NAMES, user, sha)
         pipe.execute()
         return token
@@ -73,13 +75,14 @@ class TokenStore:
         if not raw:
             return None
         info = json.loads(raw)
-        return Principal(info["user"], info["role"])
+        return Principal(info["user"], info["role"], bool(info.get("hook")))
 
     def list(self) -> list[dict]:
         out = []
         for sha, raw in self.r.hgetall(TOKENS).items():
             info = json.loads(raw)
-            out.append({"user": info["user"], "role": info["role"], "created_at": info["created_at"]})
+            out.append({"user": info["user"], "role": info["role"], "created_at": info["created_at"],
+                        "hook": bool(info.get("hook"))})
         return sorted(out, key=lambda t: t["user"])
 
     def revoke(self, user: str) -> bool:

@@ -227,8 +227,8 @@ class Client:
     def whoami(self) -> dict[str, Any]:
         return self._request("GET", "/api/v1/whoami")
 
-    def create_token(self, user: str, role: str) -> dict[str, Any]:
-        return self._request("POST", "/api/v1/tokens", body={"user": user, "role": role})
+    def create_token(self, user: str, role: str, hook: bool = False) -> dict[str, Any]:
+        return self._request("POST", "/api/v1/tokens", body={"user": user, "role": role, "hook": hook})
 
     def tokens(self) -> list[dict[str, Any]]:
         return self._request("GET", "/api/v1/tokens")["tokens"]

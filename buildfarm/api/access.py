@@ -19,6 +19,8 @@ class NewToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str = Field(..., description="who the token is for (letters, digits, . _ - @)")
     role: str = Field(..., description=" < ".join(ROLES))
+    hook: bool = Field(False, description="may record builds as triggered by a git push (trigger kind `hook`, "
+                                          "the pusher as user): the post-receive hook's token")
 
 
 class SessionRequest(BaseModel):
@@ -44,8 +46,8 @@ def router(farm: Farm) -> APIRouter:
     admin = Depends(require("admin"))
 
     @api.get("/whoami", tags=["access"], summary="The caller's name and role")
-    def whoami(who: Principal = Depends(require("viewer"))) -> dict[str, str]:
-        return {"user": who.user, "role": who.role}
+    def whoami(who: Principal = Depends(require("viewer"))) -> dict[str, Any]:
+        return {"user": who.user, "role": who.role, **({"hook": True} if who.hook else {})}
 
     @api.post("/session", tags=["access"], summary="Sign the dashboard in with a token (sets a cookie)")
     def sign_in(body: SessionRequest, request: Request):
@@ -72,10 +74,10 @@ def router(farm: Farm) -> APIRouter:
               summary="Create an API token; the answer is the only time it is shown")
     def create_token(body: NewToken) -> dict[str, Any]:
         try:
-            token = farm.tokens.create(body.user, body.role)
+            token = farm.tokens.create(body.user, body.role, body.hook)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        return {"user": body.user, "role": body.role, "token": token}
+        return {"user": body.user, "role": body.role, "hook": body.hook, "token": token}
 
     @api.delete("/tokens/{user}", tags=["access"], summary="Revoke a user's token", dependencies=[admin])
     def revoke_token(user: str) -> dict[str, Any]:

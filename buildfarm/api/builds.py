@@ -18,8 +18,8 @@ from ..records import STATE_CHANNEL
 from ..retention import date_text
 from ..scopes import Origin
 from ..service import Conflict, Farm, OutOfScope, SubmitError
-from ..spec import TRIGGER_KINDS, BuildSpec
-from ..states import TERMINAL_STATES, State
+from ..spec import BuildSpec
+from ..states import FARM_KINDS, TERMINAL_STATES, TRIGGER_KINDS, State
 from .auth import require, still_allowed
 from .errors import ApiError
 
@@ -43,7 +43,7 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
     @api.post("/builds", status_code=201, tags=["builds"], summary="Submit a build")
     def submit(spec: BuildSpec, who: Principal = submitter) -> dict[str, Any]:
         try:
-            return farm.submit(spec, Origin.token(who.user, who.role))
+            return farm.submit(recorded_trigger(spec, who), Origin.token(who.user, who.role))
         except SubmitError as e:
             raise ApiError(403 if isinstance(e, OutOfScope) else 400, str(e),
                            [{"field": e.field or "spec", "message": str(e)}]) from None
@@ -220,6 +220,26 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
                             headers={"X-Checksum-Sha256": meta["sha256"]})
 
     return api
+
+
+def recorded_trigger(spec: BuildSpec, who: Principal) -> BuildSpec:
+    """The spec with the trigger the farm records for a build submitted through the API: its user
+    is the caller's token (the name a client sent, when another, stays as detail `client_user`),
+    and the kinds the farm assigns itself are refused, except `hook` (with the pusher as its user)
+    from a token made for the post-receive hook."""
+    t = spec.trigger
+    if t.kind == "hook" and who.hook:
+        return spec
+    if t.kind in FARM_KINDS:
+        hint = (" (the post-receive hook's token is made with `buildfarm token create NAME --role submitter "
+                "--hook`)" if t.kind == "hook" else "")
+        message = (f"trigger kind {t.kind!r} is recorded by the farm itself, not set by a client{hint}; "
+                   f"submit with kind cli, api or jenkins")
+        raise ApiError(403, message, [{"field": "trigger.kind", "message": message}])
+    detail = dict(t.detail)
+    if t.user and t.user != who.user:
+        detail["client_user"] = t.user
+    return spec.model_copy(update={"trigger": t.model_copy(update={"user": who.user, "detail": detail})})
 
 
 def sse(event: str, text: str, offset: int) -> bytes:

@@ -34,16 +34,19 @@ def token():
 @token.command("create")
 @click.argument("user")
 @click.option("--role", type=click.Choice(ROLES), required=True, help="What the token may do.")
-@click.option("--json", "as_json", is_flag=True, help="Print {user, role, token} as JSON.")
+@click.option("--hook", is_flag=True, help="The token may record builds as triggered by a git push, with the "
+                                          "pusher as their user: for `buildfarm hook install`.")
+@click.option("--json", "as_json", is_flag=True, help="Print {user, role, hook, token} as JSON.")
 @click.pass_context
-def token_create(ctx, user, role, as_json):
+def token_create(ctx, user, role, hook, as_json):
     """Create a token for USER and print it (the only time it is shown)."""
-    made = call(client(ctx).create_token, user, role)
+    made = call(client(ctx).create_token, user, role, hook)
     if as_json:
         echo_json(made)
         return
     click.echo(made["token"])
-    click.echo(f"token for {user} ({role}); it is not shown again: keep it now", err=True)
+    click.echo(f"token for {user} ({role}{', records git pushes' if hook else ''}); it is not shown again: "
+               f"keep it now", err=True)
 
 
 @token.command("list")
@@ -56,7 +59,8 @@ def token_list(ctx, as_json):
         echo_json(items)
         return
     for t in items:
-        click.echo(f"{t['user']:<24} {t['role']:<10} created {time.strftime('%Y-%m-%d %H:%M', time.localtime(t['created_at']))}")
+        created = time.strftime('%Y-%m-%d %H:%M', time.localtime(t['created_at']))
+        click.echo(f"{t['user']:<24} {t['role']:<10} created {created}{'  hook' if t.get('hook') else ''}")
 
 
 @token.command("revoke")

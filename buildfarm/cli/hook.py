@@ -29,7 +29,7 @@ def hook() -> None:
 
     \b
       buildfarm hook install /srv/git/app.git --server http://buildfarm:8080 \\
-          --token "$(buildfarm token create git-hook --role submitter)" \\
+          --token "$(buildfarm token create git-hook --role submitter --hook)" \\
           --repo-url git://git.example/app.git
       git push   # remote: buildfarm: queued build 3f9c0a1b2c4d (unit) for main at 1a2b3c4d5e6f
 
@@ -85,7 +85,8 @@ def install(ctx: click.Context, repository: Path, server: str | None, token: str
 
 def _check_token(server: str, token: str | None) -> None:
     """Warn now about what would make every push print a warning later."""
-    create = "create one with `buildfarm token create git-hook --role submitter` and install again with --token"
+    create = ("create one with `buildfarm token create git-hook --role submitter --hook` and install again "
+              "with --token")
     if not token:
         click.echo(f"warning: no --token: the farm will refuse the hook's builds; {create}", err=True)
         return
@@ -99,6 +100,9 @@ def _check_token(server: str, token: str | None) -> None:
         return
     if me.get("role") == "viewer":
         click.echo(f"warning: the token of {me['user']} is a viewer's and cannot submit; {create}", err=True)
+    elif not me.get("hook"):
+        click.echo(f"warning: the token of {me['user']} was not made for a hook (--hook) and cannot record "
+                   f"pushes; {create}", err=True)
     elif me.get("role") == "admin":
         click.echo(f"note: the token of {me['user']} is an admin's; a submitter token is enough for the hook", err=True)
 
