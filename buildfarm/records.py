@@ -1,5 +1,6 @@
-"""Build records in Redis: the build's spec, its state with a history of (state, time, reason),
-its artifacts index, and the agents the scheduler knows. Every state change goes through
+"""Build records in Redis: the build's spec (and its summary, which lists of builds show), its
+state with a history of (state, time, reason), its artifacts index, and the agents the scheduler
+knows. Every state change goes through
 `transition`, an atomic compare-and-set, so two actors (API, scheduler, agent) never race a
 build into two final states. The agent token of a build's current attempt (its digest) dies in the
 same step as the attempt, and every write an agent makes is checked against it atomically
@@ -115,6 +116,7 @@ class BuildStore:
             "number": seq,
             "seq": seq,
             "spec": spec.model_dump_json(),
+            "summary": json.dumps(summary(spec.model_dump(mode="json"))),
             "state": State.QUEUED.value,
             "reason": "waiting for capacity",
             "priority": spec.priority.value,
@@ -151,11 +153,20 @@ class BuildStore:
         return self._public(self.raw(build_id), history)
 
     def get_many(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Records with their spec's summary (`summary()`), not the whole spec: what lists show."""
         ids = list(ids)
         pipe = self.r.pipeline()
         for i in ids:
-            pipe.hgetall(build_key(i))
-        return [self._public(h, False) for h in pipe.execute() if h]
+            pipe.hmget(build_key(i), _LISTED)
+        rows = [dict(zip(_LISTED, values)) for values in pipe.execute()]
+        out = []
+        for h in rows:
+            if not h["id"]:
+                continue  # removed meanwhile
+            if not h["summary"]:  # recorded before summaries were
+                h["summary"] = json.dumps(summary(json.loads(self.r.hget(build_key(h["id"]), "spec") or "{}")))
+            out.append(self._public({k: v for k, v in h.items() if v is not None}, False, listed=True))
+        return out
 
     def list(self, limit: int = 50, offset: int = 0, **filters: str | None) -> tuple[list[dict[str, Any]], int]:
         """Newest first, filtered by any of state, repo, trigger (kind) and user; returns (page, total)."""
@@ -208,8 +219,8 @@ class BuildStore:
     def spec(self, build_id: str) -> BuildSpec:
         return BuildSpec.model_validate_json(self.raw(build_id)["spec"])
 
-    def _public(self, h: dict[str, str], history: bool) -> dict[str, Any]:
-        spec = json.loads(h["spec"])
+    def _public(self, h: dict[str, str], history: bool, listed: bool = False) -> dict[str, Any]:
+        spec = json.loads(h["summary"] if listed else h["spec"])
         rec: dict[str, Any] = {
             "id": h["id"],
             "number": int(h["number"]),
@@ -327,6 +338,35 @@ def _retention(h: dict[str, str]) -> dict[str, Any]:
             "artifacts_expire_at": when("artifacts_expires_at"),
             "artifacts_expired_at": when("artifacts_expired_at"),
             "pinned_by": h.get("pinned_by") or None}
+
+
+PREVIEW = 200  # characters of a listed build's command, and of each text of its trigger
+# The record fields a list reads (the whole spec stays in Redis).
+_LISTED = ("id", "number", "state", "reason", "exit_code", "priority", "attempt", "agent_id", "host",
+           "resolved_commit", "created_at", "started_at", "finished_at", "submitted_by", "summary",
+           "log_expires_at", "log_expired_at", "artifacts_expires_at", "artifacts_expired_at", "pinned_by")
+
+
+def summary(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a list of builds shows of a spec: where it builds, in what, with what, who started it,
+    and the start of what it runs (`run`); GET /api/v1/builds/{id} has the whole spec."""
+    lines = spec.get("steps") or ([" ".join(spec["command"])] if spec.get("command") else [])
+    run = "; ".join(lines)
+    trigger = spec.get("trigger") or {}
+    return {
+        **{k: spec.get(k) for k in ("repo", "ref", "commit", "image", "resources", "priority")},
+        "constraints": [_clip(c) for c in spec.get("constraints", [])[:20]],
+        "run": _clip(run),
+        "trigger": {"kind": trigger.get("kind"), "user": _clip(trigger.get("user")), "url": _clip(trigger.get("url")),
+                    "detail": {_clip(k): _clip(v) for k, v in (trigger.get("detail") or {}).items()}},
+        "summary": True,
+    }
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= PREVIEW:
+        return text
+    return text[:PREVIEW - 3] + "..."
 
 
 def is_active(state: str) -> bool:
