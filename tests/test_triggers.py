@@ -289,3 +289,23 @@ def test_a_yaml_alias_bomb_is_refused_at_once():
     with pytest.raises(BuildFileError) as e:
         parse("\n".join(levels) + "\nbuilds: []\n")  # 9 levels: minutes and gigabytes if expanded
     assert "line 1: YAML anchors and aliases" in str(e.value)
+
+
+@pytest.mark.parametrize("text, line", [
+    ("builds: " + "[" * 120_000, 1),  # 17 s of CPU for 12 KB, then a RecursionError, before the limit
+    ("builds:\n  unit:\n    env: {a: " + "{a: " * 40 + "}" * 41 + "}\n", 3),
+    ("builds:\n" + "".join("  " * i + "- a:\n" for i in range(1, 40)), 17),
+    ("builds:\n  - " + "- " * 60_000 + "x\n", 2),
+])
+def test_deeply_nested_build_files_are_refused_before_they_are_read(text, line):
+    with pytest.raises(BuildFileError) as e:
+        parse(text)
+    assert str(e.value) == (f".buildfarm.yml, line {line}: lists and mappings are nested more than 32 levels deep; "
+                            f"flatten the file")
+
+
+def test_brackets_in_quotes_and_comments_do_not_count_as_nesting():
+    quoted = '"' + "[" * 40 + '"'
+    text = (f"builds:\n  unit:\n    image: img\n    steps: [{quoted}, 'it''s ]]]]', it's]\n"
+            f"    # {'[' * 40}\n")
+    assert parse(text).builds[0].spec["steps"] == ["[" * 40, "it's ]]]]", "it's"]
