@@ -31,10 +31,15 @@ def parse_duration(text: str) -> int | None:
 
 
 def _text(value: str) -> str:
-    """Text the farm can hand to git, Docker and a shell: no NUL byte. (A lone surrogate such as
-    \\ud800, which JSON can carry and UTF-8 cannot, is refused by pydantic: UNICODE below.)"""
+    """Text the farm can store and hand to git, Docker and a shell: no NUL byte, and valid Unicode
+    (JSON can carry a lone surrogate such as \\ud800, which UTF-8 cannot; pydantic refuses one in
+    a string with a length limit, and this says so for any other)."""
     if "\x00" in value:
         raise ValueError("contains a NUL byte (\\u0000), which no URL, argument or variable can hold")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(UNICODE) from None
     return value
 
 

@@ -808,7 +808,7 @@ def main() -> int:
         diag("the farm says the build has ended (cancelled or timed out); stopping")
         return 0
     try:
-        api.json("POST", "/finish", {"outcome": outcome, "exit_code": code, "reason": reason, "commit": sha})
+        api.json("POST", "/finish", {"outcome": outcome, "exit_code": code, "reason": reason[:8000], "commit": sha})
     except Ended:  # a finish retried after its reply was lost: the farm has it already
         diag("the farm had already recorded the build's end")
     return 0

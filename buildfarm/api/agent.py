@@ -10,22 +10,31 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..agent_bundle import build_bundle, bundle_tarball
 from ..artifacts import ArtifactPathError, ChecksumMismatch
 from ..diskspace import DiskFull
 from ..service import Conflict, Farm, TokenInvalid
+from ..spec import MAX_STEP, Name, Text
 from .auth import agent_token
 from .errors import ApiError
 
 
+class StartReport(BaseModel):
+    host: Name = "?"
+
+
+class ProgressReport(BaseModel):
+    commit: Text(40) | None = None
+
+
 class FinishReport(BaseModel):
-    outcome: str
-    exit_code: int | None = None
-    reason: str = ""
-    commit: str | None = None
+    outcome: Name
+    exit_code: int | None = Field(None, ge=-(2**31), le=2**31)
+    reason: Text(MAX_STEP) = ""
+    commit: Text(40) | None = None
 
 
 @contextmanager
@@ -54,10 +63,10 @@ def router(farm: Farm) -> APIRouter:
                         headers={"X-Checksum-Sha256": bundle["sha256"]})
 
     @api.post("/builds/{build_id}/start")
-    def start(build_id: str, body: dict = Body(default={}), authorization: str | None = Header(None)):
+    def start(build_id: str, body: StartReport = Body(default=StartReport()), authorization: str | None = Header(None)):
         token = agent_token(farm, build_id, authorization)
         with refusals():
-            return farm.agent_start(build_id, token, str(body.get("host", "?")))
+            return farm.agent_start(build_id, token, body.host)
 
     @api.post("/builds/{build_id}/log")
     async def log(build_id: str, request: Request, seq: int = Query(..., ge=1),
@@ -82,11 +91,12 @@ def router(farm: Farm) -> APIRouter:
             return {"state": farm.agent_heartbeat(build_id, token)}
 
     @api.post("/builds/{build_id}/progress")
-    def progress(build_id: str, body: dict = Body(default={}), authorization: str | None = Header(None)):
+    def progress(build_id: str, body: ProgressReport = Body(default=ProgressReport()),
+                 authorization: str | None = Header(None)):
         token = agent_token(farm, build_id, authorization)
-        if body.get("commit"):
+        if body.commit:
             with refusals():
-                farm.agent_progress(build_id, token, str(body["commit"]))
+                farm.agent_progress(build_id, token, body.commit)
         return {"ok": True}
 
     @api.put("/builds/{build_id}/artifacts/{path:path}")

@@ -57,6 +57,8 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException):
         message = {404: f"no such route {request.url.path}; /docs lists the API",
                    405: f"{request.method} is not allowed on {request.url.path}; /docs lists the API"}
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):  # FastAPI's JSON parsing
+            message[400] = "the JSON body is nested too deeply to be read; send a flatter document"
         return error(exc.status_code, message.get(exc.status_code, str(exc.detail)), headers=exc.headers)
 
     async def _redis_away(request: Request, exc: Exception):

@@ -19,15 +19,18 @@ from ..pipelines.model import PipelineInvalid, parse
 from ..notify import Notifier, key
 from ..pipelines.store import CHANGED, RunNotFound
 from ..service import Conflict, Farm
+from ..spec import Mapping, Name, Text, Value
+from ..yamlcheck import MAX_BYTES
 from .auth import agent_token, require
 from .errors import error as _error
 
 
 class RunRequest(BaseModel):
-    pipeline: str = Field("", description="the name of a pipeline in the farm's pipelines directory")
-    parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    source: str | None = Field(None, description="a pipeline file's text, to run it instead of a named one")
-    file: str | None = Field(None, description="the name of that file (for messages)")
+    pipeline: Name = Field("", description="the name of a pipeline in the farm's pipelines directory")
+    parameters: Mapping(Value | int | float | bool) = Field(default_factory=dict)
+    source: Text(MAX_BYTES) | None = Field(None, description="a pipeline file's text, to run it instead of a named "
+                                                             "one (at most 256 KB)")
+    file: Name | None = Field(None, description="the name of that file (for messages)")
 
 
 def _deps(role: str) -> list:
