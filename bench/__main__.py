@@ -3,8 +3,8 @@
     python -m bench [--quick] [--only NAME[,NAME...]] [--no-extras] [--keep] [--output FILE]
     python -m bench --chaos [--rounds N] ...   (the chaos suite: bench/chaos.py)
 
-Figures: first-line, throughput, core, log, cli-start, cli-submit, cli-pipeline; extras: cli-mesos
-(needs pymesos), and informational: mesos-running, mesos-offers, jenkins-agent.
+Figures: first-line, throughput, core, log, oversized, cli-start, cli-submit, cli-pipeline; extras:
+cli-mesos (needs pymesos), and informational: mesos-running, mesos-offers, jenkins-agent.
 Results are printed, written to bench/results/latest.json, and summed up in a Markdown table
 that can be pasted into the README.
 """
@@ -34,19 +34,19 @@ from tests.conftest import IMAGE, FarmProcess, GitServer
 
 from .common import Api, Figure, remove_bench_containers, say, stop_farm
 
-REQUIRED = ["first-line", "throughput", "core", "log", "cli-start", "cli-submit", "cli-pipeline"]
+REQUIRED = ["first-line", "throughput", "core", "log", "oversized", "cli-start", "cli-submit", "cli-pipeline"]
 EXTRAS = ["cli-mesos", "mesos-running", "mesos-offers", "jenkins-agent"]
-FARM_FIGURES = {"first-line", "throughput", "log", "mesos-running", "jenkins-agent", "cli-start", "cli-submit",
-                "cli-pipeline", "cli-mesos"}
+FARM_FIGURES = {"first-line", "throughput", "log", "oversized", "mesos-running", "jenkins-agent", "cli-start",
+                "cli-submit", "cli-pipeline", "cli-mesos"}
 
 
 def sizes(quick: bool) -> dict:
     if quick:
-        return {"first-line": 5, "throughput": 5, "log": 100_000_000, "core": (2_000, 200, 3),
+        return {"first-line": 5, "throughput": 5, "log": 100_000_000, "core": (2_000, 200, 3), "oversized": 10,
                 "cli-start": 5, "cli-submit": 5, "cli-pipeline": 3, "cli-mesos": 3,
                 "mesos-running": 5, "mesos-offers": (200, 20),
                 "jenkins-agent": 5}
-    return {"first-line": 20, "throughput": 50, "log": 1_000_000_000, "core": (10_000, 1_000, 5),
+    return {"first-line": 20, "throughput": 50, "log": 1_000_000_000, "core": (10_000, 1_000, 5), "oversized": 100,
             "cli-start": 10, "cli-submit": 10, "cli-pipeline": 5, "cli-mesos": 10,
             "mesos-running": 20, "mesos-offers": (1_000, 100),
             "jenkins-agent": 20}
@@ -186,6 +186,10 @@ def main(argv=None) -> int:
                 from .logingest import bench_log
 
                 run("log", bench_log, api, n["log"])
+            if "oversized" in args.selected:
+                from .oversized import bench_oversized
+
+                run("oversized", bench_oversized, api, n["oversized"])
         except Exception as e:  # noqa: BLE001  (reported; the cleanup below still runs)
             traceback.print_exc()
             errors.append({"key": "farm", "error": f"{type(e).__name__}: {e}"})

@@ -49,6 +49,9 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
                            [{"field": e.field or "spec", "message": str(e)}]) from None
 
     @api.get("/builds", tags=["builds"], summary="List builds, newest first, filtered and paged",
+             description="Each build's `spec` is a summary (`\"summary\": true`): repo, ref, commit, image, "
+                         "resources, priority, constraints, trigger, and `run`, the start of what it runs. "
+                         "GET /api/v1/builds/{id} has the whole spec.",
              dependencies=[viewer])
     def list_builds(state: State | None = None,
                     repo: str | None = Query(None, description="the repository URL, exactly as submitted"),

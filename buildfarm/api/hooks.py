@@ -3,8 +3,10 @@
 Open without a token: each delivery is verified with the farm's webhook secret instead (the
 value of BUILDFARM_WEBHOOK_SECRET when the farm starts, else the file DATA_DIR/webhook.secret,
 generated with mode 0600 on the farm's first start). A refused delivery is answered 401 and
-logged (logger "buildfarm.hooks"); a delivery id seen before is answered 200 "duplicate" and
-builds nothing ("processing", 202, while the first delivery is still being handled). The farm
+logged (logger "buildfarm.hooks"), one without a signature before its body is read; a body is at
+most 5 MB (api/limits.py). A delivery id seen before, or a body seen before under another id or
+none (a replay), is answered 200 "duplicate" and builds nothing ("processing", 202, while the first
+delivery is still being handled). The farm
 fetches the announced commit into a bare mirror under
 DATA_DIR/cache/hooks/, reads its .buildfarm.yml and the changed paths, and submits the builds.
 
