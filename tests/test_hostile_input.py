@@ -156,13 +156,13 @@ def test_a_submitter_cannot_forge_a_builds_trigger(farm, repo, submitter):
         r = farm.api("POST", "/api/v1/builds", json=spec(repo, trigger={"kind": kind, "user": "admin"}), headers=as_sam)
         assert r.status_code == 403, r.text
         assert f"trigger kind {kind!r} is recorded by the farm itself" in r.json()["error"]
-    # Another user's name is kept as detail; the build is the token's.
+    # Another user's name is not recorded: the build is the token's, with the detail the client gave.
     r = farm.api("POST", "/api/v1/builds", headers=as_sam,
                  json=spec(repo, trigger={"kind": "jenkins", "user": "admin", "detail": {"job": "nightly"}}))
     assert r.status_code == 201, r.text
     trigger = r.json()["spec"]["trigger"]
     assert trigger == {"kind": "jenkins", "user": "sam", "url": None,
-                       "detail": {"job": "nightly", "client_user": "admin"}}
+                       "detail": {"job": "nightly"}}
     listed = farm.cli("list", "--user", "admin", "--json")
     assert r.json()["id"] not in [b["id"] for b in json.loads(listed.stdout)]
     assert r.json()["id"] in farm.cli("list", "--user", "sam").stdout.decode()

@@ -227,9 +227,8 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
 
 def recorded_trigger(spec: BuildSpec, who: Principal) -> BuildSpec:
     """The spec with the trigger the farm records for a build submitted through the API: its user
-    is the caller's token (the name a client sent, when another, stays as detail `client_user`),
-    and the kinds the farm assigns itself are refused, except `hook` (with the pusher as its user)
-    from a token made for the post-receive hook."""
+    is the caller's token (whatever name a client sent), and the kinds the farm assigns itself are
+    refused, except `hook` (with the pusher as its user) from a token made for the post-receive hook."""
     t = spec.trigger
     if t.kind == "hook" and who.hook:
         return spec
@@ -239,10 +238,7 @@ def recorded_trigger(spec: BuildSpec, who: Principal) -> BuildSpec:
         message = (f"trigger kind {t.kind!r} is recorded by the farm itself, not set by a client{hint}; "
                    f"submit with kind cli, api or jenkins")
         raise ApiError(403, message, [{"field": "trigger.kind", "message": message}])
-    detail = dict(t.detail)
-    if t.user and t.user != who.user:
-        detail["client_user"] = t.user
-    return spec.model_copy(update={"trigger": t.model_copy(update={"user": who.user, "detail": detail})})
+    return spec.model_copy(update={"trigger": t.model_copy(update={"user": who.user})})
 
 
 def sse(event: str, text: str, offset: int) -> bytes:
