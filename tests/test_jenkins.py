@@ -159,6 +159,7 @@ def test_queued_item_gets_exactly_one_agent(farm, agent_image, double, repo, tmp
     log = farm.log_text(b["id"])
     assert b"Building app #1" in log and b"Terminated" in log
     # The node's secret reached the agent (it connected) but is in neither the record nor the log.
+    b = farm.build(b["id"])  # the whole record (lists carry a summary of the spec)
     node_secret_value = double.secrets_issued[done["node"]]
     assert b["spec"]["secret_env"] == {"JENKINS_SECRET": "***"} and "JENKINS_SECRET" not in b["spec"]["env"]
     assert node_secret_value not in json.dumps(b) and node_secret_value.encode() not in log
