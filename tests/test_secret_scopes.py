@@ -188,7 +188,7 @@ def test_webhook_and_hook_builds_get_a_secret_only_on_its_branches(farm, tokens,
     assert "a webhook build has no farm user behind it" in resp.json()["reason"]
 
     # The git hook submits with its token (a submitter, git-hook): its name must be in the scope.
-    made = farm.cli("token", "create", "git-hook", "--role", "submitter")
+    made = farm.cli("token", "create", "git-hook", "--role", "submitter", "--hook")
     install(farm, co, made.stdout.decode().strip())
     set_secret(farm, "--repo", co.url, "--branch", "main", "--user", "git-hook")
     co.commit({"d": "4"})
