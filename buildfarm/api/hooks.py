@@ -145,15 +145,19 @@ class Deliveries:
             self.r.expire(key, PROCESSING_TTL)
 
     def finish(self, d: Received, status: int, reply: dict[str, Any]) -> None:
-        failed = status >= 500  # the farm's fault: the delivery may come again and build then
+        marks = {}  # mark -> its value while it holds
         with self.r.pipeline() as p:
             if d.delivery:
                 mark, outcome = self._keys(d.provider, d.delivery)
                 p.set(outcome, json.dumps({**reply, "status": status, "finished_at": time.time()}), ex=DELIVERY_TTL)
-                p.delete(mark) if failed else p.set(mark, "done", ex=DELIVERY_TTL)
+                marks[mark] = "done"
             if d.digest:
-                body = self._body_key(d)
-                p.delete(body) if failed else p.set(body, d.delivery or "", ex=DELIVERY_TTL)
+                marks[self._body_key(d)] = d.delivery or ""
+            for key, value in marks.items():
+                if status >= 500:  # the farm's fault: the delivery may come again and build then
+                    p.delete(key)
+                else:
+                    p.set(key, value, ex=DELIVERY_TTL)
             p.execute()
 
     def outcome(self, provider: str, delivery: str) -> dict[str, Any] | None:
