@@ -3,7 +3,11 @@
 A build that does not fit anywhere right now but would fit on some agent once it frees up
 reserves that agent: builds behind it may not take room on it. This is what stops a large
 build from being starved forever by a stream of small ones (strict FIFO per agent, with
-backfill on the other agents).
+backfill on the other agents). With teams, each team holds at most one such reservation (its
+first build that does not fit), so a team's backlog cannot hold the whole pool.
+
+Then, with teams, reclaim (reclaim.py) may take lent capacity back: its kills come out next to
+the launches.
 """
 
 from __future__ import annotations
@@ -11,14 +15,28 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from .feasible import Agent, Offer, PendingBuild, Resources, constraints_met, unmet_reason
-from .rank import agent_rank, build_order
+from collections.abc import Iterable, Mapping
+
+from .feasible import (NOTHING, Agent, Offer, PendingBuild, Resources, Running, Team, beyond_limit,
+                       constraints_met, team_holds, team_usage, unmet_reason)
+from .rank import FairOrder, agent_rank
+from .reclaim import Kill, reclaim
 
 
 @dataclass(frozen=True, slots=True)
 class Launch:
     build_id: str
     agent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How teams share the pool. `reclaim_grace`: seconds a team below its guarantee waits before
+    borrowed builds are preempted for it; `max_preemptions`: how often one build may be preempted."""
+
+    reclaim: bool = True
+    reclaim_grace: float = 180.0
+    max_preemptions: int = 2
 
 
 @dataclass
@@ -28,10 +46,36 @@ class Plan:
     impossible: dict[str, str] = field(default_factory=dict)
     # agent id -> build id holding it, so a big build is not starved
     reserved: dict[str, str] = field(default_factory=dict)
+    # builds their team may not start now, with the reason (a limit, a guarantee in use)
+    held: dict[str, str] = field(default_factory=dict)
+    # running builds to preempt so a team gets its guarantee back
+    kills: list[Kill] = field(default_factory=list)
 
 
-def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild]) -> Plan:
-    """Decide which pending builds to launch on which offers. Pure: no I/O, no clock."""
+def pool_of(agents: list[Agent], offers: list[Offer]) -> Resources:
+    """The whole pool: every known agent's capacity (the offers' when no agent is known)."""
+    total = NOTHING
+    for c in ([a.capacity for a in agents] if agents else [o.free for o in offers]):
+        total = total.plus(c)
+    return total
+
+
+def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild], *,
+         teams: Mapping[str, Team] | None = None, running: Iterable[Running] = (), now: float = 0.0,
+         policy: Policy = Policy()) -> Plan:
+    """Decide which pending builds to launch on which offers and, with teams, which borrowed builds
+    to preempt. Pure: no I/O; the time is `now`. Without teams: priority, then FIFO."""
+    running = list(running)
+    order = FairOrder(pending, teams, team_usage(running) if teams else {}, pool_of(agents, offers))
+    result, free = _select(agents, offers, order, teams is not None)
+    if teams is not None and policy.reclaim:
+        reclaim(result, agents, free, pending, running, order, now, policy)
+    return result
+
+
+def _select(agents: list[Agent], offers: list[Offer], order: FairOrder,
+            with_teams: bool) -> tuple[Plan, dict[str, Resources]]:
+    """The placement pass: returns the plan and what is left free on each agent."""
     result = Plan()
     by_id = {a.agent_id: a for a in agents}
     free: dict[str, Resources] = {o.agent_id: o.free for o in offers}
@@ -41,6 +85,7 @@ def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild]) 
     eligible_cache: dict[tuple, frozenset] = {}
     impossible_cache: dict[tuple, str | None] = {}
     reserve_order: dict[tuple, list[str]] = {}  # shape -> agents it could reserve, best last
+    reserving_teams: set[str] = set()  # teams that hold a reservation already
 
     def eligible(constraints):
         got = eligible_cache.get(constraints)
@@ -50,11 +95,18 @@ def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild]) 
             eligible_cache[constraints] = got
         return got
 
-    for build in sorted(pending, key=build_order):
+    for build in order:
         shape = (build.request, build.constraints)
         if shape not in impossible_cache:
             impossible_cache[shape] = unmet_reason(agents, build)
         reason = impossible_cache[shape]
+        if with_teams and build.team is not None and reason is None:
+            team = order.team(build.team)
+            reason = beyond_limit(team, build)
+            held = reason is None and team_holds(team, order.used.get(build.team, NOTHING), build)
+            if held:
+                result.held[build.build_id] = held
+                continue
         if reason is not None:
             result.impossible[build.build_id] = reason
             continue
@@ -72,6 +124,10 @@ def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild]) 
                     break
         if chosen is None:
             failed_shapes.add(shape)
+            if with_teams and build.team is not None:
+                if build.team in reserving_teams:
+                    continue
+                reserving_teams.add(build.team)
             if shape not in reserve_order:
                 reserve_order[shape] = _reservable(build, ok_agents, by_id, free)
             _reserve(result, build, reserve_order[shape])
@@ -80,7 +136,8 @@ def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild]) 
         free[agent_id] = free[agent_id].minus(build.request)
         bisect.insort(index, agent_rank(Offer(agent_id, free[agent_id])))
         result.launches.append(Launch(build.build_id, agent_id))
-    return result
+        order.placed(build)
+    return result, free
 
 
 def _reservable(build: PendingBuild, ok_agents, by_id, free) -> list[str]:
