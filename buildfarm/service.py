@@ -29,6 +29,7 @@ from .scheduler import Agent, PendingBuild, Resources, unmet_reason
 from .scopes import Origin, SecretScope, has_dot_segments, refusal
 from .spec import BuildSpec, Trigger
 from .stats import Stats
+from .teams import TeamError, TeamStore
 from .states import TERMINAL, State
 
 log = logging.getLogger("buildfarm")
@@ -76,10 +77,10 @@ def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
             redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
 
 
-def pending_build(build_id: str, spec: BuildSpec, seq: int) -> PendingBuild:
+def pending_build(build_id: str, spec: BuildSpec, seq: int, queued_at: float = 0.0) -> PendingBuild:
     r = spec.resources
     return PendingBuild(build_id, Resources(r.cpus, r.mem, r.disk), spec.parsed_constraints(),
-                        spec.priority.rank, seq, spec.wait_for_capacity)
+                        spec.priority.rank, seq, spec.wait_for_capacity, spec.team, spec.preemptible, queued_at)
 
 
 class Farm:
@@ -97,6 +98,7 @@ class Farm:
         self.stats = Stats(self.r)
         self.retention = Retention(self.r, self.builds, self.logs, self.artifacts,
                                    Policy(settings.keep_logs, settings.keep_artifacts))
+        self.teams = TeamStore(self.r)
         # Called after a build reaches a final state, in the process that ended it (API or scheduler).
         self.end_listeners: list[Callable[[str, State], None]] = []
         # Set by the process that runs a backend, so submit can check images on this host.
@@ -119,6 +121,7 @@ class Farm:
             raise SubmitError(f"no secret named {', '.join(missing)} on this farm; an admin stores one with "
                               f"`buildfarm secret set NAME`", "secrets")
         pinned = self._check_scopes(spec, origin)
+        spec = self._charge(spec, origin)
         self._check_capacity(spec)
         if self.image_check:
             problem = self.image_check(spec.image)
@@ -163,6 +166,21 @@ class Farm:
             if why:
                 raise OutOfScope(why, "secrets")
         return branch()[2] if any(s and s.branches for s in scopes.values()) else None
+
+    def _charge(self, spec: BuildSpec, origin: Origin) -> BuildSpec:
+        """The spec with the team it is charged to (teams.py); refused when the team is unknown, the
+        submitter not a member, or the build larger than the team's limit."""
+        if not spec.team and not self.teams.exist():
+            return spec
+        person = origin.role is not None and origin.role != "admin"
+        try:
+            team = self.teams.charge_to(spec.team, origin.user, admin=not person)
+            if team:
+                r = spec.resources
+                self.teams.check_fits(team, Resources(r.cpus, r.mem, r.disk))
+        except TeamError as e:
+            raise SubmitError(str(e), "team") from None
+        return spec if team == spec.team else spec.model_copy(update={"team": team})
 
     def _check_capacity(self, spec: BuildSpec) -> None:
         if spec.wait_for_capacity:
@@ -226,6 +244,19 @@ class Farm:
         self.queue.requeue(build_id, raw["priority"])
         self.logs.append_system(build_id, f"attempt {raw.get('attempt', '?')} lost ({reason}); queued again")
         self.builds.wake("requeue")
+        return True
+
+    def preempt(self, build_id: str, reason: str) -> bool:
+        """Queue a launched build again because its capacity went back to its owner (not a failure:
+        its retries stay). Returns whether it was launched or running."""
+        raw = self.builds.raw(build_id)
+        if not self.builds.transition(build_id, State.QUEUED, reason, allowed_from=[State.LAUNCHING, State.RUNNING],
+                                      preemptions=int(raw.get("preemptions") or 0) + 1, queued_at=time.time(),
+                                      preempting=time.time()):
+            return False
+        self.queue.requeue(build_id, raw["priority"])
+        self.logs.append_system(build_id, f"attempt {raw.get('attempt', '?')} stopped ({reason}); queued again")
+        self.builds.wake("preempt")
         return True
 
     # -- the agent's reports ---------------------------------------------------------------------

@@ -112,7 +112,8 @@ def unmet_reason(agents: list[Agent], build: PendingBuild) -> str | None:
     """Why no agent could ever run this build (None when some agent could, once free)."""
     if not agents:
         return None  # nothing known yet: cannot say "never"
-    matching = [a for a in agents if constraints_met(a.attributes, build.constraints)]
+    matching = [a for a in agents if constraints_met(a.attributes, build.constraints)] if build.constraints \
+        else agents
     if not matching:
         wanted = ", ".join(f"{k}{':' if op == '==' else '!='}{v}" for k, op, v in build.constraints)
         return f"no agent has the attributes {wanted}"
@@ -132,12 +133,22 @@ def unmet_reason(agents: list[Agent], build: PendingBuild) -> str | None:
     return "the build asks for more than any agent has: " + "; ".join(parts)
 
 
+def total(resources) -> Resources:
+    """The sum of some Resources (plain sums: this runs over every agent each round)."""
+    cpus = mem = disk = 0
+    for r in resources:
+        cpus += r.cpus
+        mem += r.mem
+        disk += r.disk
+    return Resources(round(cpus, 6), mem, disk)
+
+
 def team_usage(running) -> dict[str | None, Resources]:
     """What each team holds now: the sum of its running builds' requests."""
-    out: dict[str | None, Resources] = {}
+    by_team: dict[str | None, list[Resources]] = {}
     for r in running:
-        out[r.team] = out.get(r.team, NOTHING).plus(r.request)
-    return out
+        by_team.setdefault(r.team, []).append(r.request)
+    return {team: total(reqs) for team, reqs in by_team.items()}
 
 
 def beyond_limit(team: Team, build: PendingBuild) -> str | None:

@@ -22,12 +22,14 @@ from ..redis_outage import UNAVAILABLE, OutageLog
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
 from ..states import ACTIVE, TERMINAL, State
-from .select import plan
+from .feasible import Resources, Running
+from .select import Policy, plan
 
 log = logging.getLogger("buildfarm.scheduler")
 
 MISSING_PYTHON = 127
 MAX_LAUNCHES = 5  # a build lost before its agent started is placed again, this many times at most
+PREEMPT_CLEANUP = 60.0  # seconds a preempted build waits for its container to go before it may run again
 
 
 class Scheduler:
@@ -110,16 +112,29 @@ class Scheduler:
             if h["state"] != State.QUEUED.value:  # ended while queued (a cancel): tidy the queue
                 self.farm.queue.mark_ended(bid, priority, State(h["state"])) if h["state"] in _TERMINAL else None
                 continue
+            if h.get("preempting") and time.time() - float(h["preempting"]) < PREEMPT_CLEANUP:
+                continue  # its preempted container is still being stopped
             raws[bid] = h
         pending = []
         for bid, h in list(raws.items()):
             try:
-                pending.append(pending_build(bid, BuildSpec.model_validate_json(h["spec"]), int(h["seq"])))
+                pending.append(pending_build(bid, BuildSpec.model_validate_json(h["spec"]), int(h["seq"]),
+                                             float(h.get("queued_at") or h["created_at"])))
             except ValidationError as e:  # one unreadable record must not stop every other build
                 raws.pop(bid)
                 self.farm.end(bid, State.ERROR, f"its stored spec is not valid any more: {e.errors()[0]['msg']}",
                               close_log=True)
-        result = plan(self.backend.agents(), self.backend.offers(), pending)
+        teams = self.farm.teams.core_teams() or None
+        s = self.settings
+        result = plan(self.backend.agents(), self.backend.offers(), pending, teams=teams,
+                      running=self.running() if teams else (), now=time.time(),
+                      policy=Policy(reclaim_grace=s.reclaim_grace, max_preemptions=s.max_preemptions))
+        for kill in result.kills:
+            self.preempt(kill.build_id, kill.reason)
+        for bid, reason in result.held.items():
+            if self._waiting_reason.get(bid) != reason:
+                self._waiting_reason[bid] = reason
+                builds.set_fields(bid, reason=f"waiting: {reason}")
         for bid, reason in result.impossible.items():
             spec = BuildSpec.model_validate_json(raws[bid]["spec"])
             if spec.wait_for_capacity:
@@ -131,6 +146,29 @@ class Scheduler:
         for launch in result.launches:
             self.launch(launch.build_id, launch.agent_id, raws[launch.build_id])
         return len(pending) - len(result.launches)
+
+    def running(self) -> list[Running]:
+        """What the active builds hold now, as the core's reclaim step sees it."""
+        out = []
+        pipe = self.farm.r.pipeline()
+        ids = self.farm.builds.active_ids()
+        for bid in ids:
+            pipe.hmget(f"bf:build:{bid}", "state", "agent_id", "spec", "launched_at", "preemptions")
+        for bid, (state, agent_id, spec, launched_at, preemptions) in zip(ids, pipe.execute()):
+            if state not in (State.LAUNCHING.value, State.RUNNING.value) or not spec:
+                continue
+            sp = BuildSpec.model_validate_json(spec)
+            r = sp.resources
+            out.append(Running(bid, agent_id or "", Resources(r.cpus, r.mem, r.disk), sp.team,
+                               float(launched_at or 0), sp.preemptible, int(preemptions or 0)))
+        return out
+
+    def preempt(self, build_id: str, reason: str) -> None:
+        """Stop a borrowed build and queue it again at the front of its team's queue (its place in
+        arrival order is kept). Not a failure: its retries are untouched."""
+        if self.farm.preempt(build_id, reason):
+            log.info("build %s %s", build_id, reason)
+            self.backend.kill(build_id)
 
     def launch(self, build_id: str, agent_id: str, raw: dict) -> None:
         builds = self.farm.builds
@@ -201,6 +239,11 @@ class Scheduler:
         if int(h.get("attempt", 0)) != ev.attempt and State(h["state"]) not in TERMINAL:
             return  # an earlier attempt's end: it was cleaned up when the build was requeued
         state = State(h["state"])
+        if state is State.QUEUED and h.get("preempting"):  # a preempted attempt ended: it may run again
+            self.backend.cleanup(ev.build_id)
+            builds.set_fields(ev.build_id, preempting="")
+            builds.wake("preempted")
+            return
         if state in ACTIVE:
             # The container ended without the agent reporting a result.
             spec = BuildSpec.model_validate_json(h["spec"])

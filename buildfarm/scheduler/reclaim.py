@@ -96,7 +96,8 @@ def _index(takeable: dict[str, list[Running]], runs: list[Running], max_preempti
             takeable.setdefault(r.agent_id, []).append(r)
             touched.add(r.agent_id)
     for agent_id in touched:
-        takeable[agent_id].sort(key=lambda x: (-x.started_at, x.build_id))
+        if len(takeable[agent_id]) > 1:
+            takeable[agent_id].sort(key=lambda x: (-x.started_at, x.build_id))
 
 
 def _drop_team(takeable: dict[str, list[Running]], team: str | None) -> None:

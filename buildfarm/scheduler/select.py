@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
 
 from .feasible import (NOTHING, Agent, Offer, PendingBuild, Resources, Running, Team, beyond_limit,
-                       constraints_met, team_holds, team_usage, unmet_reason)
+                       constraints_met, team_holds, team_usage, total, unmet_reason)
 from .rank import FairOrder, agent_rank
 from .reclaim import Kill, reclaim
 
@@ -54,10 +54,7 @@ class Plan:
 
 def pool_of(agents: list[Agent], offers: list[Offer]) -> Resources:
     """The whole pool: every known agent's capacity (the offers' when no agent is known)."""
-    total = NOTHING
-    for c in ([a.capacity for a in agents] if agents else [o.free for o in offers]):
-        total = total.plus(c)
-    return total
+    return total(a.capacity for a in agents) if agents else total(o.free for o in offers)
 
 
 def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild], *,
@@ -89,6 +86,8 @@ def _select(agents: list[Agent], offers: list[Offer], order: FairOrder,
 
     def eligible(constraints):
         got = eligible_cache.get(constraints)
+        if got is None and not constraints:
+            got = eligible_cache[constraints] = frozenset(by_id) if agents else frozenset(free)
         if got is None:
             got = frozenset(a.agent_id for a in agents if constraints_met(a.attributes, constraints)) if agents \
                 else frozenset(free)
@@ -142,27 +141,15 @@ def _select(agents: list[Agent], offers: list[Offer], order: FairOrder,
 
 def _reservable(build: PendingBuild, ok_agents, by_id, free) -> list[str]:
     """The agents this build could hold, worst first: the one with the most free room (which
-    frees up soonest, on average) is at the end, so `_reserve` pops it."""
+    frees up soonest, on average; the smallest id among equals) is at the end, so `_reserve` pops it."""
     out = []
     for agent_id in ok_agents:
         agent = by_id.get(agent_id)
         if agent is not None and agent.capacity.covers(build.request):
-            f = free.get(agent_id, Resources(0, 0, 0))
-            out.append((f.cpus, f.mem, _Desc(agent_id)))
-    out.sort()
-    return [a.value for _, _, a in out]
-
-
-class _Desc:
-    """Sorts agent ids in reverse, so ties pop the smallest id first."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str):
-        self.value = value
-
-    def __lt__(self, other: "_Desc") -> bool:
-        return self.value > other.value
+            f = free.get(agent_id, NOTHING)
+            out.append((-f.cpus, -f.mem, agent_id))
+    out.sort(reverse=True)
+    return [a for _, _, a in out]
 
 
 def _reserve(result: Plan, build: PendingBuild, candidates: list[str]) -> bool:
