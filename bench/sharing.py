@@ -1,20 +1,22 @@
 """Sharing the farm: the pure core over a simulated week, FIFO vs priority vs fair share.
 
-A week on 1,000 agents (16 cpus, 64 GB each) and 10 teams with a CMS-like load: the release team
+A week on 1,000 agents (8 cpus, 32 GB each) and 10 teams with a CMS-like load: the release team
 submits two nightly bursts of 500 builds (22:00 and 02:00), eight teams a steady trickle of pull-request
 builds, and one team (`sim`) a backlog of 2,000 large builds at the start; durations are drawn
 from a log-normal distribution (a long tail: a few builds run ten times the median). The same
 arrivals are played against three policies, each a call of `buildfarm.scheduler.plan` per round
-(one round a minute):
+(one round every two minutes; the reclaim grace period is four):
 
 - FIFO: arrival order only (every build at one priority);
 - priority: today's core, priority then FIFO (release high, pull requests normal, backlog low);
 - fair share: teams with guarantees (release 20%, sim 10%, each PR team 8.75%), weighted DRF
-  across teams, loans of idle guarantee to whoever asks, and reclaim after a 3-minute grace period.
+  across teams, loans of idle guarantee to whoever asks, and reclaim after the grace period.
 
 Printed per policy: useful utilization (cpu-time of attempts that completed, over the pool's;
 work lost to preemption does not count), p50/p95 queue wait per team, Jain's fairness index,
-the time teams spent below their guarantee while asking for it (and the longest such spell),
+the time teams spent below their guarantee while asking for it, the longest a build owed
+capacity waited (owed: waiting, and within what is left of its team's guarantee, from the first
+round that saw it so, to the round that started it),
 preemptions, and placement decisions per CPU-second with 10,000 builds pending.
 
 Fairness: every round, over the teams with builds running or waiting: x = 1 for a team with
@@ -39,14 +41,14 @@ from buildfarm.scheduler.rank import dominant_share
 from .common import Figure, fmt, median, quantile, say
 
 DAY = 24 * 3600
-NODE = Resources(16.0, 65536)
+NODE = Resources(8.0, 32768)
 PR_TEAMS = [f"pr{i}" for i in range(1, 9)]
-GRACE = 180.0
-ROUND = 60.0
+GRACE = 240.0
+ROUND = 120.0
 # team -> (guarantee fraction of the pool, request (cpus, MB), median minutes, priority)
-TEAMS = {"release": (0.20, (16, 32768), 60, 0), "sim": (0.10, (16, 32768), 180, 2),
+TEAMS = {"release": (0.20, (8, 16384), 60, 0), "sim": (0.10, (8, 16384), 480, 2),
          **{t: (0.0875, (8, 16384), 30, 1) for t in PR_TEAMS}}
-PR_PER_HOUR = 40  # per PR team: on average about a third of its guarantee busy
+PR_PER_HOUR = 50  # per PR team: on average about 40% of its guarantee busy
 
 
 @dataclass(order=True)
@@ -66,7 +68,7 @@ def workload(days: int, seed: int = 15) -> list[Job]:
 
     def add(t: float, team: str) -> None:
         _, (cpus, mem), minutes, prio = TEAMS[team]
-        duration = min(12 * 3600.0, 60 * minutes * rng.lognormvariate(0, 0.9))
+        duration = min(48 * 3600.0, 60 * minutes * rng.lognormvariate(0, 0.9))
         jobs.append(Job(t, 0, team, Resources(float(cpus), mem), max(60.0, duration), prio))
 
     for _ in range(2000):
@@ -125,12 +127,13 @@ class Week:
         self.free = {a.agent_id: NODE for a in self.agents}
         self.roomy = set(self.free)  # agents with room for the smallest build (8 cpus): the offers
         self.pending: dict[int, PendingBuild] = {}
+        self.held: dict[str, str] = {}  # agents freed by reclaim for the build they were freed for
         self.running: dict[int, Running] = {}
         self.ends: list[tuple[float, int, int]] = []  # (end time, seq, attempt)
         self.attempt: dict[int, int] = {}
         self.preempted: dict[int, int] = {}
         self.queued_for: dict[int, float] = {}  # seq -> seconds queued so far
-        self.below_since: dict[str, float] = {}
+        self.owed_since: dict[int, float] = {}  # seq -> the first round that saw it owed (see mark_owed)
         self.used: dict[str, Resources] = {}  # team -> what its running builds hold
         self.jobs_request = {name: Resources(float(c), m) for name, (_, (c, m), *_r) in TEAMS.items()}
         self.out = Outcome(policy, waits={t: [] for t in TEAMS})
@@ -151,6 +154,8 @@ class Week:
             self.round(t)
             self.sample(t)
             t += ROUND
+        for since in self.owed_since.values():  # still waiting at the end: counts as it stands
+            self.out.longest_below_s = max(self.out.longest_below_s, self.end - since)
         self.out.useful_share = self.out.useful_cpu_s / (self.pool.cpus * self.end)
         return self.out
 
@@ -161,7 +166,8 @@ class Week:
         c = time.thread_time()
         if self.policy == "fair share":
             p = plan(self.agents, offers, list(self.pending.values()), teams=self.teams,
-                     running=self.running.values(), now=t, policy=Policy(reclaim_grace=GRACE))
+                     running=self.running.values(), now=t, policy=Policy(reclaim_grace=GRACE), held=self.held)
+            self.held = p.freed_for
         else:
             p = plan(self.agents, offers, list(self.pending.values()))
         self.out.plan_cpu_s += time.thread_time() - c
@@ -178,6 +184,8 @@ class Week:
         if self.free[agent_id].cpus < 8:
             self.roomy.discard(agent_id)
         self.queued_for[seq] = self.queued_for.get(seq, 0.0) + t - b.queued_at
+        if seq in self.owed_since:
+            self.out.longest_below_s = max(self.out.longest_below_s, t - self.owed_since.pop(seq))
         self.attempt[seq] = self.attempt.get(seq, 0) + 1
         self.used[job.team] = self.used.get(job.team, NOTHING).plus(job.request)
         self.running[seq] = Running(str(seq), agent_id, job.request, job.team, t, True, self.preempted.get(seq, 0))
@@ -206,6 +214,15 @@ class Week:
         self.attempt[seq] += 1  # its end event no longer counts
         self.pending[seq] = self.pending_build(self.jobs[seq], t)  # its seq keeps it at its team's front
 
+    def mark_owed(self, team: str, left: Resources, t: float) -> None:
+        """The team's waiting builds that fit in what is left of its guarantee (in its order) are
+        owed capacity from the first round that saw them so; `start` measures how long they waited."""
+        for b in sorted((b for b in self.pending.values() if b.team == team), key=lambda b: (b.priority, b.seq)):
+            if not left.covers(b.request):
+                break
+            left = left.minus(b.request)
+            self.owed_since.setdefault(b.seq, t)
+
     def sample(self, t: float) -> None:
         """Fairness and time below guarantee, after the round's decisions."""
         waiting: dict[str, int] = {}
@@ -215,17 +232,13 @@ class Week:
         for name, team in self.teams.items():
             have = self.used.get(name, NOTHING)
             if name not in waiting:
-                self.below_since.pop(name, None)
                 if have.cpus > 0:
                     xs.append(1.0)  # it runs everything it asked for
                 continue
             xs.append(min(1.0, dominant_share(have, self.pool) / dominant_share(team.guarantee, self.pool)))
             if team.guarantee.covers(have.plus(self.jobs_request[name])):  # asking, and below its guarantee
                 self.out.below_s += ROUND
-                since = self.below_since.setdefault(name, t)
-                self.out.longest_below_s = max(self.out.longest_below_s, t - since + ROUND)
-            else:
-                self.below_since.pop(name, None)
+                self.mark_owed(name, team.guarantee.minus(have), t)
         if len(xs) >= 2 and sum(xs) > 0:
             self.out.jain.append(sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs)))
 
@@ -253,8 +266,9 @@ def decisions_per_cpu_second(n_agents: int, n_pending: int, runs: int = 3) -> tu
 
 
 def bench_sharing(days: int, n_agents: int) -> Figure:
-    say(f"sharing: a simulated {days}-day period on {n_agents:,} agents (16 cpus, 64 GB), 10 teams: release bursts "
-        f"of 500 at 22:00 and 02:00, 8 PR teams at {PR_PER_HOUR}/h each, a 2,000-build backlog; one round a minute")
+    say(f"sharing: a simulated {days}-day period on {n_agents:,} agents (8 cpus, 32 GB), 10 teams: release bursts "
+        f"of 500 at 22:00 and 02:00, 8 PR teams at {PR_PER_HOUR}/h each, a 2,000-build backlog; a round every "
+        f"{ROUND / 60:.0f} min, reclaim grace {GRACE / 60:.0f} min")
     jobs = workload(days)
     say(f"  {len(jobs):,} builds")
     results = {}
@@ -272,7 +286,7 @@ def bench_sharing(days: int, n_agents: int) -> Figure:
     fifo, fair = results["FIFO"], results["fair share"]
     util_ratio = fair.useful_share / fifo.useful_share
     fair_jain, fifo_jain = _mean(fair.jain), _mean(fifo.jain)
-    ok = (util_ratio >= 0.95 and fair_jain >= 0.9 and fair.longest_below_s <= GRACE + 2 * ROUND
+    ok = (util_ratio >= 0.95 and fair_jain >= 0.9 and fair.longest_below_s <= GRACE + ROUND
           and rate >= 20_000)
     return Figure(
         key="sharing", name=f"fair share over a simulated week ({n_agents:,} agents, 10 teams)",
@@ -280,7 +294,7 @@ def bench_sharing(days: int, n_agents: int) -> Figure:
         target="fairness >= 0.9, utilization >= 95% of FIFO's, back to guarantee within grace + 1 round, "
                ">= 20,000 decisions/s", ok=ok,
         shown=f"fairness {fair_jain:.2f}, utilization {fair.useful_share:.1%} ({util_ratio:.2f}x FIFO's), "
-              f"longest below guarantee {fair.longest_below_s / 60:.0f} min, {fmt(rate)} decisions/s",
+              f"guarantee back within {fair.longest_below_s / 60:.0f} min (grace {GRACE / 60:.0f} + 1 round), {fmt(rate)} decisions/s",
         baseline_shown=f"FIFO fairness {fifo_jain:.2f}",
         details={"table": rows, "decisions_per_cpu_s": rate, "policies": {
             p: {"useful_utilization": o.useful_share, "lost_cpu_h": o.lost_cpu_s / 3600, "jain": _mean(o.jain),
@@ -306,7 +320,7 @@ def _mins(s: float) -> str:
 def table_rows(results: dict[str, Outcome]) -> list[str]:
     """The README's table: one row per policy."""
     rows = ["| policy | utilization | wait p50/p95: release | sim (backlog) | PR teams (worst) | fairness "
-            "| below guarantee (longest) | preemptions |", "|---|---|---|---|---|---|---|---|"]
+            "| below guarantee (longest owed wait) | preemptions |", "|---|---|---|---|---|---|---|---|"]
     for name, o in results.items():
         pr = max((_p(o.waits[t]) for t in PR_TEAMS), key=lambda x: x[1])
         rel, sim = _p(o.waits["release"]), _p(o.waits["sim"])

@@ -154,6 +154,9 @@ FULL = [run("old", "reco", "a0", cpus=2, started=10), run("old2", "reco", "a0", 
      Policy(reclaim_grace=180), []),
     ("after the grace period: the newest borrowed build goes", FULL, [build("c", "core", cpus=2, queued_at=100)],
      280, Policy(reclaim_grace=180), ["new"]),
+    ("a team waits the grace period once: its later builds count from its oldest", FULL,
+     [build("c1", "core", cpus=2, seq=1, queued_at=100), build("c2", "core", cpus=2, seq=2, queued_at=270)], 280,
+     Policy(reclaim_grace=180), ["new", "old2"]),
     ("as many as needed, newest first", FULL, [build("c", "core", cpus=4, queued_at=0)], 500, Policy(), ["new", "mid"]),
     ("one per owed build, the newest first", FULL,
      [build("c1", "core", cpus=2, seq=1), build("c2", "core", cpus=2, seq=2)], 500, Policy(), ["new", "old2"]),
@@ -194,6 +197,19 @@ def test_the_owner_starts_on_the_freed_agent_in_the_next_round():
     second = plan(pool, offers_left(pool, left), again, teams=TEAMS, running=left, now=501)
     assert [(l.build_id, l.agent_id) for l in second.launches] == [("c", "a1")]
     assert second.kills == []
+    assert first.freed_for == {"a1": "c"}
+
+
+def test_room_freed_for_a_build_is_held_for_it_in_the_next_round():
+    """Another team below its guarantee, ranked first, must not take the room freed for c."""
+    pool = agents(1, cpus=4)
+    teams = {**TEAMS, "aaa": Team("aaa", guarantee=R(4, 4096))}
+    running = [run("x", "reco", "a0", cpus=2, started=1)]
+    pending = [build("c", "core", cpus=2, seq=2), build("thief", "aaa", cpus=2, seq=1)]
+    assert plan(pool, offers_left(pool, running), pending, teams=teams, running=running, now=500).launches[0] \
+        .build_id == "thief"  # nothing held: the first-ranked team takes the room
+    p = plan(pool, offers_left(pool, running), pending, teams=teams, running=running, now=500, held={"a0": "c"})
+    assert [l.build_id for l in p.launches] == ["c"]
 
 
 def test_borrowed_builds_are_the_newest_beyond_the_guarantee():

@@ -39,6 +39,7 @@ class Scheduler:
         self.settings = farm.settings
         self._exits: collections.deque[Exit] = collections.deque()
         self._waiting_reason: dict[str, str] = {}
+        self._held: dict[str, str] = {}  # agents reclaim freed, held for the build they were freed for
         self.stopping = threading.Event()
         self.outage = OutageLog(log, "scheduler")
 
@@ -128,7 +129,9 @@ class Scheduler:
         s = self.settings
         result = plan(self.backend.agents(), self.backend.offers(), pending, teams=teams,
                       running=self.running() if teams else (), now=time.time(),
-                      policy=Policy(reclaim_grace=s.reclaim_grace, max_preemptions=s.max_preemptions))
+                      policy=Policy(reclaim_grace=s.reclaim_grace, max_preemptions=s.max_preemptions),
+                      held=self._held)
+        self._held = result.freed_for
         for kill in result.kills:
             self.preempt(kill.build_id, kill.reason)
         for bid, reason in result.held.items():

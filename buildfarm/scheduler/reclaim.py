@@ -1,12 +1,13 @@
 """Reclaim: give a team its guarantee back when others borrowed it while it was idle.
 
 A planner step after selection, pure like it (the time comes in as `now`). A team's build is owed
-capacity when it has waited the grace period, fits within what is left of its team's guarantee,
-and found no room. Borrowed builds are those a team runs beyond its own guarantee: the newest
+capacity when it found no room, fits within what is left of its team's guarantee, and its team
+has waited the grace period (its oldest waiting build was queued that long ago). Borrowed builds are those a team runs beyond its own guarantee: the newest
 ones, counting its running builds oldest first. For each owed build, the agent that needs the
 fewest preemptions (of borrowed builds, newest first) to make room is chosen; those builds are
 killed with the reason "preempted: capacity returned to team X", and the agent is reserved for
-the owed build, which starts in the next round. A build that is not preemptible, or that was
+the owed build, which starts in the next round (the caller passes `freed_for` back as `held`, so
+no other build takes the room first). A build that is not preemptible, or that was
 preempted `max_preemptions` times already, is never taken.
 """
 
@@ -61,7 +62,7 @@ def reclaim(result, agents: list[Agent], free: dict[str, Resources], pending: li
         for held, holder in list(result.reserved.items()):  # the build's own reservation from selection
             if holder == build.build_id:
                 del result.reserved[held]
-        result.reserved[agent_id] = build.build_id
+        result.reserved[agent_id] = result.freed_for[agent_id] = build.build_id
         order.placed(build)
 
 
@@ -70,11 +71,15 @@ def _kill(victim: Running, team: str) -> Kill:
 
 
 def owed_builds(result, pending: list[PendingBuild], now: float, grace: float) -> list[PendingBuild]:
-    """The teams' builds that found no room and have waited at least the grace period, in each
-    team's order (priority, then FIFO)."""
+    """The builds that found no room, of the teams whose oldest such build has waited at least the
+    grace period (a team waits the grace period once, not once per build), in each team's order
+    (priority, then FIFO)."""
     skip = {launch.build_id for launch in result.launches} | set(result.impossible) | set(result.held)
-    return sorted((b for b in pending if b.team is not None and b.build_id not in skip and now - b.queued_at >= grace),
-                  key=lambda b: (b.team, *build_order(b)))
+    waiting = [b for b in pending if b.team is not None and b.build_id not in skip]
+    oldest: dict[str, float] = {}
+    for b in waiting:
+        oldest[b.team] = min(oldest.get(b.team, b.queued_at), b.queued_at)
+    return sorted((b for b in waiting if now - oldest[b.team] >= grace), key=lambda b: (b.team, *build_order(b)))
 
 
 def borrowed(runs: list[Running], guarantee: Resources) -> list[Running]:

@@ -50,6 +50,8 @@ class Plan:
     held: dict[str, str] = field(default_factory=dict)
     # running builds to preempt so a team gets its guarantee back
     kills: list[Kill] = field(default_factory=list)
+    # agent id -> the owed build its kills make room for: pass it as `held` to the next plan
+    freed_for: dict[str, str] = field(default_factory=dict)
 
 
 def pool_of(agents: list[Agent], offers: list[Offer]) -> Resources:
@@ -59,21 +61,26 @@ def pool_of(agents: list[Agent], offers: list[Offer]) -> Resources:
 
 def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild], *,
          teams: Mapping[str, Team] | None = None, running: Iterable[Running] = (), now: float = 0.0,
-         policy: Policy = Policy()) -> Plan:
+         policy: Policy = Policy(), held: Mapping[str, str] | None = None) -> Plan:
     """Decide which pending builds to launch on which offers and, with teams, which borrowed builds
-    to preempt. Pure: no I/O; the time is `now`. Without teams: priority, then FIFO."""
+    to preempt. Pure: no I/O; the time is `now`. Without teams: priority, then FIFO. `held`: the
+    last plan's `freed_for`, so room freed for a build is not taken by another before it starts."""
     running = list(running)
     order = FairOrder(pending, teams, team_usage(running) if teams else {}, pool_of(agents, offers))
-    result, free = _select(agents, offers, order, teams is not None)
+    waiting = {b.build_id for b in pending}
+    result, free = _select(agents, offers, order, teams is not None,
+                           {a: b for a, b in (held or {}).items() if b in waiting})
     if teams is not None and policy.reclaim:
         reclaim(result, agents, free, pending, running, order, now, policy)
     return result
 
 
-def _select(agents: list[Agent], offers: list[Offer], order: FairOrder,
-            with_teams: bool) -> tuple[Plan, dict[str, Resources]]:
-    """The placement pass: returns the plan and what is left free on each agent."""
-    result = Plan()
+def _select(agents: list[Agent], offers: list[Offer], order: FairOrder, with_teams: bool,
+            held: dict[str, str]) -> tuple[Plan, dict[str, Resources]]:
+    """The placement pass: returns the plan and what is left free on each agent. An agent in
+    `held` takes only the build it is held for."""
+    result = Plan(reserved=dict(held))
+    holders = set(held.values())  # a shape that found no room may still fit the room held for these
     by_id = {a.agent_id: a for a in agents}
     free: dict[str, Resources] = {o.agent_id: o.free for o in offers}
     # Sorted index of offers by rank; rebuilt entries on each placement.
@@ -111,12 +118,13 @@ def _select(agents: list[Agent], offers: list[Offer], order: FairOrder,
             continue
         ok_agents = eligible(build.constraints)
         chosen = None
-        if shape not in failed_shapes:
+        if shape not in failed_shapes or build.build_id in holders:
             r = build.request
             i = bisect.bisect_left(index, (r.cpus - 1e-9,))
             for j in range(i, len(index)):
                 cpus, mem, disk, agent_id = index[j]
-                if agent_id in result.reserved or agent_id not in ok_agents:
+                holder = result.reserved.get(agent_id)
+                if (holder is not None and holder != build.build_id) or agent_id not in ok_agents:
                     continue
                 if mem >= r.mem and disk >= r.disk:
                     chosen = j
@@ -132,6 +140,8 @@ def _select(agents: list[Agent], offers: list[Offer], order: FairOrder,
             _reserve(result, build, reserve_order[shape])
             continue
         _, _, _, agent_id = index.pop(chosen)
+        if result.reserved.get(agent_id) == build.build_id:
+            del result.reserved[agent_id]
         free[agent_id] = free[agent_id].minus(build.request)
         bisect.insort(index, agent_rank(Offer(agent_id, free[agent_id])))
         result.launches.append(Launch(build.build_id, agent_id))
