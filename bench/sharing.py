@@ -22,7 +22,8 @@ preemptions, and placement decisions per CPU-second with 10,000 builds pending.
 Fairness: every round, over the teams with builds running or waiting: x = 1 for a team with
 nothing waiting (it has all it asks for), else its dominant share divided by its guarantee's share
 of the pool, capped at 1 (a team holding at least its guarantee is treated fairly); Jain's index
-(sum x)^2 / (n sum x^2), averaged over the rounds. "Below its guarantee while asking": a team has a build waiting that
+(sum x)^2 / (n sum x^2), averaged over the rounds in which some team had a build waiting (a round
+where nobody waits is trivially fair, and would only dilute the figure). "Below its guarantee while asking": a team has a build waiting that
 would fit within what is left of its guarantee.
 """
 
@@ -239,7 +240,7 @@ class Week:
             if team.guarantee.covers(have.plus(self.jobs_request[name])):  # asking, and below its guarantee
                 self.out.below_s += ROUND
                 self.mark_owed(name, team.guarantee.minus(have), t)
-        if len(xs) >= 2 and sum(xs) > 0:
+        if waiting and len(xs) >= 2 and sum(xs) > 0:  # only while the pool is contended
             self.out.jain.append(sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs)))
 
 

@@ -27,18 +27,25 @@ _AMOUNT = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[kKmMgGtT]?)[bB]?$")
 _MB = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 
 
+UNLIMITED = Resources(1e12, 1 << 60, 1 << 60)
+
+
 class Amount(BaseModel):
-    """An amount of the pool: cpus and memory in MB."""
+    """An amount of the pool: cpus and memory in MB. One left out is none in a guarantee, and no
+    bound in a limit."""
 
     model_config = ConfigDict(extra="forbid")
-    cpus: float = Field(0, ge=0, le=1_000_000)
-    mem: int = Field(0, ge=0, le=1 << 40, description="MB")
+    cpus: float | None = Field(None, ge=0, le=1_000_000)
+    mem: int | None = Field(None, ge=0, le=1 << 40, description="MB")
 
-    def resources(self) -> Resources:
-        return Resources(self.cpus, self.mem)
+    def resources(self, unset: Resources = Resources(0, 0)) -> Resources:
+        return Resources(unset.cpus if self.cpus is None else self.cpus, unset.mem if self.mem is None else self.mem,
+                         unset.disk)
 
     def shown(self) -> str:
-        return f"cpus={self.cpus:g},mem={_mem_shown(self.mem)}"
+        parts = ([f"cpus={self.cpus:g}"] if self.cpus is not None else []) + \
+                ([f"mem={_mem_shown(self.mem)}"] if self.mem is not None else [])
+        return ",".join(parts)
 
 
 class TeamSpec(BaseModel):
@@ -57,7 +64,7 @@ class TeamSpec(BaseModel):
         return v
 
     def core(self) -> Team:
-        return Team(self.name, self.guarantee.resources(), self.limit.resources() if self.limit else None,
+        return Team(self.name, self.guarantee.resources(), self.limit.resources(UNLIMITED) if self.limit else None,
                     self.weight)
 
 
@@ -101,7 +108,7 @@ class TeamStore:
 
     # -- the teams ---------------------------------------------------------------------------
     def create(self, spec: TeamSpec) -> dict[str, Any]:
-        if spec.limit and not spec.limit.resources().covers(spec.guarantee.resources()):
+        if spec.limit and not spec.limit.resources(UNLIMITED).covers(spec.guarantee.resources()):
             raise TeamError(f"team {spec.name}'s limit ({spec.limit.shown()}) is below its guarantee "
                             f"({spec.guarantee.shown()}); raise the limit or lower the guarantee")
         if not self.r.hsetnx(TEAMS, spec.name, json.dumps({**spec.model_dump(), "created_at": time.time()})):
@@ -192,7 +199,7 @@ class TeamStore:
     def check_fits(self, name: str, request: Resources) -> None:
         """Refuse a build larger than its team's limit, naming the limit."""
         spec = self._need(name)
-        if spec.limit and not spec.limit.resources().covers(request):
+        if spec.limit and not spec.limit.resources(UNLIMITED).covers(request):
             raise TeamError(f"the build asks for cpus={request.cpus:g},mem={request.mem}M, more than team "
                             f"{name}'s limit of {spec.limit.shown()}; lower its resources or ask an admin to "
                             f"raise the limit")
