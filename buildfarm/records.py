@@ -227,6 +227,10 @@ class BuildStore:
             "submitted_by": h.get("submitted_by") or None,
             "team": spec.get("team"),
             "preemptions": int(h.get("preemptions") or 0),
+            "launched_at": float(h["launched_at"]) if h.get("launched_at") else None,
+            "reserved": {"seconds": float(h.get("reserved_seconds") or 0),
+                         "cpu_seconds": float(h.get("reserved_cpu_seconds") or 0),
+                         "mem_mb_seconds": float(h.get("reserved_mem_mb_seconds") or 0)},
             "spec": spec,
         }
         rec["retention"] = _retention(h)

@@ -198,9 +198,11 @@ class Farm:
         agent token is revoked in the same step; with `token`, only if that is the build's token."""
         if exit_code is not None:
             fields["exit_code"] = exit_code
+        before = self.builds.raw(build_id)
         moved = self.builds.transition(build_id, state, reason, allowed_from=allowed_from, token=token, **fields)
         if not moved:
             return False
+        self._charge_attempt(build_id, before, preempted=False)
         spec_priority = self.builds.raw(build_id)["priority"]
         self.queue.mark_ended(build_id, spec_priority, state)
         self.retention.schedule(build_id)
@@ -235,6 +237,22 @@ class Farm:
         if self.end(build_id, State.ERROR, reason, allowed_from=[State.LAUNCHING, State.RUNNING]):
             log.warning("build %s ended: %s", build_id, e)
 
+    def _charge_attempt(self, build_id: str, before: dict[str, str], preempted: bool) -> None:
+        """Record what the attempt that just ended held (its request, from its launch to now) on the
+        build (reserved_cpu_seconds, reserved_mem_mb_seconds: summed over its attempts) and in its
+        team's counters. Nothing when the build was not launched (ended while queued)."""
+        if before.get("state") not in (State.LAUNCHING.value, State.RUNNING.value) or not before.get("launched_at"):
+            return
+        spec = BuildSpec.model_validate_json(before["spec"])
+        seconds = max(0.0, time.time() - float(before["launched_at"]))
+        r = spec.resources
+        pipe = self.r.pipeline()
+        pipe.hincrbyfloat(f"bf:build:{build_id}", "reserved_seconds", seconds)
+        pipe.hincrbyfloat(f"bf:build:{build_id}", "reserved_cpu_seconds", seconds * r.cpus)
+        pipe.hincrbyfloat(f"bf:build:{build_id}", "reserved_mem_mb_seconds", seconds * r.mem)
+        pipe.execute()
+        self.stats.attempt_used(spec.team, seconds, r.cpus, r.mem, preempted)
+
     def requeue(self, build_id: str, reason: str) -> bool:
         """Put a launched build back in the queue after an infrastructure failure."""
         raw = self.builds.raw(build_id)
@@ -254,6 +272,7 @@ class Farm:
                                       preemptions=int(raw.get("preemptions") or 0) + 1, queued_at=time.time(),
                                       preempting=time.time()):
             return False
+        self._charge_attempt(build_id, raw, preempted=True)
         self.queue.requeue(build_id, raw["priority"])
         self.logs.append_system(build_id, f"attempt {raw.get('attempt', '?')} stopped ({reason}); queued again")
         self.builds.wake("preempt")

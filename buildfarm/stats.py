@@ -13,6 +13,8 @@ KEEP_SECONDS = 48 * 3600
 ENDED = "bf:stats:ended:"  # + bucket start: hash state -> count
 LATENCY = "bf:stats:start-latency"  # hash: upper bound ("+Inf" last) -> count, plus "sum" and "count"
 LATENCY_BOUNDS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+TEAM_USE = "bf:stats:team-use:"  # + team ("" for builds without one): hash of counters (attempt_used)
+TEAMS_SEEN = "bf:stats:teams"  # set: the teams with counters
 
 
 class Stats:
@@ -36,6 +38,26 @@ class Stats:
         pipe.hincrbyfloat(LATENCY, "sum", max(waited, 0.0))
         pipe.hincrby(LATENCY, "count", 1)
         pipe.execute()
+
+    def attempt_used(self, team: str | None, seconds: float, cpus: float, mem: int, preempted: bool) -> None:
+        """One attempt of a build ended after holding cpus and mem MB for `seconds` (from its launch)."""
+        key = TEAM_USE + (team or "")
+        pipe = self.r.pipeline()
+        pipe.sadd(TEAMS_SEEN, team or "")
+        pipe.hincrbyfloat(key, "cpu_seconds", seconds * cpus)
+        pipe.hincrbyfloat(key, "mem_mb_seconds", seconds * mem)
+        pipe.hincrby(key, "attempts", 1)
+        if preempted:
+            pipe.hincrby(key, "preemptions", 1)
+        pipe.execute()
+
+    def team_use(self) -> dict[str, dict[str, float]]:
+        """team ("" for none) -> {cpu_seconds, mem_mb_seconds, attempts, preemptions}, since the farm began."""
+        teams = sorted(self.r.smembers(TEAMS_SEEN))
+        pipe = self.r.pipeline()
+        for t in teams:
+            pipe.hgetall(TEAM_USE + t)
+        return {t: {k: float(v) for k, v in h.items()} for t, h in zip(teams, pipe.execute())}
 
     def throughput(self, hours: float, now: float | None = None) -> list[dict]:
         """Builds ended per bucket over the last `hours`, oldest first: succeeded, failed, other."""

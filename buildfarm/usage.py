@@ -1,8 +1,10 @@
 """Accounting: what builds used, summed by team, user, pipeline or trigger.
 
-A build's reserved use is its request held for as long as it ran: cpu-seconds = cpus x seconds
-from its start to its end, memory-seconds = MB x seconds (a build still running counts up to
-`now`). Pure: the records come in, the sums go out.
+A build's reserved use is its request held for as long as its attempts held it: cpu-seconds =
+cpus x seconds from each attempt's launch to its end (a preempted attempt counts too), memory-
+seconds = MB x seconds. The farm records an attempt's use when it ends (`Farm._charge_attempt`);
+a build still running counts its current attempt up to `now`. Pure: the records come in, the
+sums go out.
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ def key_of(rec: dict[str, Any], by: str) -> str:
 
 
 def reserved(rec: dict[str, Any], now: float) -> tuple[float, float, float]:
-    """(seconds run, cpu-seconds, memory MB-seconds) the build held its request for."""
-    if not rec.get("started_at"):
-        return 0.0, 0.0, 0.0
-    seconds = max(0.0, (rec.get("finished_at") or now) - rec["started_at"])
-    res = rec["spec"].get("resources") or {}
-    return seconds, seconds * float(res.get("cpus", 1.0)), seconds * float(res.get("mem", 1024))
+    """(seconds held, cpu-seconds, memory MB-seconds) the build held its request for."""
+    done = rec.get("reserved") or {}
+    seconds, cpu_s, mem_s = done.get("seconds", 0.0), done.get("cpu_seconds", 0.0), done.get("mem_mb_seconds", 0.0)
+    if rec.get("state") in ("launching", "running") and rec.get("launched_at"):  # the attempt holding it now
+        res = rec["spec"].get("resources") or {}
+        held = max(0.0, now - rec["launched_at"])
+        seconds, cpu_s = seconds + held, cpu_s + held * float(res.get("cpus", 1.0))
+        mem_s += held * float(res.get("mem", 1024))
+    return seconds, cpu_s, mem_s
 
 
 def summarize(records: Iterable[dict[str, Any]], by: str, now: float) -> list[dict[str, Any]]:

@@ -110,6 +110,11 @@ def test_a_team_gets_its_guarantee_back_and_the_borrower_runs_again(farm):
         sched.on_exit(Exit(bid, 1, 0, ""))
     sched.tick()
     assert (floods[1], 2) in backend.launched
+    # the preempted attempt's use is charged: to the build and to its team's counters
+    assert farm.builds.get(floods[1])["reserved"]["cpu_seconds"] > 0
+    use = farm.stats.team_use()
+    assert use["flood"]["preemptions"] == 1 and use["flood"]["attempts"] == 2  # floods[0] ended, floods[1] preempted
+    assert use["pr"]["attempts"] == 1 and "preemptions" not in use["pr"]
 
 
 def test_a_non_preemptible_build_runs_only_within_its_teams_guarantee(farm):
@@ -126,11 +131,13 @@ def test_a_non_preemptible_build_runs_only_within_its_teams_guarantee(farm):
 # -- usage ------------------------------------------------------------------------------------------
 
 def test_usage_sums_reserved_cpu_and_memory_seconds_by_team_and_user():
-    def rec(team, user, cpus, started, finished):
+    def rec(team, user, cpus, held, state="succeeded", launched_at=None):
         return {"spec": {"team": team, "resources": {"cpus": cpus, "mem": 1024}, "trigger": {"kind": "cli"}},
-                "submitted_by": user, "started_at": started, "finished_at": finished}
-    records = [rec("core", "alice", 2, 100, 160), rec("core", "bob", 1, 100, 130), rec(None, "carol", 4, 5, None),
-               {"spec": {"team": "core", "resources": {"cpus": 8}}, "started_at": None}]  # never started
+                "submitted_by": user, "state": state, "launched_at": launched_at,
+                "reserved": {"seconds": held, "cpu_seconds": held * cpus, "mem_mb_seconds": held * 1024}}
+    records = [rec("core", "alice", 2, 60), rec("core", "bob", 1, 30),
+               rec(None, "carol", 4, 0, "running", launched_at=5),  # holds its request from 5 to now
+               {"spec": {"team": "core", "resources": {"cpus": 8}}, "state": "queued"}]  # never launched
     by_team = summarize(records, "team", now=10)
     assert by_team == [
         {"team": "core", "builds": 3, "seconds": 90.0, "cpu_seconds": 150.0, "mem_mb_seconds": 92160.0,
