@@ -173,8 +173,9 @@ class Farm:
         if not spec.team and not self.teams.exist():
             return spec
         person = origin.role is not None and origin.role != "admin"
+        user = origin.user if origin.via in ("token", "pipeline") else None  # a webhook's pusher is no farm user
         try:
-            team = self.teams.charge_to(spec.team, origin.user, admin=not person)
+            team = self.teams.charge_to(spec.team, user, admin=not person)
             if team:
                 r = spec.resources
                 self.teams.check_fits(team, Resources(r.cpus, r.mem, r.disk))

@@ -145,3 +145,17 @@ def test_usage_sums_reserved_cpu_and_memory_seconds_by_team_and_user():
         {"team": "(no team)", "builds": 1, "seconds": 5.0, "cpu_seconds": 20.0, "mem_mb_seconds": 5120.0,
          "measured_cpu_seconds": 0.0}]
     assert [r["user"] for r in summarize(records, "user", now=10)] == ["alice", "bob", "carol", "(nobody)"]
+
+
+def test_a_jenkins_label_names_the_team_its_agents_are_charged_to():
+    from buildfarm.jenkins.labelmap import LabelSettings
+
+    spec = LabelSettings(image="agent", team="reco").spec("/tmp/r", {}, {"kind": "jenkins"})
+    assert BuildSpec.model_validate(spec).team == "reco"
+    assert "team" not in LabelSettings(image="agent").spec("/tmp/r", {}, {"kind": "jenkins"})
+
+
+def test_a_webhook_build_is_not_charged_by_its_pushers_name(farm):
+    team(farm, "core", 2, members=["alice"])  # a token user who happens to share the pusher's name
+    rec = farm.submit(spec(), Origin("webhook", "alice", None, None, "main"))
+    assert rec["team"] is None
