@@ -29,6 +29,7 @@ from .scheduler import Agent, PendingBuild, Resources, unmet_reason
 from .scopes import Origin, SecretScope, has_dot_segments, refusal
 from .spec import BuildSpec, Trigger
 from .stats import Stats
+from .market import Ledger
 from .teams import TeamError, TeamStore
 from .states import TERMINAL, State
 
@@ -99,6 +100,7 @@ class Farm:
         self.retention = Retention(self.r, self.builds, self.logs, self.artifacts,
                                    Policy(settings.keep_logs, settings.keep_artifacts))
         self.teams = TeamStore(self.r)
+        self.ledger = Ledger(self.r)
         # Called after a build reaches a final state, in the process that ended it (API or scheduler).
         self.end_listeners: list[Callable[[str, State], None]] = []
         # Set by the process that runs a backend, so submit can check images on this host.

@@ -56,6 +56,14 @@ def router(farm: Farm) -> APIRouter:
         run(teams.remove_member, team, user)
         return run(teams.get, team)
 
+    @api.get("/teams/{team}/ledger", tags=["teams"], dependencies=[viewer],
+             summary="A team's credits: its balance and ledger entries (issue, charge, payment)")
+    def ledger(team: str, since: float = Query(0.0, ge=0, description="entries from this time (epoch seconds)"),
+               limit: int = Query(500, ge=1, le=10_000)) -> dict[str, Any]:
+        run(teams.get, team)
+        return {"team": team, "balance": farm.ledger.balances().get(team, 0.0),
+                "entries": farm.ledger.entries(team, since, limit)}
+
     @api.get("/usage", tags=["teams"], summary="What builds used: reserved cpu- and memory-seconds, summed",
              dependencies=[viewer])
     def usage(since: str = Query("7d", description="how far back, by the builds' submit time: 30m, 12h, 7d, 2w"),

@@ -22,8 +22,8 @@ from ..redis_outage import UNAVAILABLE, OutageLog
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
 from ..states import ACTIVE, TERMINAL, State
-from .feasible import Resources, Running
-from .select import Policy, plan
+from .feasible import Resources, Running, Team, team_usage
+from .select import Policy, plan, pool_of
 
 log = logging.getLogger("buildfarm.scheduler")
 
@@ -127,8 +127,11 @@ class Scheduler:
                               close_log=True)
         teams = self.farm.teams.core_teams() or None
         s = self.settings
-        result = plan(self.backend.agents(), self.backend.offers(), pending, teams=teams,
-                      running=self.running() if teams else (), now=time.time(),
+        now = time.time()
+        running = self.running() if teams else []
+        if teams and s.credit_period > 0:
+            teams = self.market_round(teams, running, now)
+        result = plan(self.backend.agents(), self.backend.offers(), pending, teams=teams, running=running, now=now,
                       policy=Policy(reclaim_grace=s.reclaim_grace, max_preemptions=s.max_preemptions),
                       held=self._held)
         self._held = result.freed_for
@@ -149,6 +152,14 @@ class Scheduler:
         for launch in result.launches:
             self.launch(launch.build_id, launch.agent_id, raws[launch.build_id])
         return len(pending) - len(result.launches)
+
+    def market_round(self, teams: dict[str, Team], running: list[Running], now: float) -> dict[str, Team]:
+        """Issue this period's credits (once), charge the borrowing since the last round, and
+        return the teams with those out of credits kept within their guarantee."""
+        ledger = self.farm.ledger
+        ledger.issue_once(teams, self.settings.credit_period, now)
+        ledger.settle_since_last(teams, team_usage(running), pool_of(self.backend.agents(), self.backend.offers()), now)
+        return ledger.may_borrow(teams)
 
     def running(self) -> list[Running]:
         """What the active builds hold now, as the core's reclaim step sees it."""
