@@ -264,6 +264,9 @@ class Client:
     def remove_member(self, team: str, user: str) -> dict[str, Any]:
         return self._request("DELETE", f"/api/v1/teams/{team}/members/{user}")
 
+    def ledger(self, team: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v1/teams/{team}/ledger")
+
     def usage(self, since: str = "7d", by: str = "team", team: str | None = None) -> dict[str, Any]:
         params = {"since": since, "by": by, **({"team": team} if team else {})}
         return self._request("GET", "/api/v1/usage", params)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ..usage import BY
-from .common import call, client, echo_json
+from .common import call, client, date, echo_json
 
 
 def _amount(ctx, param, value):
@@ -87,6 +87,22 @@ def team_remove_member(ctx, name, user):
     """Remove USER from team NAME."""
     call(client(ctx).remove_member, name, user)
     click.echo(f"{user} is no longer a member of team {name}", err=True)
+
+
+@team.command("ledger")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def team_ledger(ctx, name, as_json):
+    """Team NAME's credits: its balance and its ledger (issues, charges for borrowing, payments
+    for lending)."""
+    got = call(client(ctx).ledger, name)
+    if as_json:
+        echo_json(got)
+        return
+    for e in got["entries"]:
+        click.echo(f"{date(e['at'])}  {e['kind']:<8} {e['amount']:>+12.3f}  {e['note']}")
+    click.echo(f"balance {got['balance']:.3f} credits")
 
 
 @click.command()
