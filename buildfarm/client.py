@@ -264,6 +264,9 @@ class Client:
     def remove_member(self, team: str, user: str) -> dict[str, Any]:
         return self._request("DELETE", f"/api/v1/teams/{team}/members/{user}")
 
+    def lend(self, team: str, loan: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", f"/api/v1/teams/{team}/loans", body=loan)
+
     def ledger(self, team: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v1/teams/{team}/ledger")
 

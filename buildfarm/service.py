@@ -29,6 +29,7 @@ from .scheduler import Agent, PendingBuild, Resources, unmet_reason
 from .scopes import Origin, SecretScope, has_dot_segments, refusal
 from .spec import BuildSpec, Trigger
 from .stats import Stats
+from .loans import LoanStore
 from .market import Ledger
 from .teams import TeamError, TeamStore
 from .states import TERMINAL, State
@@ -101,6 +102,7 @@ class Farm:
                                    Policy(settings.keep_logs, settings.keep_artifacts))
         self.teams = TeamStore(self.r)
         self.ledger = Ledger(self.r)
+        self.loans = LoanStore(self.r, self.teams, self.ledger)
         # Called after a build reaches a final state, in the process that ended it (API or scheduler).
         self.end_listeners: list[Callable[[str, State], None]] = []
         # Set by the process that runs a backend, so submit can check images on this host.

@@ -6,6 +6,9 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..auth import Principal
 
 from ..records import BUILDS
 from ..service import Farm
@@ -13,6 +16,15 @@ from ..teams import TeamError, TeamSpec
 from ..usage import BY, parse_since, summarize
 from .auth import require
 from .errors import ApiError
+
+
+class LoanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(..., description="the borrowing team")
+    cpus: float = Field(..., gt=0, le=1_000_000)
+    mem: int = Field(0, ge=0, description="MB of guarantee lent with the cpus")
+    until: float = Field(..., description="when the loan ends (epoch seconds)")
+    price: float = Field(0.0, ge=0, description="credits the borrower pays, once, when the loan is made")
 
 
 def router(farm: Farm) -> APIRouter:
@@ -63,6 +75,17 @@ def router(farm: Farm) -> APIRouter:
         run(teams.get, team)
         return {"team": team, "balance": farm.ledger.balances().get(team, 0.0),
                 "entries": farm.ledger.entries(team, since, limit)}
+
+    @api.post("/teams/{team}/loans", tags=["teams"], status_code=201,
+              summary="Lend part of the team's guarantee to another team until a time (its members or an admin)")
+    def lend(team: str, body: LoanRequest, who: Principal = Depends(require("submitter"))) -> dict[str, Any]:
+        if who.role != "admin" and team not in teams.teams_of(who.user):
+            raise ApiError(403, f"only team {team}'s members (or an admin) may lend its guarantee")
+        return run(farm.loans.lend, team, body.to, body.cpus, body.mem, body.until, body.price, time.time())
+
+    @api.get("/loans", tags=["teams"], summary="Loans between teams not ended yet", dependencies=[viewer])
+    def loans() -> dict[str, Any]:
+        return {"loans": [loan.model_dump() for loan in farm.loans.all()]}
 
     @api.get("/usage", tags=["teams"], summary="What builds used: reserved cpu- and memory-seconds, summed",
              dependencies=[viewer])

@@ -89,6 +89,31 @@ def team_remove_member(ctx, name, user):
     click.echo(f"{user} is no longer a member of team {name}", err=True)
 
 
+@team.command("lend")
+@click.argument("name")
+@click.option("--to", "borrower", required=True, help="The team that borrows.")
+@click.option("--cpus", type=click.FloatRange(min=0, min_open=True), required=True, help="Cpus of guarantee lent.")
+@click.option("--mem", "mem_size", metavar="SIZE", help="Memory of guarantee lent with them, e.g. 32G [default: the lender's memory per cpu].")
+@click.option("--until", required=True, help="When it ends: a time of day (18:00), a duration (2h) or epoch seconds.")
+@click.option("--price", type=click.FloatRange(min=0), default=0, help="Credits the borrower pays, once.")
+@click.pass_context
+def team_lend(ctx, name, borrower, cpus, mem_size, until, price):
+    """Lend part of team NAME's guarantee to another team until a time."""
+    import time
+
+    from ..loans import parse_until
+    from ..teams import parse_amount
+
+    try:
+        ends = parse_until(until, time.time())
+        mem = parse_amount(f"mem={mem_size}").mem if mem_size else 0
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    loan = call(client(ctx).lend, name, {"to": borrower, "cpus": cpus, "mem": mem, "until": ends, "price": price})
+    click.echo(f"team {name} lends {cpus:g} cpus to {borrower} until {date(loan['until'])} (loan {loan['id']})",
+               err=True)
+
+
 @team.command("ledger")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)

@@ -17,6 +17,7 @@ import time
 from pydantic import ValidationError
 
 from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
+from ..loans import with_loans
 from ..records import new_agent_token, token_digest
 from ..redis_outage import UNAVAILABLE, OutageLog
 from ..service import Farm, pending_build
@@ -129,8 +130,12 @@ class Scheduler:
         s = self.settings
         now = time.time()
         running = self.running() if teams else []
-        if teams and s.credit_period > 0:
-            teams = self.market_round(teams, running, now)
+        if teams:
+            if s.credit_period > 0:  # credits follow the teams' own guarantees, loans or not
+                self.farm.ledger.issue_once(teams, s.credit_period, now)
+            teams = with_loans(teams, self.farm.loans.all(now), now)
+            if s.credit_period > 0:
+                teams = self.market_round(teams, running, now)
         result = plan(self.backend.agents(), self.backend.offers(), pending, teams=teams, running=running, now=now,
                       policy=Policy(reclaim_grace=s.reclaim_grace, max_preemptions=s.max_preemptions),
                       held=self._held)
@@ -154,10 +159,9 @@ class Scheduler:
         return len(pending) - len(result.launches)
 
     def market_round(self, teams: dict[str, Team], running: list[Running], now: float) -> dict[str, Team]:
-        """Issue this period's credits (once), charge the borrowing since the last round, and
-        return the teams with those out of credits kept within their guarantee."""
+        """Charge the borrowing since the last round, and return the teams with those out of credits
+        kept within their guarantee."""
         ledger = self.farm.ledger
-        ledger.issue_once(teams, self.settings.credit_period, now)
         ledger.settle_since_last(teams, team_usage(running), pool_of(self.backend.agents(), self.backend.offers()), now)
         return ledger.may_borrow(teams)
 
