@@ -228,6 +228,7 @@ class BuildStore:
             "team": spec.get("team"),
             "preemptions": int(h.get("preemptions") or 0),
             "launched_at": float(h["launched_at"]) if h.get("launched_at") else None,
+            "measured_cpu_seconds": float(h["measured_cpu_seconds"]) if h.get("measured_cpu_seconds") else None,
             "reserved": {"seconds": float(h.get("reserved_seconds") or 0),
                          "cpu_seconds": float(h.get("reserved_cpu_seconds") or 0),
                          "mem_mb_seconds": float(h.get("reserved_mem_mb_seconds") or 0)},

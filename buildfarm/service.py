@@ -343,13 +343,17 @@ class Farm:
             self._refuse(build_id, verdict)
 
     def agent_finish(self, build_id: str, token: str, outcome: str, exit_code: int | None, reason: str,
-                     commit: str | None) -> dict[str, Any]:
+                     commit: str | None, cpu_seconds: float | None = None) -> dict[str, Any]:
         state = {"succeeded": State.SUCCEEDED, "failed": State.FAILED}.get(outcome, State.ERROR)
         extra = {"resolved_commit": commit[:40]} if commit else {}
+        if cpu_seconds is not None:  # what the agent measured its processes used, recorded with the end
+            extra["measured_cpu_seconds"] = cpu_seconds
         if not self.end(build_id, state, reason or outcome, exit_code=exit_code, token=token,
                         allowed_from=[State.LAUNCHING, State.RUNNING], **extra):
             self._refuse(build_id, self.builds.check_token(build_id, token))
             raise Conflict(f"build {build_id} is {self.builds.state(build_id)}; it has not started")
+        if cpu_seconds is not None:
+            self.stats.measured(self.builds.spec(build_id).team, cpu_seconds)
         self.logs.close(build_id)
         return self.builds.get(build_id, history=False)
 

@@ -4,6 +4,7 @@ submit-to-start latency histogram (Prometheus' `/metrics`)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import redis
@@ -15,6 +16,9 @@ LATENCY = "bf:stats:start-latency"  # hash: upper bound ("+Inf" last) -> count, 
 LATENCY_BOUNDS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 TEAM_USE = "bf:stats:team-use:"  # + team ("" for builds without one): hash of counters (attempt_used)
 TEAMS_SEEN = "bf:stats:teams"  # set: the teams with counters
+SHARES = "bf:stats:team-shares"  # list of json samples {at, shares: {team: dominant share}}, newest last
+SHARE_EVERY = 60  # seconds between samples
+SHARES_KEPT = 24 * 3600 // SHARE_EVERY
 
 
 class Stats:
@@ -50,6 +54,26 @@ class Stats:
         if preempted:
             pipe.hincrby(key, "preemptions", 1)
         pipe.execute()
+
+    def measured(self, team: str | None, cpu_seconds: float) -> None:
+        """A build of the team ended, its agent having measured the CPU time its processes used."""
+        pipe = self.r.pipeline()
+        pipe.sadd(TEAMS_SEEN, team or "")
+        pipe.hincrbyfloat(TEAM_USE + (team or ""), "measured_cpu_seconds", cpu_seconds)
+        pipe.execute()
+
+    def sample_shares(self, now: float, shares: dict[str, float]) -> bool:
+        """Keep the teams' dominant shares of the pool, at most once a minute (any scheduler)."""
+        if not self.r.set(SHARES + ":next", "1", nx=True, ex=SHARE_EVERY):
+            return False
+        pipe = self.r.pipeline()
+        pipe.rpush(SHARES, json.dumps({"at": now, "shares": shares}))
+        pipe.ltrim(SHARES, -SHARES_KEPT, -1)
+        pipe.execute()
+        return True
+
+    def shares(self, since: float) -> list[dict]:
+        return [s for s in map(json.loads, self.r.lrange(SHARES, 0, -1)) if s["at"] >= since]
 
     def team_use(self) -> dict[str, dict[str, float]]:
         """team ("" for none) -> {cpu_seconds, mem_mb_seconds, attempts, preemptions}, since the farm began."""

@@ -46,7 +46,7 @@ def test_two_teams_share_the_farm_and_a_borrower_is_preempted_then_succeeds(fres
         wait_until(lambda: all(farm.build(b)["state"] == "running" for b in floods), 180, 0.5, what="flood running")
     except AssertionError:
         raise AssertionError(f"flood's builds: {[(b['state'], b['reason']) for b in map(farm.build, floods)]}")
-    review = submit("pr", "echo", "review done")
+    review = submit("pr", "python3", "-c", "sum(range(20_000_000)); print('review done')")  # burns CPU
     done = farm.wait_done(review, 180)
     assert done["state"] == "succeeded" and done["team"] == "reviews"
     # it did not wait for flood's builds: one of them was preempted for it
@@ -67,6 +67,8 @@ def test_two_teams_share_the_farm_and_a_borrower_is_preempted_then_succeeds(fres
         assert rows[team]["builds"] == len(ids)
         assert abs(rows[team]["cpu_seconds"] - held) < 0.5  # the farm's clock read a moment after the record's
         assert abs(rows[team]["mem_mb_seconds"] - 512 * held) < 256
+    # measured: the agent's account of the CPU its processes used (the review's loop, well above nothing)
+    assert 0.2 < rows["reviews"]["measured_cpu_seconds"] <= rows["reviews"]["cpu_seconds"]
     metrics = farm.api("GET", "/metrics").text
     assert 'buildfarm_team_preemptions_total{team="flood"} 1.0' in metrics
     assert 'buildfarm_team_attempts_total{team="reviews"} 1.0' in metrics

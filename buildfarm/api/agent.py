@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..agent_bundle import build_bundle, bundle_tarball
@@ -26,6 +26,7 @@ class FinishReport(BaseModel):
     exit_code: int | None = None
     reason: str = ""
     commit: str | None = None
+    cpu_seconds: float | None = Field(None, ge=0, description="CPU time the build's processes used (user + system)")
 
 
 @contextmanager
@@ -113,6 +114,7 @@ def router(farm: Farm) -> APIRouter:
     def finish(build_id: str, report: FinishReport, authorization: str | None = Header(None)):
         token = agent_token(farm, build_id, authorization)
         with refusals():
-            return farm.agent_finish(build_id, token, report.outcome, report.exit_code, report.reason, report.commit)
+            return farm.agent_finish(build_id, token, report.outcome, report.exit_code, report.reason, report.commit,
+                                     report.cpu_seconds)
 
     return api

@@ -119,7 +119,9 @@ def team_counters(farm: Farm):
     names = {"cpu_seconds": ("buildfarm_team_cpu_seconds", "CPU-seconds reserved by the team's ended attempts"),
              "mem_mb_seconds": ("buildfarm_team_memory_mb_seconds", "Memory MB-seconds reserved by them"),
              "attempts": ("buildfarm_team_attempts", "Attempts of the team's builds that ended"),
-             "preemptions": ("buildfarm_team_preemptions", "Attempts of the team's builds that were preempted")}
+             "preemptions": ("buildfarm_team_preemptions", "Attempts of the team's builds that were preempted"),
+             "measured_cpu_seconds": ("buildfarm_team_measured_cpu_seconds",
+                                      "CPU time the team's ended builds' processes used, as their agents measured it")}
     use = farm.stats.team_use()
     for key, (name, doc) in names.items():
         counter = CounterMetricFamily(name, doc, labels=["team"])
