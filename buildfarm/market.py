@@ -55,6 +55,18 @@ def issue(teams: Mapping[str, Team], period_seconds: float, at: float) -> list[E
             for name, t in sorted(teams.items()) if t.guarantee.cpus > 0]
 
 
+def lending(teams: Mapping[str, Team], used: Mapping[str | None, Resources]) -> list[dict[str, Any]]:
+    """Who borrows from whom now: each borrower's cpus beyond its guarantee, split over the lenders
+    in proportion to their idle guarantee (what the market charges and pays for). Pure."""
+    borrowed = {n: used.get(n, Resources(0, 0)).cpus - t.guarantee.cpus for n, t in teams.items()}
+    borrowers = {n: b for n, b in borrowed.items() if b > 1e-9}
+    lenders = {n: -b for n, b in borrowed.items() if b < -1e-9}
+    total_b, total_l = sum(borrowers.values()), sum(lenders.values())
+    lent = min(total_b, total_l)
+    return [{"borrower": b, "lender": n, "cpus": round(lent * cpus / total_b * idle / total_l, 3)}
+            for b, cpus in sorted(borrowers.items()) for n, idle in sorted(lenders.items()) if lent > 0]
+
+
 def settle(teams: Mapping[str, Team], used: Mapping[str | None, Resources], pool: Resources, seconds: float,
            at: float) -> list[Entry]:
     """What borrowing cost over the last `seconds`: the borrowers' charges and the lenders'
@@ -74,7 +86,7 @@ def settle(teams: Mapping[str, Team], used: Mapping[str | None, Resources], pool
                              f"borrowed {b:g} cpus for {seconds:.0f} s at {price(pool_use):.2f}/cpu-hour"))
     for n, idle in sorted(lenders.items()):
         entries.append(Entry("payment", n, round(cost * idle / total_l, 9), at,
-                             f"lent {idle:g} idle cpus for {seconds:.0f} s"))
+                             f"lent {round(lent * idle / total_l, 3):g} cpus of its idle guarantee for {seconds:.0f} s"))
     drift = sum(e.amount for e in entries)  # rounding: the last entry takes it, so the sum is exactly zero
     last = entries[-1]
     entries[-1] = Entry(last.kind, last.team, last.amount - drift, last.at, last.note)

@@ -13,6 +13,7 @@ from ..auth import Principal
 from ..records import BUILDS
 from ..service import Farm
 from ..teams import TeamError, TeamSpec
+from ..teamview import overview
 from ..usage import BY, parse_since, summarize
 from .auth import require
 from .errors import ApiError
@@ -46,6 +47,11 @@ def router(farm: Farm) -> APIRouter:
     @api.post("/teams", tags=["teams"], status_code=201, summary="Create a team", dependencies=[admin])
     def create_team(body: TeamSpec) -> dict[str, Any]:
         return run(teams.create, body)
+
+    @api.get("/teams-overview", tags=["teams"], dependencies=[viewer],
+             summary="The Teams page: shares now and over time, who borrows from whom, waits, balances")
+    def teams_overview(hours: float = Query(6.0, gt=0, le=24)) -> dict[str, Any]:
+        return overview(farm, hours)
 
     @api.get("/teams/{team}", tags=["teams"], summary="A team", dependencies=[viewer])
     def get_team(team: str) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from ..redis_outage import UNAVAILABLE, OutageLog
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
 from ..states import ACTIVE, TERMINAL, State
-from .feasible import Resources, Running, Team, team_usage
+from .feasible import NOTHING, Resources, Running, Team, team_usage
+from .rank import dominant_share
 from .select import Policy, plan, pool_of
 
 log = logging.getLogger("buildfarm.scheduler")
@@ -98,8 +99,29 @@ class Scheduler:
         return bool(active or queued)
 
     # -- placement ------------------------------------------------------------------------------
+    def teams_round(self, now: float) -> tuple[dict[str, Team] | None, list[Running]]:
+        """The teams as the core sees them this round (loans applied, those out of credits kept
+        within their guarantee) and what runs; the market's issue and settlement and the share
+        samples happen here, every round, whether or not builds wait. (None, []) without teams."""
+        teams = self.farm.teams.core_teams() or None
+        if not teams:
+            return None, []
+        s = self.settings
+        running = self.running()
+        if s.credit_period > 0:  # credits follow the teams' own guarantees, loans or not
+            self.farm.ledger.issue_once(teams, s.credit_period, now)
+        teams = with_loans(teams, self.farm.loans.all(now), now)
+        if s.credit_period > 0:
+            teams = self.market_round(teams, running, now)
+        pool = pool_of(self.backend.agents(), self.backend.offers())
+        used = team_usage(running)
+        self.farm.stats.sample_shares(now, {n: round(dominant_share(used.get(n, NOTHING), pool), 4) for n in teams})
+        return teams, running
+
     def place(self) -> int:
         builds = self.farm.builds
+        now = time.time()
+        teams, running = self.teams_round(now)
         pending_ids = self.farm.queue.pending()
         if not pending_ids:
             return 0
@@ -126,16 +148,7 @@ class Scheduler:
                 raws.pop(bid)
                 self.farm.end(bid, State.ERROR, f"its stored spec is not valid any more: {e.errors()[0]['msg']}",
                               close_log=True)
-        teams = self.farm.teams.core_teams() or None
         s = self.settings
-        now = time.time()
-        running = self.running() if teams else []
-        if teams:
-            if s.credit_period > 0:  # credits follow the teams' own guarantees, loans or not
-                self.farm.ledger.issue_once(teams, s.credit_period, now)
-            teams = with_loans(teams, self.farm.loans.all(now), now)
-            if s.credit_period > 0:
-                teams = self.market_round(teams, running, now)
         result = plan(self.backend.agents(), self.backend.offers(), pending, teams=teams, running=running, now=now,
                       policy=Policy(reclaim_grace=s.reclaim_grace, max_preemptions=s.max_preemptions),
                       held=self._held)
