@@ -55,14 +55,20 @@ def issue(teams: Mapping[str, Team], period_seconds: float, at: float) -> list[E
             for name, t in sorted(teams.items()) if t.guarantee.cpus > 0]
 
 
-def lending(teams: Mapping[str, Team], used: Mapping[str | None, Resources]) -> list[dict[str, Any]]:
-    """Who borrows from whom now: each borrower's cpus beyond its guarantee, split over the lenders
-    in proportion to their idle guarantee (what the market charges and pays for). Pure."""
+def _positions(teams: Mapping[str, Team], used: Mapping[str | None, Resources]):
+    """(borrowers: cpus beyond their guarantee, lenders: cpus of idle guarantee, cpus lent: what the
+    lenders' idle guarantee covers of the borrowing; the rest is capacity no team is guaranteed)."""
     borrowed = {n: used.get(n, Resources(0, 0)).cpus - t.guarantee.cpus for n, t in teams.items()}
     borrowers = {n: b for n, b in borrowed.items() if b > 1e-9}
     lenders = {n: -b for n, b in borrowed.items() if b < -1e-9}
+    return borrowers, lenders, min(sum(borrowers.values()), sum(lenders.values()))
+
+
+def lending(teams: Mapping[str, Team], used: Mapping[str | None, Resources]) -> list[dict[str, Any]]:
+    """Who borrows from whom now: each borrower's cpus beyond its guarantee, split over the lenders
+    in proportion to their idle guarantee (what the market charges and pays for). Pure."""
+    borrowers, lenders, lent = _positions(teams, used)
     total_b, total_l = sum(borrowers.values()), sum(lenders.values())
-    lent = min(total_b, total_l)
     return [{"borrower": b, "lender": n, "cpus": round(lent * cpus / total_b * idle / total_l, 3)}
             for b, cpus in sorted(borrowers.items()) for n, idle in sorted(lenders.items()) if lent > 0]
 
@@ -71,10 +77,7 @@ def settle(teams: Mapping[str, Team], used: Mapping[str | None, Resources], pool
            at: float) -> list[Entry]:
     """What borrowing cost over the last `seconds`: the borrowers' charges and the lenders'
     payments (they sum to zero). Pure."""
-    borrowed = {n: used.get(n, Resources(0, 0)).cpus - t.guarantee.cpus for n, t in teams.items()}
-    borrowers = {n: b for n, b in borrowed.items() if b > 1e-9}
-    lenders = {n: -b for n, b in borrowed.items() if b < -1e-9}
-    lent = min(sum(borrowers.values()), sum(lenders.values()))  # the rest came from unguaranteed capacity
+    borrowers, lenders, lent = _positions(teams, used)
     if lent <= 0 or seconds <= 0:
         return []
     pool_use = sum(r.cpus for r in used.values()) / pool.cpus if pool.cpus else 1.0

@@ -81,3 +81,12 @@ def test_a_team_out_of_credits_runs_only_within_its_guarantee(farm):
     assert [b for b, _ in backend.launched] == ids[:1]
     assert farm.builds.get(ids[1])["reason"] == \
         "waiting: team core is out of credits and runs only within its guarantee, which is in use"
+
+
+def test_who_borrows_from_whom_splits_each_borrowing_over_the_lenders():
+    from buildfarm.market import lending
+
+    used = {"reco": Resources(60, 0), "sim": Resources(40, 0)}  # core lends its 40 idle cpus to both
+    assert lending(TEAMS, used) == [{"borrower": "reco", "lender": "core", "cpus": 22.857},
+                                    {"borrower": "sim", "lender": "core", "cpus": 17.143}]
+    assert lending(TEAMS, {"reco": Resources(20, 0)}) == []
