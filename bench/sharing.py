@@ -112,6 +112,7 @@ class Outcome:
     completed: int = 0
     plan_cpu_s: float = 0.0
     rounds: int = 0
+    useful_share: float = 0.0  # useful_cpu_s over the pool's cpu-time
 
 
 class Week:
