@@ -3,8 +3,9 @@
     python -m bench [--quick] [--only NAME[,NAME...]] [--no-extras] [--keep] [--output FILE]
     python -m bench --chaos [--rounds N] ...   (the chaos suite: bench/chaos.py)
 
-Figures: first-line, throughput, core, log, oversized, cli-start, cli-submit, cli-pipeline; extras:
-cli-mesos (needs pymesos), and informational: mesos-running, mesos-offers, jenkins-agent.
+Figures: first-line, throughput, core, sharing (a simulated week of teams sharing the pool), log, oversized,
+cli-start, cli-submit, cli-pipeline; extras: cli-mesos (needs pymesos), and informational: mesos-running,
+mesos-offers, jenkins-agent.
 Results are printed, written to bench/results/latest.json, and summed up in a Markdown table
 that can be pasted into the README.
 """
@@ -34,7 +35,8 @@ from tests.conftest import IMAGE, FarmProcess, GitServer
 
 from .common import Api, Figure, remove_bench_containers, say, stop_farm
 
-REQUIRED = ["first-line", "throughput", "core", "log", "oversized", "cli-start", "cli-submit", "cli-pipeline"]
+REQUIRED = ["first-line", "throughput", "core", "sharing", "log", "oversized", "cli-start", "cli-submit",
+            "cli-pipeline"]
 EXTRAS = ["cli-mesos", "mesos-running", "mesos-offers", "jenkins-agent"]
 FARM_FIGURES = {"first-line", "throughput", "log", "oversized", "mesos-running", "jenkins-agent", "cli-start",
                 "cli-submit", "cli-pipeline", "cli-mesos"}
@@ -42,11 +44,12 @@ FARM_FIGURES = {"first-line", "throughput", "log", "oversized", "mesos-running",
 
 def sizes(quick: bool) -> dict:
     if quick:
-        return {"first-line": 5, "throughput": 5, "log": 100_000_000, "core": (2_000, 200, 3), "oversized": 10,
-                "cli-start": 5, "cli-submit": 5, "cli-pipeline": 3, "cli-mesos": 3,
+        return {"first-line": 5, "throughput": 5, "log": 100_000_000, "core": (2_000, 200, 3), "sharing": (1, 1_000),
+                "oversized": 10, "cli-start": 5, "cli-submit": 5, "cli-pipeline": 3, "cli-mesos": 3,
                 "mesos-running": 5, "mesos-offers": (200, 20),
                 "jenkins-agent": 5}
-    return {"first-line": 20, "throughput": 50, "log": 1_000_000_000, "core": (10_000, 1_000, 5), "oversized": 100,
+    return {"first-line": 20, "throughput": 50, "log": 1_000_000_000, "core": (10_000, 1_000, 5), "sharing": (7, 1_000),
+            "oversized": 100,
             "cli-start": 10, "cli-submit": 10, "cli-pipeline": 5, "cli-mesos": 10,
             "mesos-running": 20, "mesos-offers": (1_000, 100),
             "jenkins-agent": 20}
@@ -141,6 +144,10 @@ def main(argv=None) -> int:
         from .core import bench_core
 
         run("core", bench_core, *n["core"])
+    if "sharing" in args.selected:
+        from .sharing import bench_sharing
+
+        run("sharing", bench_sharing, *n["sharing"])
     if "mesos-offers" in args.selected:
         from .mesos import bench_mesos_offers
 

@@ -251,6 +251,29 @@ class Client:
     def delete_secret(self, name: str) -> dict[str, Any]:
         return self._request("DELETE", f"/api/v1/secrets/{name}")
 
+    # -- teams and usage -----------------------------------------------------------------------------
+    def create_team(self, team: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/api/v1/teams", body=team)
+
+    def teams(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/teams")["teams"]
+
+    def add_member(self, team: str, user: str) -> dict[str, Any]:
+        return self._request("PUT", f"/api/v1/teams/{team}/members/{user}")
+
+    def remove_member(self, team: str, user: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/v1/teams/{team}/members/{user}")
+
+    def lend(self, team: str, loan: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", f"/api/v1/teams/{team}/loans", body=loan)
+
+    def ledger(self, team: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v1/teams/{team}/ledger")
+
+    def usage(self, since: str = "7d", by: str = "team", team: str | None = None) -> dict[str, Any]:
+        params = {"since": since, "by": by, **({"team": team} if team else {})}
+        return self._request("GET", "/api/v1/usage", params)
+
     # -- streams --------------------------------------------------------------------------------
     def log_chunks(self, build_id: str, follow: bool, offset: int = 0) -> Iterator[bytes]:
         """The log's bytes as they come; when following, until the build has ended and its log is

@@ -66,6 +66,9 @@ class Settings:
     mem: int | None = None  # MB
     start_timeout: float = 300.0  # launching -> the agent reports it started
     heartbeat_timeout: float = 90.0  # running with no output and no heartbeat
+    reclaim_grace: float = 180.0  # seconds a team below its guarantee waits before borrowed builds are preempted
+    max_preemptions: int = 2  # times one build may be preempted
+    credit_period: float = 3600.0  # seconds between issues of credits to teams (market.py); 0: no market
     warm: int = 2  # idle pre-started agent containers kept per image in use (local Docker backend)
     check_repos: bool = True  # `git ls-remote` at submit time: unknown refs fail fast
     allow_repos: tuple[str, ...] = ()  # URL prefixes builds may come from; empty: any

@@ -29,8 +29,8 @@ AGENTS = P + "agents"  # hash: agent id -> json
 WAKEUP = P + "wakeup"  # list: the scheduler blocks on it
 STATE_CHANNEL = P + "state"  # pub/sub: a build's id at each of its state changes (long polls wake on it)
 SEQ = P + "seq"
-INDEX = P + "idx:"  # sets of build ids: idx:state:S, idx:repo:R, idx:trigger:K, idx:user:U
-FILTERS = ("state", "repo", "trigger", "user")
+INDEX = P + "idx:"  # sets of build ids: idx:state:S, idx:repo:R, idx:trigger:K, idx:user:U, idx:team:T
+FILTERS = ("state", "repo", "trigger", "user", "team")
 
 # KEYS: the build's hash, its history list, the state-index prefix, the build id and the state
 # channel (a member and a channel, not keys: one Redis, never a cluster). ARGV: new state, reason,
@@ -236,6 +236,13 @@ class BuildStore:
             "started_at": float(h["started_at"]) if h.get("started_at") else None,
             "finished_at": float(h["finished_at"]) if h.get("finished_at") else None,
             "submitted_by": h.get("submitted_by") or None,
+            "team": spec.get("team"),
+            "preemptions": int(h.get("preemptions") or 0),
+            "launched_at": float(h["launched_at"]) if h.get("launched_at") else None,
+            "measured_cpu_seconds": float(h["measured_cpu_seconds"]) if h.get("measured_cpu_seconds") else None,
+            "reserved": {"seconds": float(h.get("reserved_seconds") or 0),
+                         "cpu_seconds": float(h.get("reserved_cpu_seconds") or 0),
+                         "mem_mb_seconds": float(h.get("reserved_mem_mb_seconds") or 0)},
             "spec": spec,
         }
         rec["retention"] = _retention(h)
@@ -378,4 +385,6 @@ def _index_values(spec: BuildSpec, user: str | None, state: str) -> dict[str, st
     who = spec.trigger.user or user
     if who:
         out["user"] = who
+    if spec.team:
+        out["team"] = spec.team
     return out

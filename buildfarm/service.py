@@ -29,6 +29,9 @@ from .scheduler import Agent, PendingBuild, Resources, unmet_reason
 from .scopes import Origin, SecretScope, has_dot_segments, refusal
 from .spec import BuildSpec, Trigger
 from .stats import Stats
+from .loans import LoanStore
+from .market import Ledger
+from .teams import TeamError, TeamStore
 from .states import TERMINAL, State
 
 log = logging.getLogger("buildfarm")
@@ -76,10 +79,10 @@ def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
             redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
 
 
-def pending_build(build_id: str, spec: BuildSpec, seq: int) -> PendingBuild:
+def pending_build(build_id: str, spec: BuildSpec, seq: int, queued_at: float = 0.0) -> PendingBuild:
     r = spec.resources
     return PendingBuild(build_id, Resources(r.cpus, r.mem, r.disk), spec.parsed_constraints(),
-                        spec.priority.rank, seq, spec.wait_for_capacity)
+                        spec.priority.rank, seq, spec.wait_for_capacity, spec.team, spec.preemptible, queued_at)
 
 
 class Farm:
@@ -97,6 +100,9 @@ class Farm:
         self.stats = Stats(self.r)
         self.retention = Retention(self.r, self.builds, self.logs, self.artifacts,
                                    Policy(settings.keep_logs, settings.keep_artifacts))
+        self.teams = TeamStore(self.r)
+        self.ledger = Ledger(self.r)
+        self.loans = LoanStore(self.r, self.teams, self.ledger)
         # Called after a build reaches a final state, in the process that ended it (API or scheduler).
         self.end_listeners: list[Callable[[str, State], None]] = []
         # Set by the process that runs a backend, so submit can check images on this host.
@@ -119,6 +125,7 @@ class Farm:
             raise SubmitError(f"no secret named {', '.join(missing)} on this farm; an admin stores one with "
                               f"`buildfarm secret set NAME`", "secrets")
         pinned = self._check_scopes(spec, origin)
+        spec = self._charge(spec, origin)
         self._check_capacity(spec)
         if self.image_check:
             problem = self.image_check(spec.image)
@@ -164,6 +171,22 @@ class Farm:
                 raise OutOfScope(why, "secrets")
         return branch()[2] if any(s and s.branches for s in scopes.values()) else None
 
+    def _charge(self, spec: BuildSpec, origin: Origin) -> BuildSpec:
+        """The spec with the team it is charged to (teams.py); refused when the team is unknown, the
+        submitter not a member, or the build larger than the team's limit."""
+        if not spec.team and not self.teams.exist():
+            return spec
+        person = origin.role is not None and origin.role != "admin"
+        user = origin.user if origin.via in ("token", "pipeline") else None  # a webhook's pusher is no farm user
+        try:
+            team = self.teams.charge_to(spec.team, user, admin=not person)
+            if team:
+                r = spec.resources
+                self.teams.check_fits(team, Resources(r.cpus, r.mem, r.disk))
+        except TeamError as e:
+            raise SubmitError(str(e), "team") from None
+        return spec if team == spec.team else spec.model_copy(update={"team": team})
+
     def _check_capacity(self, spec: BuildSpec) -> None:
         if spec.wait_for_capacity:
             return
@@ -180,9 +203,11 @@ class Farm:
         agent token is revoked in the same step; with `token`, only if that is the build's token."""
         if exit_code is not None:
             fields["exit_code"] = exit_code
+        before = self.builds.raw(build_id)
         moved = self.builds.transition(build_id, state, reason, allowed_from=allowed_from, token=token, **fields)
         if not moved:
             return False
+        self._charge_attempt(build_id, before, preempted=False)
         spec_priority = self.builds.raw(build_id)["priority"]
         self.queue.mark_ended(build_id, spec_priority, state)
         self.retention.schedule(build_id)
@@ -217,6 +242,22 @@ class Farm:
         if self.end(build_id, State.ERROR, reason, allowed_from=[State.LAUNCHING, State.RUNNING]):
             log.warning("build %s ended: %s", build_id, e)
 
+    def _charge_attempt(self, build_id: str, before: dict[str, str], preempted: bool) -> None:
+        """Record what the attempt that just ended held (its request, from its launch to now) on the
+        build (reserved_cpu_seconds, reserved_mem_mb_seconds: summed over its attempts) and in its
+        team's counters. Nothing when the build was not launched (ended while queued)."""
+        if before.get("state") not in (State.LAUNCHING.value, State.RUNNING.value) or not before.get("launched_at"):
+            return
+        spec = BuildSpec.model_validate_json(before["spec"])
+        seconds = max(0.0, time.time() - float(before["launched_at"]))
+        r = spec.resources
+        pipe = self.r.pipeline()
+        pipe.hincrbyfloat(f"bf:build:{build_id}", "reserved_seconds", seconds)
+        pipe.hincrbyfloat(f"bf:build:{build_id}", "reserved_cpu_seconds", seconds * r.cpus)
+        pipe.hincrbyfloat(f"bf:build:{build_id}", "reserved_mem_mb_seconds", seconds * r.mem)
+        pipe.execute()
+        self.stats.attempt_used(spec.team, seconds, r.cpus, r.mem, preempted)
+
     def requeue(self, build_id: str, reason: str) -> bool:
         """Put a launched build back in the queue after an infrastructure failure."""
         raw = self.builds.raw(build_id)
@@ -226,6 +267,20 @@ class Farm:
         self.queue.requeue(build_id, raw["priority"])
         self.logs.append_system(build_id, f"attempt {raw.get('attempt', '?')} lost ({reason}); queued again")
         self.builds.wake("requeue")
+        return True
+
+    def preempt(self, build_id: str, reason: str) -> bool:
+        """Queue a launched build again because its capacity went back to its owner (not a failure:
+        its retries stay). Returns whether it was launched or running."""
+        raw = self.builds.raw(build_id)
+        if not self.builds.transition(build_id, State.QUEUED, reason, allowed_from=[State.LAUNCHING, State.RUNNING],
+                                      preemptions=int(raw.get("preemptions") or 0) + 1, queued_at=time.time(),
+                                      preempting=time.time()):
+            return False
+        self._charge_attempt(build_id, raw, preempted=True)
+        self.queue.requeue(build_id, raw["priority"])
+        self.logs.append_system(build_id, f"attempt {raw.get('attempt', '?')} stopped ({reason}); queued again")
+        self.builds.wake("preempt")
         return True
 
     # -- the agent's reports ---------------------------------------------------------------------
@@ -288,13 +343,17 @@ class Farm:
             self._refuse(build_id, verdict)
 
     def agent_finish(self, build_id: str, token: str, outcome: str, exit_code: int | None, reason: str,
-                     commit: str | None) -> dict[str, Any]:
+                     commit: str | None, cpu_seconds: float | None = None) -> dict[str, Any]:
         state = {"succeeded": State.SUCCEEDED, "failed": State.FAILED}.get(outcome, State.ERROR)
         extra = {"resolved_commit": commit[:40]} if commit else {}
+        if cpu_seconds is not None:  # what the agent measured its processes used, recorded with the end
+            extra["measured_cpu_seconds"] = cpu_seconds
         if not self.end(build_id, state, reason or outcome, exit_code=exit_code, token=token,
                         allowed_from=[State.LAUNCHING, State.RUNNING], **extra):
             self._refuse(build_id, self.builds.check_token(build_id, token))
             raise Conflict(f"build {build_id} is {self.builds.state(build_id)}; it has not started")
+        if cpu_seconds is not None:
+            self.stats.measured(self.builds.spec(build_id).team, cpu_seconds)
         self.logs.close(build_id)
         return self.builds.get(build_id, history=False)
 

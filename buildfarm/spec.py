@@ -146,6 +146,9 @@ class BuildSpec(BaseModel):
     expire_in: str | None = Field(None, description=(
         "how long the build's log and artifacts are kept after it ends (e.g. 2h, 7d, 4w), or 'never' to "
         "keep them; default: the farm's --keep-logs and --keep-artifacts"))
+    team: str | None = Field(None, max_length=40, description="the team the build is charged to; none: the "
+                                                               "submitter's only team")
+    preemptible: bool = Field(True, description="false: never preempted, and runs only within its team's guarantee")
     trigger: Trigger = Field(default_factory=Trigger)
 
     @field_validator("repo")

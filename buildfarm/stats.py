@@ -4,6 +4,7 @@ submit-to-start latency histogram (Prometheus' `/metrics`)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import redis
@@ -13,6 +14,11 @@ KEEP_SECONDS = 48 * 3600
 ENDED = "bf:stats:ended:"  # + bucket start: hash state -> count
 LATENCY = "bf:stats:start-latency"  # hash: upper bound ("+Inf" last) -> count, plus "sum" and "count"
 LATENCY_BOUNDS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+TEAM_USE = "bf:stats:team-use:"  # + team ("" for builds without one): hash of counters (attempt_used)
+TEAMS_SEEN = "bf:stats:teams"  # set: the teams with counters
+SHARES = "bf:stats:team-shares"  # list of json samples {at, shares: {team: dominant share}}, newest last
+SHARE_EVERY = 60  # seconds between samples
+SHARES_KEPT = 24 * 3600 // SHARE_EVERY
 
 
 class Stats:
@@ -36,6 +42,46 @@ class Stats:
         pipe.hincrbyfloat(LATENCY, "sum", max(waited, 0.0))
         pipe.hincrby(LATENCY, "count", 1)
         pipe.execute()
+
+    def attempt_used(self, team: str | None, seconds: float, cpus: float, mem: int, preempted: bool) -> None:
+        """One attempt of a build ended after holding cpus and mem MB for `seconds` (from its launch)."""
+        key = TEAM_USE + (team or "")
+        pipe = self.r.pipeline()
+        pipe.sadd(TEAMS_SEEN, team or "")
+        pipe.hincrbyfloat(key, "cpu_seconds", seconds * cpus)
+        pipe.hincrbyfloat(key, "mem_mb_seconds", seconds * mem)
+        pipe.hincrby(key, "attempts", 1)
+        if preempted:
+            pipe.hincrby(key, "preemptions", 1)
+        pipe.execute()
+
+    def measured(self, team: str | None, cpu_seconds: float) -> None:
+        """A build of the team ended, its agent having measured the CPU time its processes used."""
+        pipe = self.r.pipeline()
+        pipe.sadd(TEAMS_SEEN, team or "")
+        pipe.hincrbyfloat(TEAM_USE + (team or ""), "measured_cpu_seconds", cpu_seconds)
+        pipe.execute()
+
+    def sample_shares(self, now: float, shares: dict[str, float]) -> bool:
+        """Keep the teams' dominant shares of the pool, at most once a minute (any scheduler)."""
+        if not self.r.set(SHARES + ":next", "1", nx=True, ex=SHARE_EVERY):
+            return False
+        pipe = self.r.pipeline()
+        pipe.rpush(SHARES, json.dumps({"at": now, "shares": shares}))
+        pipe.ltrim(SHARES, -SHARES_KEPT, -1)
+        pipe.execute()
+        return True
+
+    def shares(self, since: float) -> list[dict]:
+        return [s for s in map(json.loads, self.r.lrange(SHARES, 0, -1)) if s["at"] >= since]
+
+    def team_use(self) -> dict[str, dict[str, float]]:
+        """team ("" for none) -> {cpu_seconds, mem_mb_seconds, attempts, preemptions}, since the farm began."""
+        teams = sorted(self.r.smembers(TEAMS_SEEN))
+        pipe = self.r.pipeline()
+        for t in teams:
+            pipe.hgetall(TEAM_USE + t)
+        return {t: {k: float(v) for k, v in h.items()} for t, h in zip(teams, pipe.execute())}
 
     def throughput(self, hours: float, now: float | None = None) -> list[dict]:
         """Builds ended per bucket over the last `hours`, oldest first: succeeded, failed, other."""

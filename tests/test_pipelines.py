@@ -389,3 +389,11 @@ def test_pipeline_files_with_yaml_aliases_are_refused_before_they_expand(tmp_pat
     with pytest.raises(PipelineInvalid) as e:
         parse(bomb)
     assert "anchors and aliases" in str(e.value)
+
+
+def test_a_pipeline_and_its_jobs_name_the_team_their_builds_are_charged_to():
+    text = GOOD.replace("image: img\n", "image: img\nteam: release\n").replace(
+        "  test:\n", "  test:\n    team: reco\n")
+    jobs = {j.name: j for j in plan(parse(text, "p.yaml"), {}, commit="a" * 40).jobs}
+    assert jobs["build"].spec["team"] == "release"  # the pipeline's
+    assert jobs["test"].spec["team"] == "reco"  # the job's own

@@ -35,6 +35,7 @@ class FinishReport(BaseModel):
     exit_code: int | None = Field(None, ge=-(2**31), le=2**31)
     reason: Text(MAX_STEP) = ""
     commit: Text(40) | None = None
+    cpu_seconds: float | None = Field(None, ge=0, description="CPU time the build's processes used (user + system)")
 
 
 @contextmanager
@@ -121,6 +122,7 @@ def router(farm: Farm) -> APIRouter:
     def finish(build_id: str, report: FinishReport, authorization: str | None = Header(None)):
         token = agent_token(farm, build_id, authorization)
         with refusals():
-            return farm.agent_finish(build_id, token, report.outcome, report.exit_code, report.reason, report.commit)
+            return farm.agent_finish(build_id, token, report.outcome, report.exit_code, report.reason, report.commit,
+                                     report.cpu_seconds)
 
     return api

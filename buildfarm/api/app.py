@@ -14,7 +14,7 @@ from ..records import STATE_CHANNEL
 from ..service import Farm
 from . import access, agent, builds, errors, pipelines
 from . import farm as farm_routes
-from . import hooks, retention, web
+from . import hooks, retention, teams, web
 from .limits import BodyLimits
 
 
@@ -46,6 +46,7 @@ def create_app(farm: Farm) -> FastAPI:
     app.include_router(agent.router(farm))
     app.include_router(pipelines.router(farm, changes))
     app.include_router(retention.router(farm))
+    app.include_router(teams.router(farm))
     app.include_router(hooks.router(farm))
     app.include_router(web.router())
     return app

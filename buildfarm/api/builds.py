@@ -57,9 +57,10 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
                     repo: str | None = Query(None, description="the repository URL, exactly as submitted"),
                     trigger: str | None = Query(None, description=f"one of {', '.join(TRIGGER_KINDS)}"),
                     user: str | None = Query(None, description="who submitted or pushed"),
+                    team: str | None = Query(None, description="the team it is charged to"),
                     limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10**9)) -> dict[str, Any]:
         page, total = builds.list(limit=limit, offset=offset, state=state.value if state else None,
-                                  repo=repo, trigger=trigger, user=user)
+                                  repo=repo, trigger=trigger, user=user, team=team)
         return {"builds": page, "total": total, "limit": limit, "offset": offset}
 
     @api.get("/builds/{build_id}", tags=["builds"], summary="A build's record and state history",

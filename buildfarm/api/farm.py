@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .. import __version__
 from ..diskspace import dir_bytes, free_bytes
@@ -110,7 +110,24 @@ class FarmCollector:
                 used.add_metric([a["agent_id"], r], a["used"][r])
         yield cap
         yield used
+        yield from team_counters(farm)
         yield from data_dir_use(farm)
+
+
+def team_counters(farm: Farm):
+    """What each team's builds held, summed over their ended attempts (team "" is builds without one)."""
+    names = {"cpu_seconds": ("buildfarm_team_cpu_seconds", "CPU-seconds reserved by the team's ended attempts"),
+             "mem_mb_seconds": ("buildfarm_team_memory_mb_seconds", "Memory MB-seconds reserved by them"),
+             "attempts": ("buildfarm_team_attempts", "Attempts of the team's builds that ended"),
+             "preemptions": ("buildfarm_team_preemptions", "Attempts of the team's builds that were preempted"),
+             "measured_cpu_seconds": ("buildfarm_team_measured_cpu_seconds",
+                                      "CPU time the team's ended builds' processes used, as their agents measured it")}
+    use = farm.stats.team_use()
+    for key, (name, doc) in names.items():
+        counter = CounterMetricFamily(name, doc, labels=["team"])
+        for team, figures in use.items():
+            counter.add_metric([team], figures.get(key, 0.0))
+        yield counter
 
 
 def data_dir_use(farm: Farm):

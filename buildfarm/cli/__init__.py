@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import access, builds, farm, hook, jenkins, pipeline, retention
+from . import access, builds, farm, hook, jenkins, pipeline, retention, teams
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,7 +39,7 @@ def main(ctx: click.Context, server: str, token: str | None) -> None:
 
 for command in (farm.up, farm.scheduler, builds.submit, builds.status, builds.list_, builds.logs, builds.cancel,
                 builds.rebuild, builds.artifacts, retention.pin, retention.unpin, retention.gc, access.token, access.secret, access.whoami, hook.hook,
-                pipeline.pipeline, jenkins.jenkins_bridge):
+                pipeline.pipeline, jenkins.jenkins_bridge, teams.team, teams.usage):
     main.add_command(command)
 
 __all__ = ["main"]

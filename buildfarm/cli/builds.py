@@ -57,13 +57,17 @@ def _where(b: dict) -> str:
 @click.option("--wait-for-capacity", is_flag=True, help="Queue even if no agent can run it yet.")
 @click.option("--expire-in", metavar="DURATION|never",
               help="Keep the log and artifacts this long after the end (e.g. 7d) [default: the farm's].")
+@click.option("--team", help="The team to charge (for a member of several) [default: the submitter's team].")
+@click.option("--not-preemptible", is_flag=True,
+              help="Never preempt it; it then runs only within its team's guarantee.")
 @click.option("--wait", is_flag=True, help="Wait for the end; exit with the build's outcome.")
 @click.option("--follow", "-f", is_flag=True, help="Stream the log while waiting (implies --wait).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, secrets, artifacts, constraints, timeout,
-           priority, retries, steps, wait_for_capacity, expire_in, wait, follow, as_json, command):
+           priority, retries, steps, wait_for_capacity, expire_in, team, not_preemptible, wait, follow, as_json,
+           command):
     """Submit a build; print its id. Put the command after `--`:
 
     \b
@@ -88,7 +92,7 @@ def submit(ctx, repo, ref, commit, image, cpus, mem, disk, env_pairs, secrets, a
         "env": env, "secrets": list(secrets), "resources": {"cpus": cpus, "mem": mem, "disk": disk},
         "constraints": list(constraints), "timeout": timeout, "artifacts": list(artifacts),
         "priority": priority, "retries": retries, "wait_for_capacity": wait_for_capacity, "trigger": trigger,
-        "expire_in": expire_in,
+        "expire_in": expire_in, "team": team, "preemptible": not not_preemptible,
     }
     farm = client(ctx)
     _queued(farm, call(farm.submit, spec), wait, follow, as_json)

@@ -122,9 +122,16 @@ KEEP = _Keep()
               help="How long a build's artifacts are kept after it ends.")
 @click.option("--gc-interval", type=click.FloatRange(min=1), default=600, show_default=True,
               help="Seconds between the passes that delete expired logs and artifacts.")
+@click.option("--reclaim-grace", type=click.FloatRange(min=0), default=180, show_default=True,
+              help="Seconds a team below its guarantee waits before builds borrowing it are preempted.")
+@click.option("--max-preemptions", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Times one build may be preempted (then it runs to its end).")
+@click.option("--credit-period", type=click.FloatRange(min=0), default=3600, show_default=True,
+              help="Seconds between issues of credits to teams (one per cpu-hour of guarantee); 0: no market.")
 @mesos_options
 def up(port, host, data_dir, backend, isolation, cpus, mem, network, warm, agent_api_url, no_repo_check,
-       allow_repos, start_timeout, heartbeat_timeout, keep_logs, keep_artifacts, gc_interval, **mesos):
+       allow_repos, start_timeout, heartbeat_timeout, keep_logs, keep_artifacts, gc_interval, reclaim_grace,
+       max_preemptions, credit_period, **mesos):
     """Start a farm: Redis (a private one unless REDIS_URL is set), the API and the scheduler."""
     from ..server import run_up
 
@@ -132,7 +139,9 @@ def up(port, host, data_dir, backend, isolation, cpus, mem, network, warm, agent
     settings = _settings(data_dir, backend, host=host, port=port, isolation=isolation, cpus=cpus, mem=mem,
                          network=network, warm=warm, agent_api_url=agent_api_url, check_repos=not no_repo_check,
                          allow_repos=tuple(allow_repos), start_timeout=start_timeout, heartbeat_timeout=heartbeat_timeout,
-                         keep_logs=keep_logs, keep_artifacts=keep_artifacts, gc_interval=gc_interval, **mesos)
+                         keep_logs=keep_logs, keep_artifacts=keep_artifacts, gc_interval=gc_interval,
+                         reclaim_grace=reclaim_grace, max_preemptions=max_preemptions, credit_period=credit_period,
+                         **mesos)
     try:
         run_up(settings)
     except Exception as e:

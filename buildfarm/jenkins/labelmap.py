@@ -52,13 +52,14 @@ class LabelSettings(BaseModel):
     websocket: bool = Field(False, description="connect over WebSocket instead of the TCP agent port")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment of the agent")
     priority: str = "normal"
+    team: str | None = Field(None, description="the team this label's agents are charged to")
 
     def spec(self, repo: str, env: dict[str, str], trigger: dict) -> dict:
         """The buildfarm build that runs one agent of this label."""
         return {"repo": repo, "image": self.image, "command": ["jenkins-agent"],
                 "env": {**self.env, **env}, "resources": {"cpus": self.cpus, "mem": self.mem, "disk": self.disk},
                 "constraints": list(self.constraints), "timeout": self.timeout, "priority": self.priority,
-                "trigger": trigger}
+                "trigger": trigger, **({"team": self.team} if self.team else {})}
 
 
 class LabelMap(BaseModel):

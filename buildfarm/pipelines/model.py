@@ -24,9 +24,9 @@ from ..spec import parse_duration as parse_duration_text
 from .cron import Schedule, cron_problem, zone_problem
 from .yamlsource import LineDict, LineList, SourceError, line_of, load
 
-TOP_KEYS = ("name", "description", "repo", "ref", "image", "schedule", "parameters", "tag", "jobs", "expire_in")
+TOP_KEYS = ("name", "description", "repo", "ref", "image", "schedule", "parameters", "tag", "jobs", "expire_in", "team")
 JOB_KEYS = ("image", "steps", "resources", "env", "secrets", "artifacts", "needs", "matrix", "constraints",
-            "timeout", "retries", "when", "priority", "expire_in")
+            "timeout", "retries", "when", "priority", "expire_in", "team")
 SCHEDULE_KEYS = ("cron", "timezone")
 TAG_KEYS = ("name", "message", "push_url")
 WHEN = ("on_success", "on_failure", "always")
@@ -598,6 +598,7 @@ def _spec(p: Pipeline, j: JobDef, params: dict[str, str], combo: dict[str, str],
         "secrets": r(list(raw.get("secrets") or [])),
         "timeout": parse_duration(r(raw.get("timeout", 3600))) or raw.get("timeout"),
         "priority": raw.get("priority", "normal"),
+        "team": raw.get("team") or p.doc.get("team"),
     }
     expire_in = raw.get("expire_in", p.doc.get("expire_in"))  # a release keeps its artifacts: never
     if expire_in is not None:

@@ -1,6 +1,8 @@
-"""The scheduler: a pure placement core (feasible -> rank -> select) and the loop that drives it."""
+"""The scheduler: a pure placement core (feasible -> rank -> select, then reclaim) and the loop that drives it."""
 
-from .feasible import Agent, Offer, PendingBuild, Resources, constraints_met, unmet_reason
-from .select import Launch, Plan, plan
+from .feasible import Agent, Offer, PendingBuild, Resources, Running, Team, constraints_met, unmet_reason
+from .reclaim import Kill
+from .select import Launch, Plan, Policy, plan
 
-__all__ = ["Agent", "Launch", "Offer", "PendingBuild", "Plan", "Resources", "constraints_met", "plan", "unmet_reason"]
+__all__ = ["Agent", "Kill", "Launch", "Offer", "PendingBuild", "Plan", "Policy", "Resources", "Running", "Team",
+           "constraints_met", "plan", "unmet_reason"]

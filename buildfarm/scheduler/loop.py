@@ -17,17 +17,21 @@ import time
 from pydantic import ValidationError
 
 from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
+from ..loans import with_loans
 from ..records import new_agent_token, token_digest
 from ..redis_outage import UNAVAILABLE, OutageLog
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
 from ..states import ACTIVE, TERMINAL, State
-from .select import plan
+from .feasible import NOTHING, Resources, Running, Team, team_usage
+from .rank import dominant_share
+from .select import Policy, plan, pool_of
 
 log = logging.getLogger("buildfarm.scheduler")
 
 MISSING_PYTHON = 127
 MAX_LAUNCHES = 5  # a build lost before its agent started is placed again, this many times at most
+PREEMPT_CLEANUP = 60.0  # seconds a preempted build waits for its container to go before it may run again
 
 
 class Scheduler:
@@ -37,6 +41,7 @@ class Scheduler:
         self.settings = farm.settings
         self._exits: collections.deque[Exit] = collections.deque()
         self._waiting_reason: dict[str, str] = {}
+        self._held: dict[str, str] = {}  # agents reclaim freed, held for the build they were freed for
         self.stopping = threading.Event()
         self.outage = OutageLog(log, "scheduler")
 
@@ -94,8 +99,29 @@ class Scheduler:
         return bool(active or queued)
 
     # -- placement ------------------------------------------------------------------------------
+    def teams_round(self, now: float) -> tuple[dict[str, Team] | None, list[Running]]:
+        """The teams as the core sees them this round (loans applied, those out of credits kept
+        within their guarantee) and what runs; the market's issue and settlement and the share
+        samples happen here, every round, whether or not builds wait. (None, []) without teams."""
+        teams = self.farm.teams.core_teams() or None
+        if not teams:
+            return None, []
+        s = self.settings
+        running = self.running()
+        if s.credit_period > 0:  # credits follow the teams' own guarantees, loans or not
+            self.farm.ledger.issue_once(teams, s.credit_period, now)
+        teams = with_loans(teams, self.farm.loans.all(now), now)
+        if s.credit_period > 0:
+            teams = self.market_round(teams, running, now)
+        pool = pool_of(self.backend.agents(), self.backend.offers())
+        used = team_usage(running)
+        self.farm.stats.sample_shares(now, {n: round(dominant_share(used.get(n, NOTHING), pool), 4) for n in teams})
+        return teams, running
+
     def place(self) -> int:
         builds = self.farm.builds
+        now = time.time()
+        teams, running = self.teams_round(now)
         pending_ids = self.farm.queue.pending()
         if not pending_ids:
             return 0
@@ -110,16 +136,29 @@ class Scheduler:
             if h["state"] != State.QUEUED.value:  # ended while queued (a cancel): tidy the queue
                 self.farm.queue.mark_ended(bid, priority, State(h["state"])) if h["state"] in _TERMINAL else None
                 continue
+            if h.get("preempting") and time.time() - float(h["preempting"]) < PREEMPT_CLEANUP:
+                continue  # its preempted container is still being stopped
             raws[bid] = h
         pending = []
         for bid, h in list(raws.items()):
             try:
-                pending.append(pending_build(bid, BuildSpec.model_validate_json(h["spec"]), int(h["seq"])))
+                pending.append(pending_build(bid, BuildSpec.model_validate_json(h["spec"]), int(h["seq"]),
+                                             float(h.get("queued_at") or h["created_at"])))
             except ValidationError as e:  # one unreadable record must not stop every other build
                 raws.pop(bid)
                 self.farm.end(bid, State.ERROR, f"its stored spec is not valid any more: {e.errors()[0]['msg']}",
                               close_log=True)
-        result = plan(self.backend.agents(), self.backend.offers(), pending)
+        s = self.settings
+        result = plan(self.backend.agents(), self.backend.offers(), pending, teams=teams, running=running, now=now,
+                      policy=Policy(reclaim_grace=s.reclaim_grace, max_preemptions=s.max_preemptions),
+                      held=self._held)
+        self._held = result.freed_for
+        for kill in result.kills:
+            self.preempt(kill.build_id, kill.reason)
+        for bid, reason in result.held.items():
+            if self._waiting_reason.get(bid) != reason:
+                self._waiting_reason[bid] = reason
+                builds.set_fields(bid, reason=f"waiting: {reason}")
         for bid, reason in result.impossible.items():
             spec = BuildSpec.model_validate_json(raws[bid]["spec"])
             if spec.wait_for_capacity:
@@ -131,6 +170,36 @@ class Scheduler:
         for launch in result.launches:
             self.launch(launch.build_id, launch.agent_id, raws[launch.build_id])
         return len(pending) - len(result.launches)
+
+    def market_round(self, teams: dict[str, Team], running: list[Running], now: float) -> dict[str, Team]:
+        """Charge the borrowing since the last round, and return the teams with those out of credits
+        kept within their guarantee."""
+        ledger = self.farm.ledger
+        ledger.settle_since_last(teams, team_usage(running), pool_of(self.backend.agents(), self.backend.offers()), now)
+        return ledger.may_borrow(teams)
+
+    def running(self) -> list[Running]:
+        """What the active builds hold now, as the core's reclaim step sees it."""
+        out = []
+        pipe = self.farm.r.pipeline()
+        ids = self.farm.builds.active_ids()
+        for bid in ids:
+            pipe.hmget(f"bf:build:{bid}", "state", "agent_id", "spec", "launched_at", "preemptions")
+        for bid, (state, agent_id, spec, launched_at, preemptions) in zip(ids, pipe.execute()):
+            if state not in (State.LAUNCHING.value, State.RUNNING.value) or not spec:
+                continue
+            sp = BuildSpec.model_validate_json(spec)
+            r = sp.resources
+            out.append(Running(bid, agent_id or "", Resources(r.cpus, r.mem, r.disk), sp.team,
+                               float(launched_at or 0), sp.preemptible, int(preemptions or 0)))
+        return out
+
+    def preempt(self, build_id: str, reason: str) -> None:
+        """Stop a borrowed build and queue it again at the front of its team's queue (its place in
+        arrival order is kept). Not a failure: its retries are untouched."""
+        if self.farm.preempt(build_id, reason):
+            log.info("build %s %s", build_id, reason)
+            self.backend.kill(build_id)
 
     def launch(self, build_id: str, agent_id: str, raw: dict) -> None:
         builds = self.farm.builds
@@ -201,6 +270,11 @@ class Scheduler:
         if int(h.get("attempt", 0)) != ev.attempt and State(h["state"]) not in TERMINAL:
             return  # an earlier attempt's end: it was cleaned up when the build was requeued
         state = State(h["state"])
+        if state is State.QUEUED and h.get("preempting"):  # a preempted attempt ended: it may run again
+            self.backend.cleanup(ev.build_id)
+            builds.set_fields(ev.build_id, preempting="")
+            builds.wake("preempted")
+            return
         if state in ACTIVE:
             # The container ended without the agent reporting a result.
             spec = BuildSpec.model_validate_json(h["spec"])

@@ -1,5 +1,5 @@
 // The dashboard's entry point: sign-in (token box or a one-time `/#token=...` link), the header,
-// and hash routing to the views: #/builds, #/builds/ID, #/cluster, #/submit, #/pipelines, #/pipelines/RUN.
+// and hash routing to the views: #/builds, #/builds/ID, #/cluster, #/submit, #/pipelines, #/pipelines/RUN, #/teams.
 
 import { html, stopAll, ApiError } from './util.js';
 import { session, whoami, signIn, signOut } from './session.js';
@@ -8,6 +8,7 @@ import * as build from './build.js';
 import * as cluster from './cluster.js';
 import * as submit from './submit.js';
 import * as pipelines from './pipelines.js';
+import * as teams from './teams.js';
 
 const view = document.getElementById('view');
 
@@ -18,6 +19,7 @@ const ROUTES = [
   [/^submit$/, (m, q) => submit.render(view, q), 'submit'],
   [/^pipelines\/([A-Za-z0-9_.-]+)$/, (m) => pipelines.renderRun(view, m[1]), 'pipelines'],
   [/^pipelines$/, () => pipelines.renderList(view), 'pipelines'],
+  [/^teams$/, () => teams.render(view), 'teams'],
 ];
 
 function route() {

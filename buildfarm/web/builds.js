@@ -99,7 +99,7 @@ function row(b) {
       <td><a href="#/builds/${b.id}" class="mono build-link">${b.id}</a><div class="sub">#${b.number}</div></td>
       <td class="repo-cell"><div class="ellipsis" title="${where(s)}">${where(s)}</div>
         <div class="sub mono">${b.commit ? b.commit.slice(0, 10) : (s.commit || '').slice(0, 10) || ''}</div></td>
-      <td>${trig.kind || '-'}<div class="sub">${buildUser(b)}</div></td>
+      <td>${trig.kind || '-'}<div class="sub">${buildUser(b)}</div>${b.team ? html`<div class="sub team">team ${b.team}</div>` : ''}</td>
       <td class="mono ellipsis" title="${s.image}">${s.image}</td>
       <td class="num">${s.resources?.cpus ?? '-'}</td>
       <td class="num">${mem(s.resources?.mem)}</td>

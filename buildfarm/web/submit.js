@@ -55,6 +55,7 @@ export function render(root, params) {
           ${field('timeout', 'Timeout (s)', raw('<input id="f-timeout" name="timeout" type="number" step="1" value="3600">'))}
           ${field('priority', 'Priority', raw('<select id="f-priority" name="priority"><option>high</option><option selected>normal</option><option>low</option></select>'))}
           ${field('retries', 'Retries', raw('<input id="f-retries" name="retries" type="number" step="1" value="0">'), 'after infrastructure failures')}
+          ${field('team', 'Team', raw('<select id="f-team" name="team"><option value="">my team</option></select>'), 'the team it is charged to')}
         </div>
         ${field('wait_for_capacity', 'Wait for capacity', raw('<label class="inline"><input id="f-wait_for_capacity" name="wait_for_capacity" type="checkbox"> queue it even if no agent can run it now</label>'))}
       </fieldset>
@@ -69,6 +70,10 @@ export function render(root, params) {
     </form>`}`;
 
   const form = root.querySelector('#submit-form');
+  api('/api/v1/teams').then(({ teams }) => {  // the farm's teams, to pick from (a farm may have none)
+    const select = form.querySelector('#f-team');
+    for (const t of teams) if (![...select.options].some((o) => o.value === t.name)) select.add(new Option(t.name, t.name));
+  }).catch(() => {});
   const mode = () => form.querySelector('input[name=mode]:checked').value;
   const showMode = () => {
     form.querySelector('[data-field=steps]').hidden = mode() !== 'steps';
@@ -139,6 +144,7 @@ function readSpec(form, mode) {
     priority: el.priority.value,
     secrets: items(el.secrets.value),
     wait_for_capacity: el.wait_for_capacity.checked,
+    team: el.team.value || null,
     trigger: { kind: 'api', detail: { via: 'dashboard' } },
   };
   if (mode === 'steps') spec.steps = lines(el.steps.value);
@@ -250,5 +256,7 @@ async function prefill(form, id) {
   el.priority.value = s.priority;
   el.retries.value = s.retries;
   el.wait_for_capacity.checked = Boolean(s.wait_for_capacity);
+  if (s.team && ![...el.team.options].some((o) => o.value === s.team)) el.team.add(new Option(s.team, s.team));
+  el.team.value = s.team || '';
   el.artifacts.value = (s.artifacts || []).join('\n');
 }

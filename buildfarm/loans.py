@@ -1,0 +1,119 @@
+"""Direct loans between teams: `buildfarm team lend core --to reco --cpus 8 --until 18:00 [--price N]`
+moves part of a team's guarantee to another until a time (memory with the cpus in the lender's
+proportion, unless `--mem` says how much). The scheduler sees the moved guarantees
+while a loan runs (`with_loans`, pure) and the original ones once it ended. A loan with a price
+is paid when it is made: the borrower's credits to the lender, as `loan` entries in the ledger.
+A loan the lender's guarantee cannot cover next to its other loans, or one the borrower cannot
+pay for, is refused.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+
+from .market import Entry, Ledger
+from .scheduler import Resources, Team
+from .teams import TeamError, TeamStore
+
+LOANS = "bf:loans"  # hash: id -> json (Loan)
+
+
+class Loan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lender: str
+    borrower: str
+    cpus: float = Field(..., gt=0, le=1_000_000)
+    mem: int = Field(0, ge=0, description="MB")
+    start: float
+    until: float
+    price: float = Field(0.0, ge=0, description="credits the borrower pays the lender, once")
+    id: str = ""
+
+    def runs(self, now: float) -> bool:
+        return self.start <= now < self.until
+
+
+def with_loans(teams: Mapping[str, Team], loans: Iterable[Loan], now: float) -> dict[str, Team]:
+    """The teams' guarantees with the loans running at `now` moved from lender to borrower. Pure."""
+    delta: dict[str, Resources] = {}
+    for loan in loans:
+        if loan.runs(now) and loan.lender in teams and loan.borrower in teams:
+            moved = Resources(loan.cpus, loan.mem)
+            delta[loan.lender] = delta.get(loan.lender, Resources(0, 0)).minus(moved)
+            delta[loan.borrower] = delta.get(loan.borrower, Resources(0, 0)).plus(moved)
+    return {n: t if n not in delta else Team(t.name, t.guarantee.plus(delta[n]), t.limit, t.weight, t.may_borrow)
+            for n, t in teams.items()}
+
+
+def parse_until(text: str, now: float) -> float:
+    """'18:00' (the next such local time), '2h' / '30m' / '1d' from now, or epoch seconds."""
+    text = text.strip()
+    if text.replace(".", "", 1).isdigit() and float(text) > 10**9:
+        return float(text)
+    unit = {"m": 60, "h": 3600, "d": 86400}.get(text[-1:])
+    if unit and text[:-1].replace(".", "", 1).isdigit():
+        return now + float(text[:-1]) * unit
+    try:
+        hh, mm = (int(x) for x in text.split(":"))
+        at = datetime.datetime.fromtimestamp(now).replace(hour=hh, minute=mm, second=0, microsecond=0)
+    except ValueError:
+        raise ValueError(f"until {text!r}: write a time of day (18:00), a duration (2h, 30m, 1d) or "
+                         f"epoch seconds") from None
+    if at.timestamp() <= now:
+        at += datetime.timedelta(days=1)
+    return at.timestamp()
+
+
+class LoanStore:
+    def __init__(self, r: redis.Redis, teams: TeamStore, ledger: Ledger):
+        self.r, self.teams, self.ledger = r, teams, ledger
+
+    def all(self, now: float | None = None) -> list[Loan]:
+        """Loans not ended yet (ended ones are dropped here)."""
+        now = time.time() if now is None else now
+        out = []
+        for loan_id, raw in self.r.hgetall(LOANS).items():
+            loan = Loan.model_validate_json(raw)
+            if loan.until <= now:
+                self.r.hdel(LOANS, loan_id)
+            else:
+                out.append(loan)
+        return sorted(out, key=lambda x: (x.start, x.id))
+
+    def lend(self, lender: str, borrower: str, cpus: float, mem: int, until: float, price: float,
+             now: float) -> dict[str, Any]:
+        if lender == borrower:
+            raise TeamError("a team cannot lend to itself")
+        own = self.teams.get(lender)
+        self.teams.get(borrower)  # both must exist
+        if until <= now:
+            raise TeamError("the loan would end before it starts: give a later --until")
+        guarantee = own["guarantee"]
+        if not mem and guarantee.get("cpus") and guarantee.get("mem"):  # its share of the lender's memory
+            mem = int(guarantee["mem"] * min(cpus / guarantee["cpus"], 1.0))
+        lent = sum(x.cpus for x in self.all(now) if x.lender == lender)
+        if lent + cpus > (guarantee.get("cpus") or 0) + 1e-9:
+            raise TeamError(f"team {lender} guarantees {guarantee.get('cpus') or 0:g} cpus and lends {lent:g} "
+                            f"already: it cannot lend {cpus:g} more until those loans end", 409)
+        lent_mem = sum(x.mem for x in self.all(now) if x.lender == lender)
+        if mem and lent_mem + mem > (guarantee.get("mem") or 0):
+            raise TeamError(f"team {lender} guarantees {guarantee.get('mem') or 0} MB and lends {lent_mem} MB "
+                            f"already: it cannot lend {mem} MB more", 409)
+        if price and self.ledger.balances().get(borrower, 0.0) < price:
+            raise TeamError(f"team {borrower} has {self.ledger.balances().get(borrower, 0.0):.2f} credits, fewer "
+                            f"than the loan's price of {price:g}", 409)
+        loan = Loan(lender=lender, borrower=borrower, cpus=cpus, mem=mem, start=now, until=until, price=price,
+                    id=uuid.uuid4().hex[:10])
+        self.r.hset(LOANS, loan.id, loan.model_dump_json())
+        if price:
+            note = f"loan {loan.id}: {cpus:g} cpus from {lender} to {borrower} until {time.ctime(until)}"
+            self.ledger.append([Entry("loan", borrower, -price, now, note), Entry("loan", lender, price, now, note)])
+        return json.loads(loan.model_dump_json())

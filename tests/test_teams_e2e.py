@@ -1,0 +1,87 @@
+"""Teams end to end, with real Docker: two teams share a 2-cpu farm; one floods it, the other's
+build starts in the next round, a reclaim preempts a borrower which runs again once and
+succeeds; `buildfarm usage` matches the builds' run times. Through the CLI, as users run it."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import wait_until
+
+
+def test_two_teams_share_the_farm_and_a_borrower_is_preempted_then_succeeds(fresh_farm, git_server):
+    farm = fresh_farm("--cpus", "2", "--mem", "4096", "--reclaim-grace", "0", "--warm", "0")
+    repo = git_server.make_repo("teams", {"README": "teams\n"})
+
+    def ok(*args, env=None):
+        out = farm.cli(*args, env=env)
+        assert out.returncode == 0, out.stderr.decode()
+        return out
+
+    tokens = {}
+    for user in ("fl", "pr"):
+        tokens[user] = {"BUILDFARM_TOKEN": json.loads(ok("token", "create", user, "--role", "submitter",
+                                                         "--json").stdout)["token"]}
+    for team, user in (("flood", "fl"), ("reviews", "pr")):
+        ok("team", "create", team, "--guarantee", "cpus=1,mem=2G", "--limit", "cpus=2")
+        ok("team", "add-member", team, user)
+    listed = ok("team", "list").stdout.decode()
+    assert "flood" in listed and "members fl" in listed
+
+    too_big = farm.cli("submit", "--repo", repo, "--image", "buildfarm/builder", "--cpus", "3", "--", "true",
+                       env=tokens["fl"])
+    assert too_big.returncode == 2 and "more than team flood's limit of cpus=2" in too_big.stderr.decode()
+    unknown = farm.cli("submit", "--repo", repo, "--image", "buildfarm/builder", "--team", "nope", "--", "true",
+                       env=tokens["fl"])
+    assert unknown.returncode == 2 and "no team named 'nope'" in unknown.stderr.decode()
+
+    def submit(user, *command):
+        out = ok("submit", "--repo", repo, "--image", "buildfarm/builder", "--cpus", "1", "--mem", "512", "--",
+                 *command, env=tokens[user])
+        return out.stdout.decode().strip()
+
+    # flood takes the whole farm, borrowing reviews' idle guarantee
+    floods = [submit("fl", "sh", "-c", "sleep 15; echo flood done") for _ in range(2)]
+    try:
+        wait_until(lambda: all(farm.build(b)["state"] == "running" for b in floods), 180, 0.5, what="flood running")
+    except AssertionError:
+        raise AssertionError(f"flood's builds: {[(b['state'], b['reason']) for b in map(farm.build, floods)]}")
+    review = submit("pr", "python3", "-c", "sum(range(20_000_000)); print('review done')")  # burns CPU
+    done = farm.wait_done(review, 180)
+    assert done["state"] == "succeeded" and done["team"] == "reviews"
+    # it did not wait for flood's builds: one of them was preempted for it
+    preempted = [b for b in floods if farm.build(b)["preemptions"] == 1]
+    assert len(preempted) == 1
+    first_flood = next(b for b in floods if b not in preempted)
+    assert done["started_at"] < farm.wait_done(first_flood, 180)["finished_at"]
+    again = farm.wait_done(preempted[0], 180)
+    assert (again["state"], again["attempt"], again["preemptions"]) == ("succeeded", 2, 1)
+    assert "preempted: capacity returned to team reviews" in [h["reason"] for h in again["history"]]
+    assert b"flood done" in farm.log_text(preempted[0])
+
+    # usage: each attempt's time from its launch to its end (the preempted one's too), x 1 cpu, x 512 MB
+    usage = json.loads(ok("usage", "--by", "team", "--json").stdout)
+    rows = {r["team"]: r for r in usage["rows"]}
+    for team, ids in (("flood", floods), ("reviews", [review])):
+        held = sum(attempts_held(farm.build(b)["history"]) for b in ids)
+        assert rows[team]["builds"] == len(ids)
+        assert abs(rows[team]["cpu_seconds"] - held) < 0.5  # the farm's clock read a moment after the record's
+        assert abs(rows[team]["mem_mb_seconds"] - 512 * held) < 256
+    # measured: the agent's account of the CPU its processes used (the review's loop, well above nothing)
+    assert 0.2 < rows["reviews"]["measured_cpu_seconds"] <= rows["reviews"]["cpu_seconds"]
+    metrics = farm.api("GET", "/metrics").text
+    assert 'buildfarm_team_preemptions_total{team="flood"} 1.0' in metrics
+    assert 'buildfarm_team_attempts_total{team="reviews"} 1.0' in metrics
+
+
+def attempts_held(history: list[dict]) -> float:
+    """Seconds a build's attempts held their request: from each launch to the next state change
+    that ended the attempt (queued again, or a final state), as the state history shows them."""
+    held, since = 0.0, None
+    for h in history:
+        if h["state"] == "launching":
+            since = h["at"]
+        elif since is not None and h["state"] != "running":
+            held += h["at"] - since
+            since = None
+    return held
