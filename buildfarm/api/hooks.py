@@ -260,7 +260,7 @@ def _process(farm: Farm, d: Received, a: Announced, may_submit: Callable[[], boo
     try:
         status, reply = _build(farm, a, may_submit)
     except UNAVAILABLE as e:  # the farm's Redis is away: the provider may redeliver
-        log.warning("%s delivery %s not handled: Redis is not answering (%s)", provider, delivery, describe(e))
+        log.warning("%s delivery %s not handled: Redis is not answering (%s)", d.provider, d.name, describe(e))
         raise
     except Exception as e:  # never lose a delivery silently: it is recorded, logged and may be redelivered
         log.exception("%s delivery %s failed", d.provider, d.name)
