@@ -79,6 +79,7 @@ class Settings:
     keep_logs: int | None = 90 * 86400
     keep_artifacts: int | None = 30 * 86400  # GitLab's default for artifacts
     gc_interval: float = 600.0  # seconds between the collector's passes
+    lease_ttl: float = 5.0  # seconds a scheduler's lease lasts unrenewed (lease.py)
 
     @property
     def logs_dir(self) -> Path:

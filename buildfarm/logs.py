@@ -1,5 +1,7 @@
 """Build logs on the filesystem: one append-only file per build, bytes as the build wrote them
-(so binary and non-UTF-8 output survive), range reads, and wake-ups for live followers.
+(so binary and non-UTF-8 output survive), range reads, and wake-ups for live followers: each
+growth is published on Redis (LOG_CHANNEL), so followers in every API replica wake, whichever
+replica appended.
 
 The agent sends numbered chunks; a chunk whose number was already appended is a retry and is
 ignored, so a log is complete and in order even when the network or the farm hiccups. A chunk
@@ -17,16 +19,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .diskspace import DiskFull, is_disk_full
-from .notify import Notifier
+from .notify import Notifier, key
 
 log = logging.getLogger("buildfarm.logs")
+
+LOG_CHANNEL = "bf:log-grew"  # pub/sub: a build's id each time its log grows or closes
 
 
 class LogStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.notifier = Notifier()
+        self.notifier = Notifier()  # this process's followers, under log_key(build id)
+        self.publish: Callable[[str, str], object] | None = None  # Redis's publish, to wake other processes
+
+    def _grew(self, build_id: str) -> None:
+        self.notifier.notify(log_key(build_id))
+        if self.publish is not None:
+            try:
+                self.publish(LOG_CHANNEL, build_id)
+            except Exception:  # Redis away: followers elsewhere look at the file every second anyway
+                pass
+
+    async def wait(self, build_id: str, timeout: float) -> None:
+        """Return when the build's log grows here or in another process, or after `timeout`."""
+        await self.notifier.wait(log_key(build_id), timeout)
 
     def path(self, build_id: str) -> Path:
         return self.root / f"{build_id}.log"
@@ -62,7 +79,7 @@ class LogStore:
             if seq != last + 1:
                 return "gap"
             self._append_whole(build_id, data, seq)
-        self.notifier.notify(build_id)
+        self._grew(build_id)
         return "appended"
 
     def _append_whole(self, build_id: str, data: bytes, seq: int | None = None) -> None:
@@ -96,7 +113,7 @@ class LogStore:
                 self._append_whole(build_id, f"[buildfarm] {text}\n".encode())
         except DiskFull as e:
             log.warning("build %s: line not written to its log: %s", build_id, e)
-        self.notifier.notify(build_id)
+        self._grew(build_id)
 
     def close(self, build_id: str) -> None:
         """No more output will come: followers may stop once they have read everything."""
@@ -104,7 +121,7 @@ class LogStore:
             (self.root / f"{build_id}.closed").touch()
         except OSError as e:  # no inode left: followers stop once the build has ended for a while
             log.warning("build %s: log not marked closed: %s", build_id, e)
-        self.notifier.notify(build_id)
+        self._grew(build_id)
 
     def remove(self, build_id: str) -> int:
         """Delete the build's log (retention); returns the bytes freed. The closed mark stays, so
@@ -135,3 +152,6 @@ class LogStore:
             return b""
 
 
+def log_key(build_id: str) -> str:
+    """The Notifier key of a build's log growth (a Subscription to LOG_CHANNEL relays under it)."""
+    return key(LOG_CHANNEL, build_id)

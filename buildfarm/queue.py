@@ -67,6 +67,16 @@ class BuildQueue:
             q.push_job_id(build_id, pipeline=pipe, at_front=True)
             pipe.execute()
 
+    def restore(self, build_id: str, priority: str, description: str) -> None:
+        """Queue a build whose record says queued but which no queue holds (its job or its place in
+        the queue was lost, e.g. with writes a Redis failover did not replicate)."""
+        try:
+            Job.fetch(build_id, connection=self.conn)
+        except Exception:
+            self.enqueue(build_id, priority, description)
+            return
+        self.requeue(build_id, priority)
+
     def mark_ended(self, build_id: str, priority: str, state: State) -> None:
         """Move the RQ job to the registry matching the build's final state."""
         q = self.queues[priority]

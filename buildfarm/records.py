@@ -15,7 +15,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -37,8 +37,11 @@ FILTERS = ("state", "repo", "trigger", "user", "team")
 # time, allowed states (comma-separated, '' for any), what becomes of the agent token, the digest
 # the caller's token must have ('' for any), then field, value pairs. The agent token dies in the
 # same step as its attempt: 'end' keeps its digest as `ended_token_sha` (its late calls are told
-# the build ended), 'drop' forgets it.
+# the build ended), 'drop' forgets it. KEYS[6] is the schedulers' lease and ARGV[7] the lease value
+# a fenced writer (the leading scheduler) holds, or '' for writers that need no lease (API, agents):
+# a fenced write is refused once the lease is not its own.
 _TRANSITION = """
+if ARGV[7] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[7] then return {0, 'fenced'} end
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, ''} end
 local allowed = ARGV[4]
@@ -54,12 +57,22 @@ if ARGV[5] ~= '' and token then
   if ARGV[5] == 'end' then redis.call('HSET', KEYS[1], 'ended_token_sha', token) end
   redis.call('HDEL', KEYS[1], 'token_sha')
 end
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('RPUSH', KEYS[2], cjson.encode({state = ARGV[1], at = tonumber(ARGV[3]), reason = ARGV[2]}))
 redis.call('PUBLISH', KEYS[5], KEYS[4])
 return {1, cur}
+"""
+
+# The same fence for plain field writes: KEYS: the build's hash, the lease. ARGV: the lease value,
+# then field, value pairs.
+_FENCED_HSET = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return 1
 """
 
 # What an agent's token may do, checked in the same step as the write it allows. KEYS: the build's
@@ -97,11 +110,29 @@ class BuildNotFound(KeyError):
     pass
 
 
+class Fence(Protocol):
+    """What a fenced writer holds: the lease's key and the value it must still have (None: none)."""
+    key: str
+    value: str | None
+
+
 class BuildStore:
-    def __init__(self, r: redis.Redis):
+    def __init__(self, r: redis.Redis, fence: Fence | None = None):
         self.r = r
+        self.fence = fence
+        self._fenced_hset = r.register_script(_FENCED_HSET)
         self._transition = r.register_script(_TRANSITION)
         self._agent_write = r.register_script(_AGENT_WRITE)
+
+    def fenced(self, fence: Fence) -> BuildStore:
+        """The same records, for the leading scheduler: each state change and field write is refused,
+        in the same atomic step, unless `fence` still holds its lease."""
+        return BuildStore(self.r, fence)
+
+    def _fence_args(self) -> tuple[str, str]:
+        if self.fence is None:
+            return "bf:no-lease", ""
+        return self.fence.key, self.fence.value or "(no lease held)"
 
     # -- creation and reading ---------------------------------------------------------
     def create(self, spec: BuildSpec, user: str | None = None) -> tuple[dict[str, Any], str]:
@@ -256,7 +287,8 @@ class BuildStore:
         """Atomically move a build to `to` if it is in one of `allowed_from` (any non-final state by
         default) and, when `token` is given, if that is the agent token of its current attempt.
         Returns whether it moved. Extra fields are written in the same step. A final state revokes
-        the agent token in that step; so does going back to the queue (the attempt is over)."""
+        the agent token in that step; so does going back to the queue (the attempt is over). A
+        fenced store moves nothing once its lease is gone."""
         if allowed_from is None:
             allowed_from = [s for s in State if s not in TERMINAL]
         now = time.time()
@@ -266,16 +298,25 @@ class BuildStore:
             revoke = "end"
         elif to is State.QUEUED:
             revoke = "drop"
+        lease_key, held = self._fence_args()
         args: list[Any] = [to.value, reason, now, ",".join(s.value for s in allowed_from), revoke,
-                           token_digest(token) if token else ""]
+                           token_digest(token) if token else "", held]
         for k, v in fields.items():
             args += [k, "" if v is None else v]
-        keys = [build_key(build_id), build_key(build_id) + ":history", INDEX + "state:", build_id, STATE_CHANNEL]
+        keys = [build_key(build_id), build_key(build_id) + ":history", INDEX + "state:", build_id, STATE_CHANNEL,
+                lease_key]
         moved, _ = self._transition(keys=keys, args=args)
         return bool(moved)
 
-    def set_fields(self, build_id: str, **fields: Any) -> None:
-        self.r.hset(build_key(build_id), mapping={k: ("" if v is None else v) for k, v in fields.items()})
+    def set_fields(self, build_id: str, **fields: Any) -> bool:
+        """Write fields of the build's record (refused, returning False, if the store's fence is gone)."""
+        mapping = {k: ("" if v is None else v) for k, v in fields.items()}
+        if self.fence is None:
+            self.r.hset(build_key(build_id), mapping=mapping)
+            return True
+        lease_key, held = self._fence_args()
+        args = [held] + [x for kv in mapping.items() for x in kv]
+        return bool(self._fenced_hset(keys=[build_key(build_id), lease_key], args=args))
 
     def agent_write(self, build_id: str, token: str, artifact: dict[str, Any] | None = None,
                     **fields: Any) -> str:
@@ -297,6 +338,9 @@ class BuildStore:
     # -- the scheduler's active set ---------------------------------------------------------
     def active_ids(self) -> list[str]:
         return sorted(self.r.smembers(ACTIVE_SET))
+
+    def ids_in_state(self, state: State) -> set[str]:
+        return set(self.r.smembers(f"{INDEX}state:{state.value}"))
 
     def add_active(self, build_id: str) -> None:
         self.r.sadd(ACTIVE_SET, build_id)

@@ -1,5 +1,6 @@
-"""`buildfarm up`: Redis (embedded unless REDIS_URL is set), the API and the scheduler with its
-backend, in one process. All state of the embedded default lives under the data directory."""
+"""The farm's processes: `buildfarm up` (Redis, embedded unless REDIS_URL is set, the API and a
+scheduler with its backend, in one process; all state of the embedded default lives under the
+data directory), and for a deployment the roles alone: `buildfarm api` and `buildfarm scheduler`."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import uvicorn
 from .agent_bundle import build_bundle
 from .api import create_app
 from .backends.base import LaunchError
+from .backends.local import host_capacity
 from .config import Settings
 from .datadir_lock import DataDirLock
 from .embedded_redis import EmbeddedRedis
 from .pipelines.daemon import start_daemon as start_pipeline_daemon
+from .leadership import ElectedScheduler
 from .retention import Collector
-from .scheduler.loop import Scheduler
 from .service import Farm
 from .states import State
 
@@ -32,12 +34,14 @@ def farm_id(farm: Farm) -> str:
     return farm.r.get("bf:farm-id")
 
 
-def make_backend(settings: Settings, farm: Farm, on_exit):
+def make_backend(settings: Settings, farm: Farm, on_exit, may_launch=lambda: True):
     bundle = build_bundle(Path(settings.data_dir) / "agent")
     if settings.backend == "local":
         from .backends.local import LocalBackend
 
-        return LocalBackend(settings, farm_id(farm), bundle, on_exit)
+        backend = LocalBackend(settings, farm_id(farm), bundle, on_exit)
+        backend.may_launch = may_launch
+        return backend
     if settings.backend == "mesos":
         from .backends.mesos import MesosBackend
 
@@ -70,7 +74,9 @@ def stop_cleanly_on_sigterm() -> None:
 
 
 def run_scheduler(settings: Settings, teardown: bool = False) -> None:
-    """The scheduler alone (the API runs elsewhere, against the same Redis)."""
+    """A scheduler (the API runs elsewhere, against the same Redis): a candidate for the lease that
+    schedules while it leads, and a pipeline daemon (which runs in every scheduler: each run's
+    advance and each schedule's tick are claimed once in Redis)."""
     stop_cleanly_on_sigterm()
     with _backend_failure_explained(settings):
         _schedule(settings, teardown)
@@ -80,26 +86,48 @@ def _schedule(settings: Settings, teardown: bool) -> None:
     if not settings.redis_url:
         raise LaunchError("`buildfarm scheduler` needs REDIS_URL (the farm's Redis)")
     farm = Farm(settings, settings.redis_url)
-    holder: dict = {}
-    backend = make_backend(settings, farm, lambda ev: holder["scheduler"].on_exit(ev))
     if teardown:
-        if not hasattr(backend, "teardown"):
-            raise LaunchError("--teardown applies to --backend mesos")
-        backend.teardown()
-        for bid in farm.builds.active_ids():
-            farm.end(bid, State.ERROR, "the Mesos framework was torn down", close_log=True)
-            farm.builds.drop_active(bid)
+        _teardown(settings, farm)
         return
-    scheduler = holder["scheduler"] = Scheduler(farm, backend)
+    elected = elected_scheduler(settings, farm)
     pipelines = start_pipeline_daemon(farm)
     try:
-        scheduler.run()
+        elected.run()
     except KeyboardInterrupt:
         pass
     finally:
         pipelines.stop()
-        scheduler.stop()
-        backend.close()
+        elected.stop()
+
+
+def elected_scheduler(settings: Settings, farm: Farm) -> ElectedScheduler:
+    return ElectedScheduler(farm, lambda f, on_exit, may_launch: make_backend(settings, f, on_exit, may_launch),
+                            settings.lease_ttl)
+
+
+def _teardown(settings: Settings, farm: Farm) -> None:
+    backend = make_backend(settings, farm, lambda ev: None)
+    if not hasattr(backend, "teardown"):
+        raise LaunchError("--teardown applies to --backend mesos")
+    backend.teardown()
+    for bid in farm.builds.active_ids():
+        farm.end(bid, State.ERROR, "the Mesos framework was torn down", close_log=True)
+        farm.builds.drop_active(bid)
+
+
+def run_api(settings: Settings) -> None:
+    """An API replica: the whole API, the dashboard, log streams and webhooks; no scheduler, no
+    pipeline daemon. Any number run behind a load balancer, on one Redis and one data directory."""
+    stop_cleanly_on_sigterm()
+    if not settings.redis_url:
+        raise LaunchError("`buildfarm api` needs REDIS_URL (the farm's Redis)")
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    farm = Farm(settings, settings.redis_url)
+    prepare(farm, settings)
+    server = uvicorn.Server(uvicorn.Config(create_app(farm), host=settings.host, port=settings.port,
+                                           log_level="warning", access_log=False, timeout_graceful_shutdown=2))
+    log.info("buildfarm api on http://%s:%s, data in %s", settings.host, settings.port, settings.data_dir)
+    server.run()
 
 
 def run_up(settings: Settings) -> None:
@@ -131,9 +159,9 @@ def _run_owned(settings: Settings) -> None:
         raise LaunchError(mesos_hint(backend_failure(settings)))
 
 
-def _serve(settings: Settings, url: str) -> None:
-    """The API, the scheduler and the pipeline daemon, until the server is stopped."""
-    farm = Farm(settings, url)
+def prepare(farm: Farm, settings: Settings) -> None:
+    """What a process that serves the API checks and sets up first (each replica does it: every
+    step is safe to repeat and to race)."""
     farm.r.ping()
     farm.tokens.bootstrap_admin(Path(settings.data_dir) / "admin.token")
     farm.secrets.check_key()
@@ -143,12 +171,17 @@ def _serve(settings: Settings, url: str) -> None:
         log.warning("secrets without a scope, usable by admins' builds only until an admin scopes them "
                     "(`buildfarm secret scope NAME --repo URL-GLOB --branch BRANCH`): %s", ", ".join(unscoped))
     farm.builds.backfill_index()
-    holder: dict = {}
-    backend = make_backend(settings, farm, lambda ev: holder["scheduler"].on_exit(ev))
-    scheduler = holder["scheduler"] = Scheduler(farm, backend)
+
+
+def _serve(settings: Settings, url: str) -> None:
+    """The API, the scheduler and the pipeline daemon, until the server is stopped."""
+    farm = Farm(settings, url)
+    prepare(farm, settings)
+    elected = elected_scheduler(settings, farm)
     if settings.backend == "local":
-        farm.image_check = backend.check_image
-    thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
+        make_backend(settings, farm, lambda ev: None).close()  # fail now, not in the thread, without Docker
+        farm.image_check = elected.check_image
+    thread = threading.Thread(target=elected.run, name="scheduler", daemon=True)
     pipelines = start_pipeline_daemon(farm, start=False)
     collector = Collector(farm.retention, settings.gc_interval)
     app = create_app(farm)
@@ -157,7 +190,7 @@ def _serve(settings: Settings, url: str) -> None:
     if settings.backend == "mesos":
         where = f"Mesos master {settings.mesos.master}"
     else:
-        capacity = backend.agents()[0].capacity
+        capacity = host_capacity(settings)
         where = f"local/{settings.isolation} ({capacity.cpus:g} cpus, {capacity.mem} MB)"
     try:
         thread.start()
@@ -171,12 +204,11 @@ def _serve(settings: Settings, url: str) -> None:
         # None of this needs Redis: warm containers go even when Redis is gone. Build containers
         # stay, for the next `up` to adopt (see the README, "When a part dies").
         pipelines.stop()
-        scheduler.stop()
+        elected.stop()
         collector.stop()
         for t in (thread, pipelines):  # both are done with Redis before it stops
             if t.is_alive():
                 t.join(timeout=5)
-        backend.close()
 
 
 @contextmanager

@@ -5,6 +5,7 @@ submit, cancel, and the agent's start/log/finish reports. Every change is record
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 
 import redis
 
+from . import redis_url
 from .artifacts import ArtifactStore, StagedArtifact
 from .auth import MIN_SECRET_LENGTH, SecretStore, SecretUnreadable, TokenStore
 from .config import Settings
@@ -23,7 +25,7 @@ from .diskspace import DiskFull
 from .logs import LogStore
 from .mirrors import ANONYMOUS_SCHEMES, anonymous_git_env
 from .queue import BuildQueue
-from .records import BuildStore
+from .records import BuildStore, Fence
 from .retention import Policy, Retention
 from .scheduler import Agent, PendingBuild, Resources, unmet_reason
 from .scopes import Origin, SecretScope, has_dot_segments, refusal
@@ -71,12 +73,13 @@ class TokenInvalid(ValueError):
 
 
 def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
-    """A text connection for records and a bytes connection for RQ (which needs raw bytes)."""
+    """A text connection for records and a bytes connection for RQ (which needs raw bytes).
+    `redis+sentinel://` URLs name a Sentinel-managed primary (see redis_url.py)."""
     # Short, so a Redis that holds the connection without answering (stopped, swapping) turns into
     # a 503 rather than a hang; every blocking wait (BLPOP) is shorter than it.
-    return (redis.Redis.from_url(url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT,
-                                 socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=30),
-            redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
+    return (redis_url.client(url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT,
+                             socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=30),
+            redis_url.client(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
 
 
 def pending_build(build_id: str, spec: BuildSpec, seq: int, queued_at: float = 0.0) -> PendingBuild:
@@ -94,6 +97,7 @@ class Farm:
         self.builds = BuildStore(self.r)
         self.queue = BuildQueue(self.rq)
         self.logs = LogStore(settings.logs_dir)
+        self.logs.publish = self.r.publish  # followers in every API replica wake when a log grows
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.tokens = TokenStore(self.r)
         self.secrets = SecretStore(self.r, Path(settings.data_dir) / "secrets.key")
@@ -107,6 +111,13 @@ class Farm:
         self.end_listeners: list[Callable[[str, State], None]] = []
         # Set by the process that runs a backend, so submit can check images on this host.
         self.image_check: Callable[[str], str | None] | None = None
+
+    def fenced(self, fence: Fence) -> Farm:
+        """The same farm for the leading scheduler: its build records refuse every change once
+        `fence` no longer holds the schedulers' lease (see lease.py)."""
+        view = copy.copy(self)
+        view.builds = self.builds.fenced(fence)
+        return view
 
     # -- submit ------------------------------------------------------------------------------
     def submit(self, spec: BuildSpec, origin: Origin) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
+from ..logs import LOG_CHANNEL
 from ..notify import Notifier, Subscription
 from ..pipelines.store import CHANGED
 from ..records import STATE_CHANNEL
@@ -22,12 +23,16 @@ def create_app(farm: Farm) -> FastAPI:
     # Builds' state changes and pipeline runs' changes, from any process, wake this one's long polls.
     changes = Notifier()
     subscription = Subscription(farm.r, [STATE_CHANNEL, CHANGED], changes)
+    # Logs appended through another replica wake this one's followers.
+    log_growth = Subscription(farm.r, [LOG_CHANNEL], farm.logs.notifier)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         subscription.start()
+        log_growth.start()
         yield
         subscription.stop()
+        log_growth.stop()
 
     app = FastAPI(title="buildfarm", version=__version__, lifespan=lifespan,
                   description="A CI build farm: submit builds, follow their logs, fetch their artifacts. "

@@ -135,7 +135,7 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
             if time.monotonic() - quiet_since > KEEPALIVE:
                 quiet_since = time.monotonic()
                 yield b""
-            await farm.logs.notifier.wait(build_id, 1.0)
+            await farm.logs.wait(build_id, 1.0)
 
     @api.get("/builds/{build_id}/log", tags=["logs"], dependencies=[viewer],
              summary="The build's log as raw bytes: a range (offset, length), or followed live",

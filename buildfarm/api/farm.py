@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from .. import __version__
+from .. import __version__, lease
 from ..diskspace import dir_bytes, free_bytes
 from ..redis_outage import RETRY_AFTER_SECONDS, UNAVAILABLE, describe
 from ..service import Farm
@@ -37,6 +37,11 @@ def router(farm: Farm) -> APIRouter:
              dependencies=[viewer])
     def throughput(hours: float = Query(6, gt=0, le=48)) -> dict[str, Any]:
         return {"bucket_seconds": BUCKET_SECONDS, "buckets": farm.stats.throughput(hours)}
+
+    @api.get("/api/v1/schedulers", tags=["farm"], dependencies=[viewer],
+             summary="The schedulers: who leads since when with which fencing token, and the standbys")
+    def schedulers() -> dict[str, Any]:
+        return lease.describe(farm.r, farm.settings.lease_ttl)
 
     @api.get("/healthz", tags=["farm"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -83,6 +84,7 @@ class LocalBackend:
         self.runner = runner_cls(settings, farm_id, bundle, on_exit)
         # Docker builds read the mirrors the farm keeps; plain processes keep their own (no isolation).
         self.mirrors = MirrorCache(settings.cache_dir / MIRRORS) if settings.isolation == "docker" else None
+        self.may_launch: Callable[[], bool] = lambda: True  # the scheduler's lease, when it has one
 
     # -- capacity -------------------------------------------------------------------------------
     def agents(self) -> list[Agent]:
@@ -121,6 +123,9 @@ class LocalBackend:
             self._pool.submit(self.mirrors.refresh_soon, spec.repo, spec.commit)
 
     def _launch(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
+        if not self.may_launch():  # deposed while this waited for a launch thread: the next leader requeues it
+            log.warning("not starting build %s: this scheduler is no longer the leader", build_id)
+            return
         try:
             self.runner.start(build_id, attempt, spec, token)
         except LaunchError as e:

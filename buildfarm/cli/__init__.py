@@ -1,6 +1,6 @@
 """The `buildfarm` command line: one module per group of commands, sharing `common` (client,
 exit codes, output). The commands talk to the farm only through `Client`'s public methods, except
-`up` and `scheduler` (farm.py), which start one.
+`up`, `api` and `scheduler` (farm.py), which start one.
 
 Start-up time is a feature: `buildfarm --help` or `status` must not pay for the server's modules.
 Every module here imports only click, `common` and the client at the top; whatever is heavy
@@ -37,7 +37,7 @@ def main(ctx: click.Context, server: str, token: str | None) -> None:
     ctx.obj["token"] = token
 
 
-for command in (farm.up, farm.scheduler, builds.submit, builds.status, builds.list_, builds.logs, builds.cancel,
+for command in (farm.up, farm.api, farm.scheduler, builds.submit, builds.status, builds.list_, builds.logs, builds.cancel,
                 builds.rebuild, builds.artifacts, retention.pin, retention.unpin, retention.gc, access.token, access.secret, access.whoami, hook.hook,
                 pipeline.pipeline, jenkins.jenkins_bridge, teams.team, teams.usage):
     main.add_command(command)

@@ -1,5 +1,5 @@
-"""`buildfarm up` and `buildfarm scheduler`: the commands that run a farm (or its scheduler) in
-this process, rather than talk to one. The server's modules are imported when they run."""
+"""`buildfarm up`, `buildfarm api` and `buildfarm scheduler`: the commands that run a farm (or one
+of its roles) in this process, rather than talk to one. The server's modules are imported when they run."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def _logging() -> None:
 
 
 def _daemon_failed(e: Exception) -> None:
-    """`up` or `scheduler` cannot go on: say why and exit 125 at once. Its own cleanup has run; the
+    """`up`, `api` or `scheduler` cannot go on: say why and exit 125 at once. Its own cleanup has run; the
     threads a failed backend leaves behind (pymesos' among them) are not waited for, nor left to
     the interpreter's shutdown, which can abort the process while they still run."""
     click.echo(f"error: {e}", err=True)
@@ -149,20 +149,50 @@ def up(port, host, data_dir, backend, isolation, cpus, mem, network, warm, agent
 
 
 @click.command()
+@click.option("--port", default=8080, show_default=True, help="API port (on --host).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="BUILDFARM_DATA",
+              help="Logs, artifacts and the secrets key, shared by every replica and scheduler.")
+@click.option("--no-repo-check", is_flag=True, help="Do not `git ls-remote` repositories at submit time.")
+@click.option("--allow-repo", "allow_repos", multiple=True, metavar="PREFIX",
+              help="Build only repositories whose URL starts with PREFIX (repeatable) [default: any].")
+def api(port, host, data_dir, no_repo_check, allow_repos):
+    """Run one API replica against REDIS_URL: the REST API, dashboard, log streams and webhooks,
+    with no scheduler (run any number behind a load balancer; `buildfarm scheduler` places builds)."""
+    from ..config import Settings, default_data_dir
+    from ..server import run_api
+
+    _logging()
+    settings = Settings(data_dir=(data_dir or default_data_dir()).resolve(), host=host, port=port,
+                        check_repos=not no_repo_check, allow_repos=tuple(allow_repos))
+    try:
+        run_api(settings)
+    except Exception as e:
+        _daemon_failed(e)
+
+
+@click.command()
 @click.option("--backend", type=click.Choice(["local", "mesos"]), default="mesos", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="BUILDFARM_DATA",
               help="Logs, artifacts and the agent bundle (shared with the API).")
 @click.option("--agent-api-url", required=True, envvar="BUILDFARM_AGENT_API_URL",
               help="The farm's API as build tasks reach it, e.g. http://buildfarm.example:8080.")
+@click.option("--isolation", type=click.Choice(["docker", "process"]), default="docker", show_default=True,
+              help="With --backend local: one container per build, or plain processes.")
+@click.option("--lease-ttl", type=click.FloatRange(min=1), default=5, show_default=True,
+              help="Seconds a leader's lease lasts unrenewed: a standby takes over this long after the "
+                   "leader dies.")
 @click.option("--teardown", is_flag=True, help="Tear the Mesos framework down (its tasks are killed) and exit.")
 @mesos_options
-def scheduler(backend, data_dir, agent_api_url, teardown, **mesos):
-    """Run the scheduler alone against REDIS_URL (the API runs elsewhere): `buildfarm scheduler
-    --backend mesos --master HOST:5050 --agent-api-url URL`. `--teardown` ends the framework."""
+def scheduler(backend, data_dir, agent_api_url, isolation, lease_ttl, teardown, **mesos):
+    """Run a scheduler against REDIS_URL (the API runs elsewhere): `buildfarm scheduler --backend mesos
+    --master HOST:5050 --agent-api-url URL`. Run two or more: one leads, the others stand by and
+    take over when it stops renewing its lease. `--teardown` ends the Mesos framework."""
     from ..server import run_scheduler
 
     _logging()
-    settings = _settings(data_dir, backend, agent_api_url=agent_api_url, **mesos)
+    settings = _settings(data_dir, backend, agent_api_url=agent_api_url, isolation=isolation,
+                         lease_ttl=lease_ttl, **mesos)
     try:
         run_scheduler(settings, teardown=teardown)
     except Exception as e:

@@ -5,6 +5,10 @@ wakes it; nothing polls in a busy loop), then: handles ended containers, enforce
 timeout, and asks the pure core which queued builds to launch on the backend's offers.
 On start it reconciles with what the backend really runs, so a farm killed with SIGKILL loses
 no build and runs none twice.
+
+With a lease (lease.py), the loop runs for one term of leadership: its farm is fenced (every write
+is refused once the lease is gone), it launches nothing unless the lease is still held, and it
+returns when the lease is lost, leaving the next term (here or in a standby) to reconcile anew.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from pydantic import ValidationError
 
 from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
+from ..lease import Lease
 from ..loans import with_loans
 from ..records import new_agent_token, token_digest
 from ..redis_outage import UNAVAILABLE, OutageLog
@@ -32,11 +37,14 @@ log = logging.getLogger("buildfarm.scheduler")
 MISSING_PYTHON = 127
 MAX_LAUNCHES = 5  # a build lost before its agent started is placed again, this many times at most
 PREEMPT_CLEANUP = 60.0  # seconds a preempted build waits for its container to go before it may run again
+QUEUE_CHECK_EVERY = 30.0  # seconds between checks that every queued record is in a queue
 
 
 class Scheduler:
-    def __init__(self, farm: Farm, backend: Backend):
-        self.farm = farm
+    def __init__(self, farm: Farm, backend: Backend, lease: Lease | None = None):
+        self.lease = lease
+        self._term = lease.value if lease else None  # the lease this loop schedules under
+        self.farm = farm.fenced(lease) if lease else farm
         self.backend = backend
         self.settings = farm.settings
         self._exits: collections.deque[Exit] = collections.deque()
@@ -44,6 +52,7 @@ class Scheduler:
         self._held: dict[str, str] = {}  # agents reclaim freed, held for the build they were freed for
         self.stopping = threading.Event()
         self.outage = OutageLog(log, "scheduler")
+        self._queue_checked = 0.0
 
     # called from backend threads
     def on_exit(self, event: Exit) -> None:
@@ -57,9 +66,14 @@ class Scheduler:
             pass  # the loop is waiting for Redis; it handles what is queued here when Redis is back
 
     # -- the loop -------------------------------------------------------------------------------
+    def leading(self) -> bool:
+        """Whether this loop may still act: no lease (a single farm), or still the term's lease."""
+        return self.lease is None or (self.lease.held() and self.lease.value == self._term)
+
     def run(self) -> None:
+        """Schedule until stopped or, with a lease, until it is lost."""
         recovered = False
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and self.leading():
             if getattr(self.backend, "fatal", None):  # the backend cannot go on (Mesos refused us)
                 raise LaunchError(self.backend.fatal)
             try:
@@ -68,7 +82,10 @@ class Scheduler:
                     recovered = True
                 busy = self.tick()
                 self.outage.ok()
-                self.farm.builds.wait_for_wakeup(1.0 if busy else 4.0)  # under SOCKET_TIMEOUT
+                idle = 4.0 if self.lease is None else min(4.0, self.lease.ttl)  # under SOCKET_TIMEOUT; a lost lease
+                why = self.farm.builds.wait_for_wakeup(1.0 if busy else idle)
+                if why and not self.leading():
+                    self._wake(why)  # not ours to act on any more: pass it to the leader
             except UNAVAILABLE as e:  # Redis restarting or stopped: say so once, then wait for it
                 self.outage.away(e)
                 self.stopping.wait(1.0)
@@ -91,6 +108,8 @@ class Scheduler:
             if ev.ack:  # recorded: the backend may now acknowledge it (Mesos status updates)
                 ev.ack()
         active = self.check_active()
+        if time.monotonic() - self._queue_checked > QUEUE_CHECK_EVERY:
+            self.restore_queue()
         queued = self.place()
         self.backend.settle(queued)
         free = {o.agent_id: o.free for o in self.backend.offers()}
@@ -208,10 +227,15 @@ class Scheduler:
         builds.add_active(build_id)  # first, so a crash from here on is found by recover()
         token = new_agent_token()  # this attempt's; an earlier attempt's died when it was requeued
         agent = next((a for a in self.backend.agents() if a.agent_id == agent_id), None)
+        # Fenced: refused if this scheduler's lease is gone, so a deposed leader changes nothing.
         if not builds.transition(build_id, State.LAUNCHING, f"placed on {agent_id}", allowed_from=[State.QUEUED],
                                  agent_id=agent_id, host=agent.host if agent else "", attempt=attempt,
                                  launched_at=time.time(), token_sha=token_digest(token)):
-            builds.drop_active(build_id)
+            if self.leading():  # a leader deposed meanwhile leaves it to the next term
+                builds.drop_active(build_id)
+            return
+        if not self.leading():  # paused past the lease since the write: the next leader requeues it
+            log.warning("not launching build %s: this scheduler lost its lease", build_id)
             return
         self._waiting_reason.pop(build_id, None)
         self.farm.queue.mark_started(build_id, raw["priority"], spec.timeout)
@@ -321,7 +345,10 @@ class Scheduler:
         """Match what the backend runs with what Redis says is launched: adopt what still runs,
         settle what ended while the farm was down, requeue what never started."""
         found: dict[str, Found] | None = self.backend.recover()
-        active = set(self.farm.builds.active_ids())
+        builds = self.farm.builds
+        # Launched builds, also those a failover left out of the active set (its write was lost).
+        active = set(builds.active_ids()) | builds.ids_in_state(State.LAUNCHING) | builds.ids_in_state(State.RUNNING)
+        self.restore_queue()
         if found is None:  # the backend reconciles by itself (Mesos): settle only what ended
             for bid in sorted(active):
                 h = self.farm.builds.r.hgetall(f"bf:build:{bid}")
@@ -334,6 +361,9 @@ class Scheduler:
             try:
                 h = self.farm.builds.raw(bid)
             except KeyError:
+                if bid in found:
+                    log.warning("repaired: removed the container of build %s, of which Redis has no record "
+                                "(lost with a Redis failover?)", bid)
                 self.backend.cleanup(bid)
                 self.farm.builds.drop_active(bid)
                 continue
@@ -354,11 +384,28 @@ class Scheduler:
                 self.handle_exit(Exit(bid, f.attempt, f.code if f.code is not None else -2, ""))
             elif state is State.LAUNCHING:
                 # Recorded as launching but no container: it never started. Not the build's fault.
+                log.info("repaired: build %s was launching with no container; queued again", bid)
                 self.farm.requeue(bid, "the farm stopped before the container started")
             else:
+                log.warning("repaired: build %s was running but its container is gone", bid)
                 spec = BuildSpec.model_validate_json(h["spec"])
                 self._retry_or_error(bid, h, spec, "its container disappeared while the farm was down")
                 self.farm.builds.drop_active(bid)
+
+    def restore_queue(self) -> None:
+        """Queue again the builds recorded as queued that no queue holds: their enqueue was lost (a
+        Redis failover that did not replicate it, or a deposed leader's late write)."""
+        self._queue_checked = time.monotonic()
+        queued = self.farm.builds.ids_in_state(State.QUEUED)
+        if not queued:
+            return
+        missing = queued - {bid for _, bid in self.farm.queue.pending()}
+        for bid in sorted(missing):
+            h = self.farm.builds.r.hgetall(f"bf:build:{bid}")
+            if h.get("state") != State.QUEUED.value or float(h["updated_at"]) > time.time() - 5:
+                continue  # moved on since the index was read, or being submitted or requeued right now
+            log.warning("repaired: build %s was queued but in no queue; queued again", bid)
+            self.farm.queue.restore(bid, h["priority"], f"build {bid} (restored)")
 
 
 _TERMINAL = {s.value for s in TERMINAL}

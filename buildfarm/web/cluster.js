@@ -1,5 +1,6 @@
 // #/cluster: the agents (local or Mesos) with capacity and use, the queue by priority, and builds
-// ended per 10 minutes over the last hours as a small stacked bar chart (SVG drawn here).
+// ended per 10 minutes over the last hours as a small stacked bar chart (SVG drawn here), and a
+// line on the schedulers: which one leads since when, with which fencing token, and the standbys.
 
 import { api, esc, html, raw, every, mem, ago, where, clock, setTitle } from './util.js';
 
@@ -10,6 +11,7 @@ export function render(root) {
   root.innerHTML = `
     <div class="page-head"><h1>Cluster</h1><span class="live" id="live" title="refreshed every 3 s">live</span></div>
     <div class="banner error" id="cluster-error" hidden></div>
+    <p id="schedulers" class="muted">Schedulers: loading…</p>
     <section><h2>Agents</h2><div id="agents" class="muted">Loading…</div></section>
     <div class="grid2">
       <section><h2>Queue</h2><div id="queue" class="muted">Loading…</div></section>
@@ -21,17 +23,32 @@ export function render(root) {
     if (last[sel] !== markup) { $(sel).outerHTML = markup; last[sel] = markup; }
   };
   every(3000, async () => {
-    const [agents, queue, tp] = await Promise.allSettled([
-      api('/api/v1/agents'), api('/api/v1/queue'), api(`/api/v1/stats/throughput?hours=${HOURS}`)]);
+    const [agents, queue, tp, sch] = await Promise.allSettled([
+      api('/api/v1/agents'), api('/api/v1/queue'), api(`/api/v1/stats/throughput?hours=${HOURS}`),
+      api('/api/v1/schedulers')]);
     const failed = [agents, queue].find((r) => r.status === 'rejected');
     $('#cluster-error').hidden = !failed;
     $('#cluster-error').textContent = failed ? `Could not load the cluster: ${failed.reason.message}` : '';
     $('#live').classList.toggle('stale', Boolean(failed));
     if (agents.status === 'fulfilled') put('#agents', agentsHtml(agents.value.agents || []));
     if (queue.status === 'fulfilled') put('#queue', queueHtml(queue.value));
+    if (sch.status === 'fulfilled') put('#schedulers', schedulersHtml(sch.value));
     if (tp.status === 'fulfilled') put('#throughput', `<div id="throughput">${chart(tp.value)}</div>`);
     else if (tp.reason.status === 404) put('#throughput', '<div id="throughput" class="muted">This farm does not keep throughput figures.</div>');
   });
+}
+
+function schedulersHtml(s) {
+  const lead = s.leader;
+  const standbys = s.standbys || [];
+  const who = lead
+    ? html`<span class="mono">${lead.id}</span> leads since ${clock(lead.since)} (fencing token ${lead.fence},
+      renewed ${ago(lead.renewed)})`
+    : html`<strong>no scheduler leads</strong>: nothing is placed until one runs`;
+  const rest = standbys.length
+    ? html`; standing by: ${standbys.map((x) => html`<span class="mono" title="last heartbeat ${ago(x.last_seen)}">${x.id}</span> `)}`
+    : '; no standby';
+  return html`<p id="schedulers" class="schedulers">Schedulers: ${who}${rest}</p>`.toString();
 }
 
 function used(a) {
