@@ -35,12 +35,27 @@ class ElectedScheduler:
         self.scheduler: Scheduler | None = None
         self.backend: Backend | None = None
         self._won = threading.Event()
+        self._lock = threading.Lock()
 
     def _changed(self, leading: bool) -> None:
         if leading:
             self._won.set()
-        else:
-            self.farm.builds.wake("lease lost")  # the term's loop notices at its next wake-up
+            return
+        # At once, from the lease's thread: a deposed leader must not keep a Mesos subscription
+        # (pymesos would subscribe again and push the new leader off the master). Other backends
+        # close when the term's loop ends; until then they launch nothing (`may_launch`).
+        if getattr(self.backend, "holds_subscription", False):
+            self._close_backend()
+        self.farm.builds.wake("lease lost")  # the term's loop notices at its next wake-up
+
+    def _close_backend(self) -> None:
+        with self._lock:
+            backend, self.backend = self.backend, None
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception as e:
+                log.warning("closing the backend after the term failed: %s", e)
 
     def run(self) -> None:
         candidate = Candidate(self.lease, self._changed).start()
@@ -58,16 +73,16 @@ class ElectedScheduler:
         """One term of leadership: a backend, recover, schedule; then close the backend."""
         log.info("leading with fence %s: reconciling, then scheduling", self.lease.fence)
         holder: dict = {}
-        self.backend = backend = self.make_backend(self.farm, lambda ev: holder["scheduler"].on_exit(ev),
-                                                   self.lease.held)
+        backend = self.make_backend(self.farm, lambda ev: holder["scheduler"].on_exit(ev), self.lease.held)
+        with self._lock:
+            self.backend = backend
         self.scheduler = holder["scheduler"] = Scheduler(self.farm, backend, self.lease)
         try:
             if not self.stopping.is_set():
                 self.scheduler.run()
         finally:
             self.scheduler = None
-            self.backend = None
-            backend.close()
+            self._close_backend()
         if not self.stopping.is_set():
             log.info("term ended; standing by")
 

@@ -48,7 +48,7 @@ def make_backend(settings: Settings, farm: Farm, on_exit, may_launch=lambda: Tru
         if settings.mesos is None:
             raise LaunchError("--backend mesos needs --master HOST:PORT")
         return MesosBackend(settings.mesos, farm.r, settings.api_url, on_exit, farm.builds.wake,
-                            lambda: launched_tasks(farm))
+                            lambda: launched_tasks(farm), leading=may_launch)
     raise LaunchError(f"unknown backend {settings.backend!r}; use 'local' or 'mesos'")
 
 

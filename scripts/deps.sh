@@ -5,7 +5,7 @@ set -eu
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 missing=""
-for pkg in docker.io redis-server git debootstrap ca-certificates \
+for pkg in docker.io redis-server redis-sentinel git debootstrap ca-certificates \
            chromium; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done

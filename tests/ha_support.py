@@ -84,10 +84,11 @@ class Cluster:
     def url(self, i: int = 0) -> str:
         return f"http://127.0.0.1:{self.ports[i]}"
 
-    def add_scheduler(self, *extra: str) -> Role:
-        role = Role(self.root, f"scheduler{len(self.schedulers)}", self.redis_url, "scheduler", "--backend", "local",
-                    "--data-dir", str(self.data), "--agent-api-url", self.url(0),
-                    "--lease-ttl", str(self.lease_ttl), *extra)
+    def add_scheduler(self, *backend: str) -> Role:
+        """A scheduler; `backend` its options [default: --backend local]."""
+        role = Role(self.root, f"scheduler{len(self.schedulers)}", self.redis_url, "scheduler",
+                    *(backend or ("--backend", "local")), "--data-dir", str(self.data),
+                    "--agent-api-url", self.url(0), "--lease-ttl", str(self.lease_ttl))
         self.schedulers.append(role)
         return role
 

@@ -106,3 +106,58 @@ def test_a_paused_former_leader_launches_nothing_when_it_wakes(cluster, repo, co
                15, what="the woken scheduler to stand by")
     assert "is no longer the leader" in paused.log()
     assert "leads (fence" in new.log()
+
+
+@pytest.fixture
+def mesos_cluster(cluster, tmp_path):
+    from .doubles.mesos import AgentSpec, MesosDouble
+
+    master = MesosDouble([AgentSpec("agent-x86", "x86-host", cpus=2, mem=4096)], heartbeat_seconds=5, kill_grace=1,
+                         update_retry_seconds=2).start()
+    cluster.add_api()
+    options = ("--backend", "mesos", "--master", master.address, "--mesos-cache-path", str(tmp_path / "cache"))
+    cluster.add_scheduler(*options)
+    cluster.add_scheduler(*options)
+    yield cluster, master
+    cluster.stop()
+    master.stop()
+
+
+def test_on_mesos_only_the_leader_subscribes_and_a_successor_keeps_the_tasks(mesos_cluster, repo, counter):
+    cluster, master = mesos_cluster
+    leader = cluster.leading_role()
+    running = [cluster.submit(repo, *gated(counter)) for _ in range(2)]
+    wait_until(lambda: all(counter.hits[b] == 1 for b in running), 90, what="two builds to start")
+    assert len(master.calls_of("SUBSCRIBE")) == 1  # the standby did not subscribe
+    framework = master.calls_of("SUBSCRIBE")[0]
+    leader.signal(signal.SIGKILL)
+    new = cluster.leading_role()
+    wait_until(lambda: len(master.calls_of("SUBSCRIBE")) == 2, 30, what="the new leader to subscribe")
+    again = master.calls_of("SUBSCRIBE")[1]
+    # with the framework id the first leader registered: the same framework, its tasks still running
+    assert again["framework_id"]["value"] == master.state()["frameworks"][0]["id"]
+    assert "framework_id" not in framework or framework["framework_id"] == again["framework_id"]
+    assert {master.task_states()[f"{b}-1"] for b in running} == {"TASK_RUNNING"}
+    later = cluster.submit(repo, *gated(counter))
+    counter.open_gate()
+    records = [cluster.wait_done(b) for b in running + [later]]
+    assert [r["state"] for r in records] == ["succeeded"] * 3, [(r["id"], r["reason"]) for r in records]
+    assert all(counter.hits[b] == 1 for b in running + [later]) and [r["attempt"] for r in records] == [1, 1, 1]
+    assert "leads (fence" in new.log()
+
+
+def test_on_mesos_a_paused_leader_that_wakes_does_not_subscribe_again(mesos_cluster, repo, counter):
+    cluster, master = mesos_cluster
+    paused = cluster.leading_role()
+    wait_until(lambda: len(master.calls_of("SUBSCRIBE")) == 1, 30, what="the leader to subscribe")
+    paused.signal(signal.SIGSTOP)
+    wait_until(lambda: cluster.leading_role() is not paused, 30, 0.2, what="a new leader")
+    wait_until(lambda: len(master.calls_of("SUBSCRIBE")) == 2, 30, what="the new leader to subscribe")
+    paused.signal(signal.SIGCONT)
+    counter.open_gate()
+    ids = [cluster.submit(repo, *gated(counter)) for _ in range(2)]
+    records = [cluster.wait_done(b) for b in ids]
+    assert [r["state"] for r in records] == ["succeeded"] * 2, [(r["id"], r["reason"]) for r in records]
+    wait_until(lambda: "is no longer the leader" in paused.log(), 15, what="the woken one to stand down")
+    assert len(master.calls_of("SUBSCRIBE")) == 2, master.calls_of("SUBSCRIBE")
+    assert [f["connected"] for f in master.state()["frameworks"]] == [True]

@@ -120,16 +120,18 @@ def _attributes(attrs: list[dict[str, Any]]) -> dict[str, str]:
 
 class MesosBackend:
     name = "mesos"
+    holds_subscription = True  # one scheduler at a time: closed as soon as its lease is lost
 
     def __init__(self, options: MesosOptions, redis_client, api_url: str, on_exit: ExitListener,
                  wake: Callable[[str], None], active_tasks: Callable[[], list[str]],
-                 driver_factory: Callable[..., Any] | None = None):
+                 driver_factory: Callable[..., Any] | None = None, leading: Callable[[], bool] = lambda: True):
         self.opts = options
         self.r = redis_client
         self.api_url = api_url.rstrip("/")
         self.on_exit = on_exit
         self.wake = wake
         self.active_tasks = active_tasks  # task ids of builds the farm believes launched
+        self.leading = leading  # the scheduler's lease: a deposed leader never subscribes again
         self._lock = threading.RLock()
         self._offers: dict[str, dict[str, Any]] = {}
         self._agents: dict[str, Agent] = {}
@@ -162,7 +164,8 @@ class MesosBackend:
         # interrupts the main thread. Keep the cause, so the farm stops with it, not silently.
         self.fatal: str | None = None
         pymesos_log = logging.getLogger("pymesos.process")
-        pymesos_log.addHandler(_AbortWatcher(self))
+        self._watcher = _AbortWatcher(self)
+        pymesos_log.addHandler(self._watcher)
         pymesos_log.propagate = False  # the watcher says it, once and without a traceback
         self.driver = driver_factory(_Callbacks(self), framework, options.master, use_addict=False,
                                      implicit_acknowledgements=False, principal=options.principal,
@@ -342,8 +345,10 @@ class MesosBackend:
         self.r.delete(FRAMEWORK_ID_KEY)
 
     def close(self) -> None:
+        """Unsubscribe without tearing the framework down: its tasks run on, for the next scheduler."""
         self._closing.set()
         self.driver.stop(failover=True)
+        logging.getLogger("pymesos.process").removeHandler(self._watcher)
 
     def _watch_heartbeats(self) -> None:
         while not self._closing.wait(min(5.0, self.opts.heartbeat_timeout / 4)):
@@ -365,6 +370,8 @@ class MesosBackend:
         master = getattr(self.driver, "master", None)
         if master is None:
             return  # no master known (ZooKeeper looks for one): nothing to reconnect to
+        if self._closing.is_set() or not self.leading():
+            return  # deposed (woken from a pause): the leader holds the subscription now
         self.driver.change_master(None)
         deadline = time.monotonic() + 10
         while self.driver.master == master and time.monotonic() < deadline:
@@ -409,6 +416,12 @@ class MesosBackend:
         self.connected.clear()
         with self._lock:
             self._offers.clear()
+        # A deposed leader (woken from a pause, its stream ended by the new leader's failover) must
+        # not subscribe again: hold pymesos here until this backend is closed or the lease is back.
+        while not self.leading() and not self._closing.wait(0.2):
+            pass
+        if self._closing.is_set():
+            return
         self._unsubscribed += 1
         if self._unsubscribed > 1 and not self._master_changing():
             delay = min(RESUBSCRIBE_MAX_DELAY, 0.5 * 2 ** (self._unsubscribed - 2))
