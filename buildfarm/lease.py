@@ -165,18 +165,28 @@ class Candidate:
         lease = self.lease
         while not self.stopping.is_set():
             try:
-                if lease.value is not None:
-                    if not lease.renew():
-                        self.on_change(False)
-                elif lease.try_acquire():
-                    log.info("scheduler %s leads (fence %s)", lease.holder, lease.fence)
-                    self.on_change(True)
-                lease.heartbeat("leader" if lease.value else "standby")
+                self._round()
             except redis.RedisError as e:
                 if lease.value is not None and time.monotonic() >= lease.deadline:
                     lease.drop(f"Redis did not answer for longer than the lease ({e})")
-                    self.on_change(False)
+                    self._changed(False)
             self.stopping.wait(self.lease.ttl / (3 if lease.value else 5))
+
+    def _round(self) -> None:
+        lease = self.lease
+        if lease.value is not None:
+            if not lease.renew():
+                self._changed(False)
+        elif lease.try_acquire():
+            log.info("scheduler %s leads (fence %s)", lease.holder, lease.fence)
+            self._changed(True)
+        lease.heartbeat("leader" if lease.value else "standby")
+
+    def _changed(self, leading: bool) -> None:
+        try:
+            self.on_change(leading)
+        except Exception as e:  # the listener's trouble (Redis away) must not end the candidacy
+            log.warning("reacting to the lease's change failed: %s", e)
 
     def stop(self) -> None:
         self.stopping.set()
