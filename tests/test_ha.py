@@ -4,7 +4,6 @@ one data directory, two `buildfarm scheduler`s of which one leads, real Docker b
 from __future__ import annotations
 
 import signal
-import time
 
 import httpx
 import pytest
