@@ -277,6 +277,11 @@ def test_cluster_page_shows_the_agent_the_queue_and_the_chart(admin, farm, done_
     expect(chart).to_be_visible()
     expect(chart.locator("rect.bar-succeeded").first).to_be_attached()
     expect(page.locator("#throughput .legend")).to_contain_text("succeeded")
+    leader = farm.api("GET", "/api/v1/schedulers").json()["leader"]
+    line = page.locator("#schedulers")
+    expect(line).to_contain_text(f"{leader['id']} leads since")
+    expect(line).to_contain_text(f"fencing token {leader['fence']}")
+    expect(line).to_contain_text("no standby")
     shot(page, "cluster")
 
 
