@@ -155,6 +155,7 @@ class Candidate:
         self.lease = lease
         self.on_change = on_change
         self.stopping = threading.Event()
+        self._said_standby = False
         self.thread = threading.Thread(target=self._run, name="lease", daemon=True)
 
     def start(self) -> Candidate:
@@ -180,6 +181,10 @@ class Candidate:
         elif lease.try_acquire():
             log.info("scheduler %s leads (fence %s)", lease.holder, lease.fence)
             self._changed(True)
+        elif not self._said_standby:
+            self._said_standby = True
+            log.info("scheduler %s stands by: %s leads", lease.holder,
+                     (lease.r.get(LEASE_KEY) or "another scheduler").split(" ", 1)[-1])
         lease.heartbeat("leader" if lease.value else "standby")
 
     def _changed(self, leading: bool) -> None:

@@ -181,6 +181,8 @@ def _serve(settings: Settings, url: str) -> None:
     if settings.backend == "local":
         make_backend(settings, farm, lambda ev: None).close()  # fail now, not in the thread, without Docker
         farm.image_check = elected.check_image
+    else:  # pymesos sets a SIGINT handler when imported, which only the main thread may do
+        import pymesos  # noqa: F401
     thread = threading.Thread(target=elected.run, name="scheduler", daemon=True)
     pipelines = start_pipeline_daemon(farm, start=False)
     collector = Collector(farm.retention, settings.gc_interval)

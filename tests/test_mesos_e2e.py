@@ -267,8 +267,9 @@ def test_credentials_the_master_refuses_stop_the_farm_with_a_clear_message(tmp_p
         for command in (["up", "--port", str(free_port())], ["scheduler", "--agent-api-url", "http://127.0.0.1:9"]):
             env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
             if command[0] == "scheduler":
-                up = FarmProcess(tmp_path / "data-ok")  # the scheduler alone needs a farm's Redis
+                up = FarmProcess(tmp_path / "data-ok")  # the scheduler alone needs a farm's Redis,
                 env["REDIS_URL"] = up.redis_url()
+                up.kill9()  # and to lead it: with `up`'s own scheduler gone, it takes the lease
             out = subprocess.run([BUILDFARM, *command, "--backend", "mesos", "--master", master.address,
                                   "--principal", "buildfarm", "--secret", "wrong-secret",
                                   "--data-dir", str(tmp_path / f"data-{command[0]}")],
