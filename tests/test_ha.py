@@ -69,8 +69,9 @@ def test_one_scheduler_leads_and_a_standby_takes_over_after_sigkill(cluster, rep
     wait_until(lambda: all(counter.hits[b] == 1 for b in running), 90, what="three builds to start")
     leader.signal(signal.SIGKILL)
     later = [cluster.submit(repo, *gated(counter)) for _ in range(2)]
+    wait_until(lambda: (lead := cluster.leader()) and lead["fence"] > fence, 30, 0.2, what="a new leader")
     new = cluster.leading_role()
-    assert new is standby and cluster.leader()["fence"] > fence
+    assert new is standby
     counter.open_gate()
     records = [cluster.wait_done(b) for b in running + later]
     assert [r["state"] for r in records] == ["succeeded"] * 5, [(r["id"], r["reason"]) for r in records]
@@ -129,8 +130,11 @@ def test_on_mesos_only_the_leader_subscribes_and_a_successor_keeps_the_tasks(mes
     wait_until(lambda: all(counter.hits[b] == 1 for b in running), 90, what="two builds to start")
     assert len(master.calls_of("SUBSCRIBE")) == 1  # the standby did not subscribe
     framework = master.calls_of("SUBSCRIBE")[0]
+    fence = cluster.leader()["fence"]
     leader.signal(signal.SIGKILL)
+    wait_until(lambda: (lead := cluster.leader()) and lead["fence"] > fence, 30, 0.2, what="a new leader")
     new = cluster.leading_role()
+    assert new is not leader
     wait_until(lambda: len(master.calls_of("SUBSCRIBE")) == 2, 30, what="the new leader to subscribe")
     again = master.calls_of("SUBSCRIBE")[1]
     # with the framework id the first leader registered: the same framework, its tasks still running
@@ -149,8 +153,10 @@ def test_on_mesos_a_paused_leader_that_wakes_does_not_subscribe_again(mesos_clus
     cluster, master = mesos_cluster
     paused = cluster.leading_role()
     wait_until(lambda: len(master.calls_of("SUBSCRIBE")) == 1, 30, what="the leader to subscribe")
+    fence = cluster.leader()["fence"]
     paused.signal(signal.SIGSTOP)
-    wait_until(lambda: cluster.leading_role() is not paused, 30, 0.2, what="a new leader")
+    wait_until(lambda: (lead := cluster.leader()) and lead["fence"] > fence, 30, 0.2, what="a new leader")
+    assert cluster.leading_role() is not paused
     wait_until(lambda: len(master.calls_of("SUBSCRIBE")) == 2, 30, what="the new leader to subscribe")
     paused.signal(signal.SIGCONT)
     counter.open_gate()
