@@ -75,8 +75,9 @@ def stop_cleanly_on_sigterm() -> None:
 
 def run_scheduler(settings: Settings, teardown: bool = False) -> None:
     """A scheduler (the API runs elsewhere, against the same Redis): a candidate for the lease that
-    schedules while it leads, and a pipeline daemon (which runs in every scheduler: each run's
-    advance and each schedule's tick are claimed once in Redis)."""
+    schedules while it leads, a pipeline daemon and the retention collector (which run in every
+    scheduler: each run's advance, each schedule's tick and each expired file are claimed once in
+    Redis)."""
     stop_cleanly_on_sigterm()
     with _backend_failure_explained(settings):
         _schedule(settings, teardown)
@@ -91,12 +92,15 @@ def _schedule(settings: Settings, teardown: bool) -> None:
         return
     elected = elected_scheduler(settings, farm)
     pipelines = start_pipeline_daemon(farm)
+    collector = Collector(farm.retention, settings.gc_interval)  # safe in every scheduler: one deletes each file
+    collector.start()
     try:
         elected.run()
     except KeyboardInterrupt:
         pass
     finally:
         pipelines.stop()
+        collector.stop()
         elected.stop()
 
 
