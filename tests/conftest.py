@@ -59,6 +59,16 @@ def wait_until(pred, timeout: float = 30, interval: float = 0.1, what: str = "co
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def wait_build_done(read, build_id: str, timeout: float = 120) -> dict:
+    """The build's record (`read(build_id)`) once it has ended; on a timeout, the record in the error."""
+    terminal = {"succeeded", "failed", "timed_out", "cancelled", "error"}
+    try:
+        return wait_until(lambda: (b := read(build_id))["state"] in terminal and b, timeout, 0.2,
+                          what=f"build {build_id} to end")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {json.dumps(read(build_id))[:3000]}") from None
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     ok = shutil.which("docker") is not None and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
@@ -269,12 +279,7 @@ class FarmProcess:
         return json.loads(out.stdout)
 
     def wait_done(self, build_id: str, timeout: float = 120) -> dict:
-        terminal = {"succeeded", "failed", "timed_out", "cancelled", "error"}
-        try:
-            return wait_until(lambda: (b := self.build(build_id))["state"] in terminal and b, timeout, 0.2,
-                              what=f"build {build_id} to end")
-        except AssertionError as e:
-            raise AssertionError(f"{e}: {json.dumps(self.build(build_id))[:3000]}") from None
+        return wait_build_done(self.build, build_id, timeout)
 
     def log_text(self, build_id: str) -> bytes:
         out = self.cli("logs", build_id)

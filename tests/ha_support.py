@@ -4,7 +4,6 @@ all on one data directory. Used by the HA tests and by the failover bench."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from .conftest import BUILDFARM, IMAGE, free_port, wait_until
+from .conftest import BUILDFARM, IMAGE, free_port, wait_build_done, wait_until
 
 
 class Role:
@@ -124,12 +123,7 @@ class Cluster:
         return self.api("GET", f"/api/v1/builds/{build_id}", i).json()
 
     def wait_done(self, build_id: str, timeout: float = 120) -> dict:
-        terminal = {"succeeded", "failed", "timed_out", "cancelled", "error"}
-        try:
-            return wait_until(lambda: (b := self.build(build_id))["state"] in terminal and b, timeout, 0.2,
-                              what=f"build {build_id} to end")
-        except AssertionError as e:
-            raise AssertionError(f"{e}: {json.dumps(self.build(build_id))[:2000]}") from None
+        return wait_build_done(self.build, build_id, timeout)
 
     def stop(self) -> None:
         for role in self.schedulers + self.apis:

@@ -22,6 +22,15 @@ def expire(lease: Lease) -> None:
     lease.r.delete(leases.LEASE_KEY)
 
 
+def leader(farm, backend, ttl: float = 5) -> tuple[Lease, Scheduler]:
+    """A scheduler that took the lease and ran its first round (which publishes its agent)."""
+    lease = Lease(farm.r, ttl=ttl)
+    assert lease.try_acquire()
+    scheduler = Scheduler(farm, backend, lease)
+    scheduler.tick()
+    return lease, scheduler
+
+
 def test_one_holder_at_a_time_and_the_fence_grows(farm):
     a, b = Lease(farm.r, ttl=5), Lease(farm.r, ttl=5)
     assert a.try_acquire() and not b.try_acquire()
@@ -34,10 +43,7 @@ def test_one_holder_at_a_time_and_the_fence_grows(farm):
 
 
 def test_a_deposed_leader_that_believes_it_leads_places_and_changes_nothing(farm, backend):
-    old = Lease(farm.r, ttl=5)
-    assert old.try_acquire()
-    scheduler = Scheduler(farm, backend, old)
-    scheduler.tick()
+    old, scheduler = leader(farm, backend)
     running = submit(farm)
     scheduler.tick()
     assert backend.launched == [(running, 1)]
@@ -47,7 +53,6 @@ def test_a_deposed_leader_that_believes_it_leads_places_and_changes_nothing(farm
     new = Lease(farm.r, ttl=5)
     assert new.try_acquire()
     old.deadline = time.monotonic() + 60  # its own clock says the lease is still good (it was paused)
-    scheduler._term = old.value
     assert scheduler.leading()
 
     scheduler.tick()  # would place `queued`
@@ -62,10 +67,7 @@ def test_a_deposed_leader_that_believes_it_leads_places_and_changes_nothing(farm
 
 
 def test_a_leader_that_lost_its_lease_stops_its_loop_and_launches_nothing(farm, backend):
-    lease = Lease(farm.r, ttl=1)
-    assert lease.try_acquire()
-    scheduler = Scheduler(farm, backend, lease)
-    scheduler.tick()
+    _, scheduler = leader(farm, backend, ttl=1)
     bid = submit(farm)
     time.sleep(1.1)  # a pause past the TTL, with nobody renewing
     scheduler.run()  # returns at once: it is not the leader any more
@@ -73,9 +75,7 @@ def test_a_leader_that_lost_its_lease_stops_its_loop_and_launches_nothing(farm, 
 
 
 def test_a_new_term_requeues_a_launch_its_deposed_predecessor_recorded_but_never_made(farm, backend):
-    old = Lease(farm.r, ttl=5)
-    assert old.try_acquire()
-    Scheduler(farm, backend, old).tick()
+    old, _ = leader(farm, backend)
     bid = submit(farm)
     backend.launch = lambda *a: None  # deposed between its fenced write and the launch: nothing starts
     Scheduler(farm, backend, old).tick()
