@@ -19,6 +19,7 @@ bench: deps venv images
 # Faults injected during real builds; prints lost / run twice / stuck / recovery per fault.
 chaos: deps venv images
 	$(BIN)/python -m bench --chaos
+	$(BIN)/python -m bench.failover
 
 deps:
 	@scripts/deps.sh
