@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from . import redis_url
+from .redis_url import client as redis_client
 from .artifacts import ArtifactStore, StagedArtifact
 from .auth import MIN_SECRET_LENGTH, SecretStore, SecretUnreadable, TokenStore
 from .config import Settings
@@ -77,9 +77,9 @@ def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
     `redis+sentinel://` URLs name a Sentinel-managed primary (see redis_url.py)."""
     # Short, so a Redis that holds the connection without answering (stopped, swapping) turns into
     # a 503 rather than a hang; every blocking wait (BLPOP) is shorter than it.
-    return (redis_url.client(url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT,
+    return (redis_client(url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT,
                              socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=30),
-            redis_url.client(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
+            redis_client(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
 
 
 def pending_build(build_id: str, spec: BuildSpec, seq: int, queued_at: float = 0.0) -> PendingBuild:
@@ -93,7 +93,7 @@ class Farm:
         self.settings = settings
         self.r, self.rq = connect(redis_url)
         # For health checks: answers within 2 s or counts as down.
-        self.probe = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.probe = redis_client(redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.builds = BuildStore(self.r)
         self.queue = BuildQueue(self.rq)
         self.logs = LogStore(settings.logs_dir)
