@@ -187,7 +187,16 @@ def _serve(settings: Settings, url: str) -> None:
         farm.image_check = elected.check_image
     else:  # pymesos sets a SIGINT handler when imported, which only the main thread may do
         import pymesos  # noqa: F401
-    thread = threading.Thread(target=elected.run, name="scheduler", daemon=True)
+
+    def scheduling() -> None:
+        try:
+            elected.run()
+        except Exception as e:  # the backend cannot go on: stop the farm, saying why once
+            if not backend_failure(settings):  # (pymesos' own failure is raised in the main thread)
+                log.error("the scheduler stopped: %s", e)
+            server.should_exit = True
+
+    thread = threading.Thread(target=scheduling, name="scheduler", daemon=True)
     pipelines = start_pipeline_daemon(farm, start=False)
     collector = Collector(farm.retention, settings.gc_interval)
     app = create_app(farm)
