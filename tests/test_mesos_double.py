@@ -866,3 +866,47 @@ def test_events_have_the_recorded_masters_shapes(docker_client):
         s.close()
     finally:
         m.stop()
+
+
+# -- MULTI_ROLE ------------------------------------------------------------------------------------
+
+def test_a_multi_role_framework_gets_offers_per_role_and_a_launch_must_use_the_offers_role(mesos):
+    driver, rec = mesos.framework(roles=["dev", "ops"],
+                                  capabilities=[{"type": "MULTI_ROLE"}, *FRAMEWORK["capabilities"]])
+    first = rec.offer("a1")
+    second = rec.offer("a2")
+    roles = {o["allocation_info"]["role"] for o in (first, second)}
+    assert roles == {"dev", "ops"}  # the roles take turns
+    for o in (first, second):
+        assert {r["allocation_info"]["role"] for r in o["resources"]} == {o["allocation_info"]["role"]}
+    # A decline filters the agent for that role only: it is offered to the other role at once.
+    dev = first if first["allocation_info"]["role"] == "dev" else second
+    declined_at = time.monotonic()
+    driver.declineOffer(dev["id"], {"refuse_seconds": 60})
+    again = rec.offer(dev["agent_id"]["value"], since=declined_at, timeout=5)
+    assert again["allocation_info"]["role"] == "ops"
+    # A task whose resources are allocated to another role than the offer's is refused.
+    task = docker_task("wrong-role", again, "true")
+    for r in task["resources"]:
+        r["allocation_info"] = {"role": "dev"}
+    driver.launchTasks(again["id"], [task])
+    error = rec.wait_state("wrong-role", "TASK_ERROR")
+    assert error["reason"] == "REASON_TASK_INVALID" and "more than available" in error["message"]
+    assert "(allocated: dev)" in error["message"] and "(allocated: ops)" in error["message"]
+    # UPDATE_FRAMEWORK changes the roles (Mesos >= 1.9); the new role gets offers too.
+    info = {**driver.framework, "id": {"value": driver.framework_id}, "roles": ["dev", "ops", "qa"]}
+    updated_at = time.monotonic()
+    driver._send({"type": "UPDATE_FRAMEWORK", "framework_id": {"value": driver.framework_id},
+                  "update_framework": {"framework_info": info}})
+    assert mesos.master.frameworks[driver.framework_id].roles == ["dev", "ops", "qa"]
+    rec.wait("offer", lambda o: o["allocation_info"]["role"] == "qa", timeout=5, since=updated_at)
+
+
+@pytest.mark.parametrize("info, message", [
+    ({"roles": ["dev"]}, "'FrameworkInfo.roles' must not be set when the framework is not MULTI_ROLE capable"),
+    ({"role": "dev", "roles": ["dev"], "capabilities": [{"type": "MULTI_ROLE"}]},
+     "'FrameworkInfo.role' must not be set when the framework is MULTI_ROLE capable"),
+], ids=["roles-without-capability", "role-with-capability"])
+def test_role_fields_the_master_refuses_end_the_subscription_with_an_error(mesos, info, message):
+    driver, rec = mesos.framework(info)
+    assert rec.wait("error", timeout=10) == message

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..scheduler import Agent, Offer, Resources
+from ..scheduler.feasible import total
 from ..spec import BuildSpec
+from ..teams import TeamStore
 from .base import EXITED, LAUNCH_FAILED, LOST, Exit, ExitListener, Found, LaunchError
 
 log = logging.getLogger("buildfarm.mesos")
@@ -54,6 +56,15 @@ class MesosOptions:
     # connection (half-open: no FIN ever came), which pymesos alone would wait on forever.
     heartbeat_timeout: float = 60.0
     extra_volumes: list[dict[str, str]] = field(default_factory=list)
+    # Subscribe with MULTI_ROLE and one role per team (`team_role`), so the cluster's own quotas and
+    # weights apply to each team too; builds without a team use `role`.
+    team_roles: bool = False
+
+    def team_role(self, team: str | None) -> str:
+        """The Mesos role a team's builds run under: ROLE/TEAM (buildfarm/TEAM when ROLE is *)."""
+        if not team or not self.team_roles:
+            return self.role
+        return f"{'buildfarm' if self.role == '*' else self.role}/{team}"
 
 
 def task_id_for(build_id: str, attempt: int) -> str:
@@ -143,14 +154,9 @@ class MesosBackend:
         self.connected = threading.Event()
         self._last_reconcile = 0.0
         self.framework_id = self.r.get(FRAMEWORK_ID_KEY)
-        framework = {
-            "user": "root",
-            "name": options.name,
-            "role": options.role,
-            "failover_timeout": options.failover_timeout,
-            "checkpoint": options.checkpoint,
-            "capabilities": [{"type": "TASK_KILLING_STATE"}, {"type": "PARTITION_AWARE"}],
-        }
+        self._teams = TeamStore(redis_client)
+        self._roles: dict[str, str | None] = self._team_roles()  # role -> team (None: no team)
+        framework = self._framework_info()
         if options.principal:
             framework["principal"] = options.principal
         if self.framework_id:
@@ -177,6 +183,49 @@ class MesosBackend:
         self.driver.start()
         threading.Thread(target=self._watch_heartbeats, name="mesos-heartbeats", daemon=True).start()
 
+    def _framework_info(self) -> dict[str, Any]:
+        o = self.opts
+        framework = {"user": "root", "name": o.name, "failover_timeout": o.failover_timeout,
+                     "checkpoint": o.checkpoint,
+                     "capabilities": [{"type": "TASK_KILLING_STATE"}, {"type": "PARTITION_AWARE"}]}
+        if o.team_roles:
+            framework["roles"] = list(self._roles)
+            framework["capabilities"].insert(0, {"type": "MULTI_ROLE"})
+        else:
+            framework["role"] = o.role
+        return framework
+
+    def _team_roles(self) -> dict[str, str | None]:
+        roles: dict[str, str | None] = {self.opts.role: None}
+        if self.opts.team_roles:
+            roles.update({self.opts.team_role(t): t for t in sorted(self._teams.core_teams())})
+        return roles
+
+    def _follow_teams(self) -> None:
+        """With team roles: a team created or deleted changes the framework's roles (UPDATE_FRAMEWORK,
+        Mesos >= 1.9); the next SUBSCRIBE carries them too."""
+        roles = self._team_roles()
+        if roles == self._roles:
+            return
+        self._roles = roles
+        info = self._framework_info()
+        self.driver._framework.update(info)  # what pymesos sends on its next SUBSCRIBE
+        if self.framework_id and self.connected.is_set():
+            info = {**self.driver.framework, "id": {"value": self.framework_id}}
+            self._call(self.driver._send, {"type": "UPDATE_FRAMEWORK", "framework_id": {"value": self.framework_id},
+                                           "update_framework": {"framework_info": info}})
+        log.info("mesos roles now %s", ", ".join(roles))
+
+    def _offer_role(self, offer: dict[str, Any]) -> str:
+        return (offer.get("allocation_info") or {}).get("role", self.opts.role)
+
+    def _by_agent(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """The held offers by agent, then by the role they were made to."""
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for o in self._offers.values():
+            out.setdefault(o["agent_id"]["value"], {}).setdefault(self._offer_role(o), []).append(o)
+        return out
+
     # -- what the scheduler loop asks ------------------------------------------------------------
     def agents(self) -> list[Agent]:
         with self._lock:
@@ -187,14 +236,17 @@ class MesosBackend:
             return out
 
     def offers(self) -> list[Offer]:
+        """One offer per agent. With team roles, an agent offered to several roles at once shows
+        the largest role's offer (the others are declined this round) and serves only its team."""
         with self._lock:
-            free: dict[str, Resources] = {}
-            for o in self._offers.values():
-                aid = o["agent_id"]["value"]
-                r = _scalars(o.get("resources", []), self.opts.role)
-                prev = free.get(aid, Resources(0, 0, 0))
-                free[aid] = Resources(round(prev.cpus + r.cpus, 6), prev.mem + r.mem, prev.disk + r.disk)
-            return [Offer(aid, r) for aid, r in free.items()]
+            out = []
+            for aid, roles in self._by_agent().items():
+                free = {role: total(_scalars(o.get("resources", []), role) for o in offers)
+                        for role, offers in roles.items()}
+                role = max(free, key=lambda k: (free[k].cpus, free[k].mem, k))
+                teams = frozenset([self._roles.get(role)]) if self.opts.team_roles else None
+                out.append(Offer(aid, free[role], teams))
+            return out
 
     def check_image(self, image: str) -> str | None:
         return None  # the cluster's agents pull it; a missing image fails the task with the reason
@@ -220,9 +272,10 @@ class MesosBackend:
                      {"name": "mem", "type": "SCALAR", "scalar": {"value": r.mem}}]
         if r.disk:
             resources.append({"name": "disk", "type": "SCALAR", "scalar": {"value": r.disk}})
-        if self.opts.role != "*":
+        role = self.opts.team_role(spec.team)
+        if role != "*" or self.opts.team_roles:
             for res in resources:
-                res["allocation_info"] = {"role": self.opts.role}
+                res["allocation_info"] = {"role": role}
         volumes = [{"container_path": CACHE_MOUNT, "host_path": self.opts.cache_host_path, "mode": "RW"}]
         volumes += [dict(v) for v in self.opts.extra_volumes]
         return {
@@ -267,21 +320,27 @@ class MesosBackend:
 
     def settle(self, pending: int) -> None:
         """Answer every held offer now: accept with this round's launches, decline the rest."""
+        if self.opts.team_roles:
+            self._follow_teams()
         with self._lock:
-            by_agent: dict[str, list[str]] = {}
-            for oid, o in self._offers.items():
-                by_agent.setdefault(o["agent_id"]["value"], []).append(oid)
+            by_agent = self._by_agent()
             launches, self._to_launch = self._to_launch, {}
             self._offers.clear()
-        for agent_id, offer_ids in by_agent.items():
+        for agent_id, roles in by_agent.items():
             tasks = launches.pop(agent_id, None)
-            ids = [{"value": i} for i in offer_ids]
-            if tasks:
-                self._call(self.driver.launchTasks, ids, tasks, {"refuse_seconds": 1.0})
-            else:
+            # The tasks' resources carry the role of the offers they use (one role per ACCEPT).
+            role = tasks[0]["resources"][0].get("allocation_info", {}).get("role") if tasks else None
+            for offer_role, offers in roles.items():
+                ids = [o["id"] for o in offers]
+                if tasks and (offer_role == role or not self.opts.team_roles):
+                    self._call(self.driver.launchTasks, ids, tasks, {"refuse_seconds": 1.0})
+                    tasks = None
+                    continue
                 seconds = self.opts.decline_seconds_busy if pending else self.opts.decline_seconds_idle
                 if self._call(self.driver.declineOffer, ids, {"refuse_seconds": seconds}) and not pending:
                     self._idle_filters = True
+            if tasks:  # placed on a role this agent was not offered to: placed again next round
+                launches[agent_id] = tasks
         for agent_id, tasks in launches.items():  # offers rescinded under us: report them lost
             for t in tasks:
                 bid, attempt = parse_task_id(t["task_id"]["value"])

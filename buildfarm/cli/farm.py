@@ -29,6 +29,9 @@ def mesos_options(f):
         click.option("--mesos-heartbeat-timeout", type=click.FloatRange(min=1), default=60, show_default=True,
                      help="Seconds without a HEARTBEAT from the master (one comes every 15 s) after which the "
                           "connection is taken for dead and the framework subscribes again."),
+        click.option("--mesos-team-roles", is_flag=True,
+                     help="Subscribe with MULTI_ROLE and one role per team (ROLE/TEAM, buildfarm/TEAM when --role "
+                          "is *), so the cluster's own quotas and weights apply to each team as well."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -36,7 +39,7 @@ def mesos_options(f):
 
 
 def _settings(data_dir, backend, master, framework_name, role, principal, secret, failover_timeout,
-              mesos_network, mesos_cache_path, mesos_heartbeat_timeout, **kw):
+              mesos_network, mesos_cache_path, mesos_heartbeat_timeout, mesos_team_roles, **kw):
     from ..config import Settings, default_data_dir
 
     mesos = None
@@ -47,7 +50,8 @@ def _settings(data_dir, backend, master, framework_name, role, principal, secret
             raise click.UsageError("--backend mesos needs --master HOST:PORT")
         mesos = MesosOptions(master=master, name=framework_name, role=role, principal=principal, secret=secret,
                              failover_timeout=failover_timeout, network=mesos_network,
-                             cache_host_path=mesos_cache_path, heartbeat_timeout=mesos_heartbeat_timeout)
+                             cache_host_path=mesos_cache_path, heartbeat_timeout=mesos_heartbeat_timeout,
+                             team_roles=mesos_team_roles)
     return Settings(data_dir=(data_dir or default_data_dir()).resolve(), backend=backend, mesos=mesos, **kw)
 
 

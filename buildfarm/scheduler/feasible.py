@@ -50,10 +50,16 @@ class Agent:
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """Free resources on one agent that the scheduler may use now."""
+    """Free resources on one agent that the scheduler may use now. `teams`: the teams whose builds
+    they may serve (None stands for builds without a team); None: any build (a Mesos offer made to
+    one team's role serves only that team)."""
 
     agent_id: str
     free: Resources
+    teams: frozenset[str | None] | None = None
+
+    def serves(self, team: str | None) -> bool:
+        return self.teams is None or team in self.teams
 
 
 @dataclass(frozen=True, slots=True)

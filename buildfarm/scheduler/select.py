@@ -83,6 +83,7 @@ def _select(agents: list[Agent], offers: list[Offer], order: FairOrder, with_tea
     holders = set(held.values())  # a shape that found no room may still fit the room held for these
     by_id = {a.agent_id: a for a in agents}
     free: dict[str, Resources] = {o.agent_id: o.free for o in offers}
+    serving = {o.agent_id: o for o in offers if o.teams is not None}  # offers made for some teams only
     # Sorted index of offers by rank; rebuilt entries on each placement.
     index = sorted(agent_rank(o) for o in offers)
     failed_shapes: set = set()  # (request, constraints) that found no room: free only shrinks
@@ -102,7 +103,8 @@ def _select(agents: list[Agent], offers: list[Offer], order: FairOrder, with_tea
         return got
 
     for build in order:
-        shape = (build.request, build.constraints)
+        # With per-team offers, a shape that found no room may still find it among another team's.
+        shape = (build.request, build.constraints, build.team if serving else None)
         if shape not in impossible_cache:
             impossible_cache[shape] = unmet_reason(agents, build)
         reason = impossible_cache[shape]
@@ -125,6 +127,8 @@ def _select(agents: list[Agent], offers: list[Offer], order: FairOrder, with_tea
                 cpus, mem, disk, agent_id = index[j]
                 holder = result.reserved.get(agent_id)
                 if (holder is not None and holder != build.build_id) or agent_id not in ok_agents:
+                    continue
+                if agent_id in serving and not serving[agent_id].serves(build.team):
                     continue
                 if mem >= r.mem and disk >= r.disk:
                     chosen = j

@@ -25,6 +25,13 @@ The scheduler API (`POST /api/v1/scheduler`, also under `/master/`):
   TASK_UNREACHABLE/GONE/DROPPED/UNKNOWN, others TASK_LOST. TASK_KILLING only with the
   TASK_KILLING_STATE capability. A framework disconnected for longer than its failover_timeout is
   removed and its tasks killed (Mesos' default timeout is 0; pymesos sends 100 unless told).
+  Roles: `role`, or with the MULTI_ROLE capability `roles` (the master's validation of the two
+  fields, as an ERROR on SUBSCRIBE or a 400 on UPDATE_FRAMEWORK). A MULTI_ROLE framework's roles take
+  turns on each agent (the real allocator orders them by DRF); offers and their resources carry
+  `allocation_info.role`, refuse filters are per role, offers of two roles cannot be aggregated in
+  one ACCEPT, and a task whose resources are allocated to another role than the offers' is
+  TASK_ERROR "Total resources ... more than available ..." (resources of another role are not
+  contained in the offer). SUPPRESS/REVIVE act on all the framework's roles.
 
 Agents are simulated (id, hostname, cpus/mem/disk/ports, attributes). Tasks with
 `container.type == DOCKER` run as real containers on the local Docker engine: the image (never
@@ -202,13 +209,13 @@ def res_to_json(res: dict, role: str) -> list[dict]:
     return out
 
 
-def res_str(res: dict) -> str:
+def res_str(res: dict, role: str = "*") -> str:
     parts = []
     for k, v in res.items():
         if isinstance(v, list):
-            parts.append(f"{k}(allocated: *):[" + ", ".join(f"{b}-{e}" for b, e in v) + "]")
+            parts.append(f"{k}(allocated: {role}):[" + ", ".join(f"{b}-{e}" for b, e in v) + "]")
         else:
-            parts.append(f"{k}(allocated: *):{v:g}")
+            parts.append(f"{k}(allocated: {role}):{v:g}")
     return "; ".join(parts)
 
 
@@ -274,13 +281,13 @@ class Agent:
 
 
 class Offer:
-    def __init__(self, oid: str, fw: Framework, agent: Agent, resources: dict):
+    def __init__(self, oid: str, fw: Framework, agent: Agent, resources: dict, role: str):
         self.id = oid
+        self.role = role
         self.framework_id = fw.id
         self.agent_id = agent.id
         self.resources = resources
         self.created = time.monotonic()
-        role = fw.role
         self.json = {
             "id": {"value": oid}, "framework_id": {"value": fw.id}, "agent_id": {"value": agent.id},
             "hostname": agent.spec.hostname,
@@ -323,6 +330,11 @@ class Task:
         self.framework_id = fw.id
         self.agent_id = agent_id
         self.resources = res_from_json(info.get("resources"))
+        # A MULTI_ROLE framework names the role in each resource; the master fills in the
+        # framework's only role for the others.
+        self.roles = {(r.get("allocation_info") or {}).get("role", fw.role) for r in info.get("resources") or []
+                      if isinstance(r, dict)} if "MULTI_ROLE" in fw.capabilities else {fw.role}
+        self.role = next(iter(self.roles), fw.role)
         self.state = "TASK_STAGING"
         self.container_id = str(uuid.uuid4())
         self.container_name = f"mesos-{self.container_id}"
@@ -357,7 +369,8 @@ class Framework:
         self.update_info(info)
         self.stream: Stream | None = None
         self.suppressed = False
-        self.filters: list[tuple[str, dict, float]] = []  # (agent id, refused resources, until monotonic)
+        # (agent id, refused resources, until monotonic, role): Mesos keeps filters per role
+        self.filters: list[tuple[str, dict, float, str]] = []
         self.tasks: dict[str, Task] = {}  # known to the master: live, or terminal and not yet acknowledged
         self.unreachable: dict[str, Task] = {}
         self.completed: dict[str, Task] = {}
@@ -369,8 +382,10 @@ class Framework:
     def update_info(self, info: dict) -> None:
         self.info = copy.deepcopy(info)
         self.capabilities = {c.get("type") for c in info.get("capabilities", []) if isinstance(c, dict)}
-        roles = info.get("roles") or ([info["role"]] if info.get("role") else [])
-        self.role = roles[0] if roles else "*"
+        multi = "MULTI_ROLE" in self.capabilities
+        self.roles: list[str] = list(info.get("roles") or []) if multi else [info.get("role") or "*"]
+        self.role = self.roles[0] if self.roles else "*"
+        self.next_role = 0  # the roles take turns on each agent
         self.failover_timeout = float(info.get("failover_timeout", 0.0) or 0.0)
 
     @property
@@ -392,6 +407,23 @@ class _Reply:
         self.body = body.encode() if isinstance(body, str) else body
         self.ctype = ctype if ctype is not None else ("text/plain; charset=utf-8" if body else None)
         self.headers = headers or {}
+
+
+def _roles_problem(info: dict) -> str | None:
+    """What the master's FrameworkInfo validation says of its role fields, or None."""
+    multi = any(isinstance(c, dict) and c.get("type") == "MULTI_ROLE" for c in info.get("capabilities", []))
+    if multi and "role" in info:
+        return "'FrameworkInfo.role' must not be set when the framework is MULTI_ROLE capable"
+    if not multi and info.get("roles"):
+        return "'FrameworkInfo.roles' must not be set when the framework is not MULTI_ROLE capable"
+    roles = info.get("roles") or []
+    if len(set(roles)) != len(roles):
+        return f"'FrameworkInfo.roles' contains duplicate items: {roles}"
+    for role in roles if multi else [info.get("role", "*")]:
+        if not role or role in (".", "..") or role.startswith("-") or any(c.isspace() for c in role) \
+                or "//" in role or role.endswith("/") or (role != "*" and "*" in role):
+            return f"Role '{role}' is invalid"
+    return None
 
 
 def _basic(principal: str, secret: str) -> str:
@@ -739,7 +771,7 @@ class MesosMasterDouble:
                                 "stream_id": fw.stream.id if fw.stream else None, "suppressed": fw.suppressed,
                                 "capabilities": sorted(fw.capabilities), "failover_timeout": fw.failover_timeout,
                                 "filters": [{"agent_id": a, "resources": r, "seconds_left": round(u - time.monotonic(), 3)}
-                                            for a, r, u in fw.filters],
+                                            for a, r, u, _ in fw.filters],
                                 "tasks": sorted(fw.tasks), "unreachable_tasks": sorted(fw.unreachable),
                                 "completed_tasks": sorted(fw.completed)}
                                for fw in self.frameworks.values()],
@@ -862,6 +894,12 @@ class MesosMasterDouble:
                 stream.send({"type": "ERROR", "error": {"message": "Framework has been removed"}})
                 stream.close()
                 return stream
+            problem = _roles_problem(info)
+            if problem:  # the master answers an invalid FrameworkInfo with an ERROR event, then closes
+                stream = Stream(fid or "")
+                stream.send({"type": "ERROR", "error": {"message": problem}})
+                stream.close()
+                return stream
             fw = self.frameworks.get(fid) if fid else None
             resend = False
             if fw is not None:  # failover, or coming back after a disconnection
@@ -962,7 +1000,7 @@ class MesosMasterDouble:
     def _decline(self, fw: Framework, o: Offer, unused: dict, refuse: float) -> None:
         del self.offers[o.id]
         if refuse > 0 and not res_empty(unused):
-            fw.filters.append((o.agent_id, unused, time.monotonic() + refuse))
+            fw.filters.append((o.agent_id, unused, time.monotonic() + refuse, o.role))
 
     def _call_accept(self, fw: Framework, call: dict) -> None:
         accept = call["accept"]
@@ -980,6 +1018,8 @@ class MesosMasterDouble:
         offers = [self.offers[i] for i in ids if i in self.offers and self.offers[i].framework_id == fw.id]
         if not error and len({o.agent_id for o in offers}) > 1:
             error = "Aggregated offers must belong to one single agent"
+        if not error and len({o.role for o in offers}) > 1:
+            error = "Aggregated offers must be allocated to the same role"
         if error:
             for o in offers:  # what was valid goes back, with no filter
                 self._discard(o)
@@ -991,6 +1031,7 @@ class MesosMasterDouble:
             self._allocate()
             return
         agent = self.agents[offers[0].agent_id]
+        role = offers[0].role
         pool: dict = {}
         for o in offers:
             pool = res_add(pool, o.resources)
@@ -998,7 +1039,7 @@ class MesosMasterDouble:
         for ti in launches:
             t = Task(fw, ti, agent.id)
             self.all_tasks.append(t)
-            problem = self._task_problem(fw, t, ti, agent, pool)
+            problem = self._task_problem(fw, t, ti, agent, pool, role)
             if problem:
                 self._master_update(fw, t, "TASK_ERROR", "REASON_TASK_INVALID", problem)
                 continue
@@ -1008,10 +1049,10 @@ class MesosMasterDouble:
             fw.tasks[t.task_id] = t
             t.thread = self._spawn(self._run_task, t, name=f"task-{t.task_id}")
         if refuse > 0 and not res_empty(pool):
-            fw.filters.append((agent.id, pool, time.monotonic() + refuse))
+            fw.filters.append((agent.id, pool, time.monotonic() + refuse, role))
         self._allocate()
 
-    def _task_problem(self, fw: Framework, t: Task, ti: dict, agent: Agent, pool: dict) -> str | None:
+    def _task_problem(self, fw: Framework, t: Task, ti: dict, agent: Agent, pool: dict, role: str) -> str | None:
         if not t.task_id:
             return "Task ID must not be empty"
         if t.task_id in fw.tasks:
@@ -1025,9 +1066,10 @@ class MesosMasterDouble:
             return "Task should have at least one (but not both) of CommandInfo or ExecutorInfo present"
         if res_empty(t.resources):
             return "Task uses no resources"
-        if not res_contains(pool, t.resources):
-            return (f"Total resources {res_str(t.resources)} required by task and its executor is more than "
-                    f"available {res_str(pool)}")
+        if not res_contains(pool, t.resources) or t.roles != {role}:
+            # Resources allocated to another role are not contained in the offer's.
+            return (f"Total resources {res_str(t.resources, t.role)} required by task and its executor is more "
+                    f"than available {res_str(pool, role)}")
         return None
 
     def _call_kill(self, fw: Framework, call: dict) -> None:
@@ -1097,6 +1139,9 @@ class MesosMasterDouble:
 
     def _call_update_framework(self, fw: Framework, call: dict) -> _Reply:
         uf = call["update_framework"]
+        problem = _roles_problem(uf.get("framework_info", fw.info))
+        if problem:
+            return self._refuse(call, 400, f"Failed to validate scheduler::Call: {problem}")
         fw.update_info(uf.get("framework_info", fw.info))
         fw.suppressed = bool(uf.get("suppressed_roles"))
         self._allocate()
@@ -1114,9 +1159,10 @@ class MesosMasterDouble:
                 free = res_sub(free, o.resources)
         return free
 
-    def _filtered(self, fw: Framework, agent: Agent, free: dict) -> bool:
+    def _filtered(self, fw: Framework, agent: Agent, free: dict, role: str) -> bool:
         now = time.monotonic()
-        return any(a == agent.id and until > now and res_contains(refused, free) for a, refused, until in fw.filters)
+        return any(a == agent.id and until > now and r == role and res_contains(refused, free)
+                   for a, refused, until, r in fw.filters)
 
     def _allocate(self) -> None:
         """Offer what each active agent has free to a connected, unsuppressed framework that has not
@@ -1139,15 +1185,27 @@ class MesosMasterDouble:
                 if self.one_offer_per_agent and any(o.agent_id == agent.id and o.framework_id == fw.id
                                                     for o in self.offers.values()):
                     continue
-                if self._filtered(fw, agent, free):
+                role = self._role_for(fw, agent, free)
+                if role is None:
                     continue
                 self._offer_seq += 1
-                o = Offer(f"{self.master_id}-O{self._offer_seq}", fw, agent, free)
+                o = Offer(f"{self.master_id}-O{self._offer_seq}", fw, agent, free, role)
                 self.offers[o.id] = o
                 out.setdefault(fw.id, []).append(o.json)
                 break
         for fid, offers in out.items():
             self.frameworks[fid].send({"type": "OFFERS", "offers": {"offers": offers}})
+
+    def _role_for(self, fw: Framework, agent: Agent, free: dict) -> str | None:
+        """The role of the framework's this agent's free resources go to: its roles take turns (the
+        real allocator orders them by DRF), skipping those that filtered the agent."""
+        n = len(fw.roles)
+        for i in range(n):
+            role = fw.roles[(fw.next_role + i) % n]
+            if not self._filtered(fw, agent, free, role):
+                fw.next_role = (fw.next_role + i + 1) % n
+                return role
+        return None
 
     def _discard(self, o: Offer) -> None:
         """The offer is void without a word (its framework went away or failed over)."""
@@ -1370,7 +1428,7 @@ class MesosMasterDouble:
             if v.get("type", "VALUE") == "VALUE":
                 env[v["name"]] = v.get("value", "")
         env.update({"MESOS_SANDBOX": SANDBOX, "MESOS_CONTAINER_NAME": t.container_name,
-                    "MESOS_TASK_ID": t.task_id, "MESOS_ALLOCATION_ROLE": self.frameworks[t.framework_id].role
+                    "MESOS_TASK_ID": t.task_id, "MESOS_ALLOCATION_ROLE": t.role
                     if t.framework_id in self.frameworks else "*"})
         labels = {LABEL: "1", f"{LABEL}.master": self.master_id, "mesos.task-id": t.task_id,
                   "mesos.framework-id": t.framework_id, "mesos.agent-id": t.agent_id,
