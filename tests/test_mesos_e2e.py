@@ -283,3 +283,43 @@ def test_credentials_the_master_refuses_stop_the_farm_with_a_clear_message(tmp_p
             assert "Traceback" not in out.stderr and "scheduler round failed" not in out.stderr, out.stderr[-3000:]
     finally:
         master.stop()
+
+
+def test_team_roles_each_teams_build_runs_on_its_roles_offers(mesos_farm, repo):
+    second = AgentSpec("agent-x86-b", "x86-b", cpus=2, mem=4096, attributes={"arch": "x86_64"})
+    m = mesos_farm([X86, second], 5, "--mesos-team-roles")
+    f = m.farm
+    fw = wait_until(lambda: next(iter(m.master.frameworks.values()), None), 30, what="the framework")
+    assert "MULTI_ROLE" in fw.capabilities and fw.roles == ["*"]
+    for team in ("alpha", "beta"):  # teams created while the farm runs: UPDATE_FRAMEWORK adds their roles
+        out = f.cli("team", "create", team, "--guarantee", "cpus=1,mem=1G")
+        assert out.returncode == 0, out.stderr
+    out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--wait", "--", "true")  # a build without a team
+    assert out.returncode == 0, out.stderr
+    assert fw.roles == ["*", "buildfarm/alpha", "buildfarm/beta"]
+    assert m.master.calls_of("UPDATE_FRAMEWORK")
+    ids = {}
+    for team in ("alpha", "beta", "alpha", "beta"):
+        out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--team", team, "--", "true")
+        assert out.returncode == 0, out.stderr
+        ids[out.stdout.decode().strip()] = team
+    for bid, team in ids.items():
+        assert f.wait_done(bid, 120)["state"] == "succeeded"
+    tasks = m.master.tasks
+    for bid, team in ids.items():
+        task = tasks[f"{bid}-1"]
+        assert task.roles == {f"buildfarm/{team}"}
+    # every launch used offers made to its role (the double refuses others as TASK_ERROR)
+    assert not [t for t in m.master.all_tasks if t.state == "TASK_ERROR"]
+
+
+def test_without_team_roles_the_framework_subscribes_with_its_one_role(mesos_farm, repo):
+    m = mesos_farm()
+    f = m.farm
+    assert f.cli("team", "create", "alpha", "--guarantee", "cpus=1,mem=1G").returncode == 0
+    out = f.cli("submit", "--repo", repo, "--image", IMAGE, "--team", "alpha", "--wait", "--", "true")
+    assert out.returncode == 0, out.stderr
+    subscribe = m.master.calls_of("SUBSCRIBE")[0]["subscribe"]["framework_info"]
+    assert subscribe["role"] == "*" and "roles" not in subscribe
+    assert "MULTI_ROLE" not in {c["type"] for c in subscribe["capabilities"]}
+    assert not m.master.calls_of("UPDATE_FRAMEWORK")

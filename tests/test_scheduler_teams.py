@@ -216,3 +216,20 @@ def test_borrowed_builds_are_the_newest_beyond_the_guarantee():
     runs = [run("b", "t", cpus=2, started=2), run("a", "t", cpus=2, started=1), run("c", "t", cpus=1, started=3)]
     assert [r.build_id for r in borrowed(runs, R(3, 8192))] == ["b", "c"]
     assert borrowed(runs, R(5, 8192)) == []
+
+
+# -- offers made for some teams only (Mesos roles per team) -----------------------------------------
+
+def test_an_offer_made_for_one_team_serves_only_that_teams_builds():
+    ags = agents(3)
+    offers = [Offer("a0", R(1, 4096), frozenset({"reco"})), Offer("a1", R(4, 4096), frozenset({"ads"})),
+              Offer("a2", R(4, 4096), frozenset({None}))]
+    pending = [build("r1", "reco", seq=1), build("d1", "ads", seq=2), build("n1", None, seq=3),
+               build("r2", "reco", seq=4)]
+    got = plan(ags, offers, pending, teams={})
+    assert {(x.build_id, x.agent_id) for x in got.launches} == {("r1", "a0"), ("d1", "a1"), ("n1", "a2")}
+    # reco's second build does not take the room left on the other offers
+    assert "r2" not in {x.build_id for x in got.launches}
+    # offers for any build (teams None) serve every team, as before
+    anyone = plan(ags, [Offer("a0", R(4, 4096))], [build("d1", "ads"), build("r1", "reco", seq=1)], teams={})
+    assert {x.build_id for x in anyone.launches} == {"d1", "r1"}

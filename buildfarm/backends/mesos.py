@@ -341,10 +341,12 @@ class MesosBackend:
                     self._idle_filters = True
             if tasks:  # placed on a role this agent was not offered to: placed again next round
                 launches[agent_id] = tasks
-        for agent_id, tasks in launches.items():  # offers rescinded under us: report them lost
+        for agent_id, tasks in launches.items():  # offers rescinded under us (or of another role): lost
             for t in tasks:
                 bid, attempt = parse_task_id(t["task_id"]["value"])
-                self.on_exit(Exit(bid, attempt, -1, f"the offer on {agent_id} was rescinded before launch", LOST))
+                why = (f"{agent_id} was not offered to role {t['resources'][0]['allocation_info']['role']}"
+                       if agent_id in by_agent else f"the offer on {agent_id} was rescinded before launch")
+                self.on_exit(Exit(bid, attempt, -1, why, LOST))
         if pending and (self.suppressed or self._idle_filters):
             # A build waits: lift the suppression and the long filters of offers declined while idle.
             if self._call(self.driver.reviveOffers):
