@@ -212,8 +212,10 @@ class MesosBackend:
         self.driver._framework.update(info)  # what pymesos sends on its next SUBSCRIBE
         if self.framework_id and self.connected.is_set():
             info = {**self.driver.framework, "id": {"value": self.framework_id}}
+            # suppressed_roles replaces the master's set: keep a suppression as it is
+            update = {"framework_info": info, "suppressed_roles": list(roles) if self.suppressed else []}
             self._call(self.driver._send, {"type": "UPDATE_FRAMEWORK", "framework_id": {"value": self.framework_id},
-                                           "update_framework": {"framework_info": info}})
+                                           "update_framework": update})
         log.info("mesos roles now %s", ", ".join(roles))
 
     def _offer_role(self, offer: dict[str, Any]) -> str:
