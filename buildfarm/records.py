@@ -405,7 +405,7 @@ def summary(spec: dict[str, Any]) -> dict[str, Any]:
     run = "; ".join(lines)
     trigger = spec.get("trigger") or {}
     return {
-        **{k: spec.get(k) for k in ("repo", "ref", "commit", "image", "resources", "priority")},
+        **{k: spec.get(k) for k in ("repo", "ref", "commit", "image", "resources", "priority", "team", "preemptible")},
         "constraints": [_clip(c) for c in spec.get("constraints", [])[:20]],
         "run": _clip(run),
         "trigger": {"kind": trigger.get("kind"), "user": _clip(trigger.get("user")), "url": _clip(trigger.get("url")),
