@@ -7,7 +7,8 @@ recovery (fault -> the next build placed).
 Each build calls the suite's counter over HTTP on 127.0.0.1 when its command starts, so a build
 run twice is seen even if the farm recorded it once. A fault is one function in FAULTS: it breaks
 something and returns the build it killed on purpose (its "victim", expected to end `error` with
-a reason), if any.
+a reason), if any. A fault with `private_engine` gets a local farm of its own, on a private dockerd
+started with live-restore (tests/dockerd.py), since the machine's engine is never restarted.
 
     python -m bench --chaos [--rounds N] [--builds K] [--backend local|mesos] [--fault NAME ...] [--seed S]
 """
@@ -23,13 +24,15 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import BUILDFARM, IMAGE, FarmProcess, GitServer, RunCounter
+from tests.dockerd import PrivateDockerd, private_engine
 
 from .common import TERMINAL, say, stop_farm
 
@@ -46,6 +49,7 @@ class Rig:
     counter: RunCounter
     repo: str
     master: object | None = None  # the Mesos master double
+    engine: PrivateDockerd | None = None  # the farm's own dockerd (else the machine's)
     running: list[str] = field(default_factory=list)  # builds of the current stream
 
     def log_size(self) -> int:
@@ -63,8 +67,12 @@ class Rig:
             flt = f"label=mesos.task-id={bid}-{attempt}"
         else:
             flt = f"name=buildfarm-{bid}-"
-        out = subprocess.run(["docker", "ps", "-q", "--filter", flt], capture_output=True, text=True)
-        return (out.stdout.split() or [None])[0]
+        return (self.docker("ps", "-q", "--filter", flt) or [None])[0]
+
+    def docker(self, *args: str) -> list[str]:
+        """The words `docker ARGS` prints, against the farm's engine."""
+        env = self.engine.env if self.engine else None
+        return subprocess.run(["docker", *args], capture_output=True, text=True, env=env).stdout.split()
 
 
 @dataclass
@@ -76,15 +84,16 @@ class Fault:
     own: bool = True  # a part of the farm itself: the recovery target applies
     lasting: bool = False  # the fault lasts while inject() runs: recovery counts from its end
     ends_builds: str = ""  # builds ended `error` with this in their reason were ended by the fault, rightly
+    private_engine: bool = False  # on a local farm of its own, on a private dockerd with live-restore
 
 
 FAULTS: dict[str, Fault] = {}
 
 
 def fault(name: str, what: str, backends: tuple[str, ...] = ("local", "mesos"), own: bool = True,
-          lasting: bool = False, ends_builds: str = ""):
+          lasting: bool = False, ends_builds: str = "", private_engine: bool = False):
     def register(fn: Callable[[Rig], str | None]):
-        FAULTS[name] = Fault(name, what, fn, backends, own, lasting, ends_builds)
+        FAULTS[name] = Fault(name, what, fn, backends, own, lasting, ends_builds, private_engine)
         return fn
     return register
 
@@ -140,9 +149,11 @@ def _disk_full(rig: Rig) -> None:
     filler.unlink()
 
 
-# A slot: a farm on a private dockerd (tests/dockerd.py) would let this one be filled in.
-FAULTS["dockerd-restart"] = Fault("dockerd-restart", "the Docker engine killed and started again", None,
-                                  own=False)
+@fault("dockerd-restart", "the farm's dockerd (private, live-restore) SIGKILLed and started again; the "
+       "running builds keep running", backends=("local",), own=False, private_engine=True)
+def _dockerd_restart(rig: Rig) -> None:
+    rig.engine.kill()
+    rig.engine.start(live_restore=True)
 
 
 # -- the stream ------------------------------------------------------------------------------------
@@ -265,8 +276,8 @@ def settle(rig: Rig, tally: Tally, timeout: float = 240) -> None:
 
 # -- a run -------------------------------------------------------------------------------------------
 
-def start_rig(backend: str, tmp: Path, git: GitServer, counter: RunCounter, repo: str,
-              faults: list[str]) -> Rig:
+def start_rig(backend: str, tmp: Path, counter: RunCounter, repo: str, faults: list[str],
+              engine: PrivateDockerd | None = None) -> Rig:
     if "disk-full" in faults and backend in FAULTS["disk-full"].backends:
         logs = tmp / f"{backend}-data" / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -280,8 +291,9 @@ def start_rig(backend: str, tmp: Path, git: GitServer, counter: RunCounter, repo
         master = MesosDouble([AgentSpec("chaos-agent", "chaos-host", cpus=2, mem=4096)], heartbeat_seconds=5,
                              kill_grace=1, update_retry_seconds=2).start()
         extra = ("--backend", "mesos", "--master", master.address, "--mesos-cache-path", str(tmp / "mesos-cache"))
-    farm = FarmProcess(tmp / f"{backend}-data", *extra)
-    return Rig(backend, tmp, farm, counter, repo, master)
+    farm = FarmProcess(tmp / f"{backend}{'-own-dockerd' if engine else ''}-data", *extra,
+                       env=engine.env if engine else None)
+    return Rig(backend, tmp, farm, counter, repo, master, engine)
 
 
 def stop_rig(rig: Rig) -> list[str]:
@@ -291,10 +303,9 @@ def stop_rig(rig: Rig) -> list[str]:
     subprocess.run(["umount", "-l", str(rig.farm.data_dir / "logs")], capture_output=True)
     if rig.master is not None:
         rig.master.stop()
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=buildfarm.farm={farm_id}"],
-                          capture_output=True, text=True).stdout.split()
+    left = rig.docker("ps", "-aq", "--filter", f"label=buildfarm.farm={farm_id}")
     if left:
-        subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
+        rig.docker("rm", "-f", *left)
     return left
 
 
@@ -310,30 +321,48 @@ def run(backends: list[str], faults: list[str], rounds: int, builds: int, seed: 
     try:
         repo = git.make_repo("chaos", {"README": "chaos\n"})
         for backend in backends:
-            rig = start_rig(backend, tmp, git, counter, repo, faults)
-            say(f"\n{backend}: farm pid {rig.farm.proc.pid} on {rig.farm.url}, data in {rig.farm.data_dir}")
-            mine = [Tally(FAULTS[name], backend) for name in faults if backend in FAULTS[name].backends]
-            try:
-                for tally in mine:
-                    if tally.fault.inject is None:
-                        continue
-                    for i in range(rounds):
-                        one_injection(rig, tally, builds, rnd)
-                        say(f"  {tally.fault.name} #{i + 1}: recovered in {tally.recoveries[-1]:.2f} s"
-                            if len(tally.recoveries) > i else f"  {tally.fault.name} #{i + 1}: {tally.errors[-1]}")
-                for tally in mine:
-                    settle(rig, tally)
-            finally:
-                left = stop_rig(rig)
-                if left:
-                    mine[-1].errors.append(f"{len(left)} container(s) left behind after the farm stopped")
-            tallies += mine
+            for private in (False, True):  # the faults on the machine's engine, then those on a private one
+                group = [name for name in faults
+                         if backend in FAULTS[name].backends and FAULTS[name].private_engine == private]
+                if group:
+                    with engine_for(private) as engine:
+                        rig = start_rig(backend, tmp, counter, repo, group, engine)
+                        tallies += run_rig(rig, group, rounds, builds, rnd)
     finally:
         counter.close()
         git.stop()
         if own_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     return tallies
+
+
+@contextmanager
+def engine_for(private: bool) -> Iterator[PrivateDockerd | None]:
+    """A private dockerd with live-restore, or None: the machine's engine."""
+    with private_engine(live_restore=True) if private else nullcontext() as engine:
+        yield engine
+
+
+def run_rig(rig: Rig, faults: list[str], rounds: int, builds: int, rnd: random.Random) -> list[Tally]:
+    """The faults, `rounds` times each, on one farm; then the farm stopped."""
+    on = f" (its own dockerd, {rig.engine.host})" if rig.engine else ""
+    say(f"\n{rig.backend}: farm pid {rig.farm.proc.pid} on {rig.farm.url}{on}, data in {rig.farm.data_dir}")
+    mine = [Tally(FAULTS[name], rig.backend) for name in faults]
+    try:
+        for tally in mine:
+            if tally.fault.inject is None:
+                continue
+            for i in range(rounds):
+                one_injection(rig, tally, builds, rnd)
+                say(f"  {tally.fault.name} #{i + 1}: recovered in {tally.recoveries[-1]:.2f} s"
+                    if len(tally.recoveries) > i else f"  {tally.fault.name} #{i + 1}: {tally.errors[-1]}")
+        for tally in mine:
+            settle(rig, tally)
+    finally:
+        left = stop_rig(rig)
+        if left:
+            mine[-1].errors.append(f"{len(left)} container(s) left behind after the farm stopped")
+    return mine
 
 
 def table(tallies: list[Tally]) -> str:

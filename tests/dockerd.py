@@ -1,6 +1,7 @@
 """A private Docker engine for tests that kill or restart dockerd: other tests (and other people's
 test runs) use this machine's engine meanwhile, so it is never touched. Loaded as a pytest plugin
-(tests/conftest.py); the fixture `private_dockerd` gives a `PrivateDockerd`:
+(tests/conftest.py); the fixture `private_dockerd` (or `with private_engine() as engine:`) gives a
+`PrivateDockerd`:
 
     engine = private_dockerd
     engine.start(live_restore=False)       # (re)started with that setting
@@ -21,6 +22,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -133,9 +136,10 @@ def _dead(pid: int) -> bool:
         return True
 
 
-@pytest.fixture(scope="session")
-def private_dockerd(docker_engine):
-    need(os.geteuid() == 0 and shutil.which("dockerd") is not None, "root and dockerd (for a private engine)")
+@contextmanager
+def private_engine(live_restore: bool = False) -> Iterator[PrivateDockerd]:
+    """A private dockerd, started, emptied of containers an earlier killed run left, with the builder
+    image; stopped and cleaned up on exit (used by the fixture below and by bench/chaos.py)."""
     run = Path(tempfile.mkdtemp(prefix="bftest-", dir="/run"))  # short: socket paths are at most 107 bytes
     CACHED_ROOT.mkdir(parents=True, exist_ok=True)
     lock = open(CACHED_ROOT.with_suffix(".lock"), "w")
@@ -146,7 +150,7 @@ def private_dockerd(docker_engine):
         root = Path(tempfile.mkdtemp(prefix="buildfarm-test-dockerd-", dir="/var/lib"))
     engine = PrivateDockerd(root, run)
     try:
-        engine.start()
+        engine.start(live_restore)
         engine.remove_containers()  # left by an earlier run that was killed
         engine.load_image(IMAGE)
         yield engine
@@ -156,3 +160,10 @@ def private_dockerd(docker_engine):
         if root != CACHED_ROOT:
             shutil.rmtree(root, ignore_errors=True)
         lock.close()
+
+
+@pytest.fixture(scope="session")
+def private_dockerd(docker_engine):
+    need(os.geteuid() == 0 and shutil.which("dockerd") is not None, "root and dockerd (for a private engine)")
+    with private_engine() as engine:
+        yield engine

@@ -1,6 +1,7 @@
 """The chaos suite's short version (bench/chaos.py; `make chaos` runs the full one): each fault of
 its registry injected once during real builds, on the local Docker backend and on the Mesos
-backend with the master double. No build may be lost, run twice or left non-terminal, and the
+backend with the master double (the dockerd restart on a local farm of its own, on a private
+dockerd with live-restore). No build may be lost, run twice or left non-terminal, and the
 farm must leave no container behind. (Recovery times are figures, in `make chaos`, not asserted.)"""
 
 from __future__ import annotations
