@@ -73,6 +73,9 @@ def test_redis_killed_during_a_build_comes_back_and_the_build_ends_whole(fresh_f
         resp = farm.api("GET", f"/api/v1/builds/{bid}")
         assert resp.status_code == 503, resp.text
         assert resp.headers["Retry-After"] and "Redis is not answering" in resp.json()["error"]
+        # A change too (its token is checked before its body is read, outside the routes): a 503, not a 500.
+        resp = farm.api("POST", "/api/v1/builds", json={"repo": repo, "image": IMAGE, "command": ["true"]})
+        assert resp.status_code == 503 and "Redis is not answering" in resp.json()["error"], resp.text
         # The CLI waits it out, saying so.
         env = {**os.environ, "BUILDFARM_TOKEN": farm.token}
         waiting = subprocess.Popen([BUILDFARM, "--server", farm.url, "status", bid], env=env,

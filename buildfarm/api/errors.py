@@ -34,6 +34,13 @@ def auth_refusal(request: Request, exc: AuthError) -> JSONResponse:
     return error(exc.status, exc.message, headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
 
 
+def redis_away(exc: Exception) -> JSONResponse:
+    """The farm's Redis is restarting or stopped: the farm's log says so once (supervisor,
+    scheduler); each request gets a 503 its client can retry."""
+    return error(503, f"the farm's Redis is not answering ({describe(exc)}); retry in a few seconds",
+                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -62,10 +69,7 @@ def install(app: FastAPI) -> None:
         return error(exc.status_code, message.get(exc.status_code, str(exc.detail)), headers=exc.headers)
 
     async def _redis_away(request: Request, exc: Exception):
-        # The farm's Redis is restarting or stopped: the farm's log says so once (supervisor,
-        # scheduler); each request gets a 503 its client can retry.
-        return error(503, f"the farm's Redis is not answering ({describe(exc)}); retry in a few seconds",
-                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return redis_away(exc)
 
     for kind in UNAVAILABLE:
         app.add_exception_handler(kind, _redis_away)

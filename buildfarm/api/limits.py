@@ -20,8 +20,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
+from ..redis_outage import UNAVAILABLE
 from .auth import AuthError, authenticate
-from .errors import auth_refusal, error
+from .errors import auth_refusal, error, redis_away
 
 KB, MB = 1024, 1024 * 1024
 WEBHOOK_MAX_BYTES = 5 * MB  # a provider's delivery (GitHub's push payloads are far smaller)
@@ -80,6 +81,8 @@ class BodyLimits:
                 authenticate(request, "viewer")  # who it is; the route checks the role
             except AuthError as e:
                 return await auth_refusal(request, e)(scope, receive, send)
+            except UNAVAILABLE as e:  # a middleware's errors bypass the app's handlers: the same 503 here
+                return await redis_away(e)(scope, receive, send)
         limit = limit_for(scope["method"], path, self.settings)
         declared = _content_length(scope)
         if declared is not None and declared > limit.max_bytes:
