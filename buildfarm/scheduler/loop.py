@@ -74,7 +74,7 @@ class Scheduler:
         """Schedule until stopped or, with a lease, until it is lost."""
         recovered = False
         while not self.stopping.is_set() and self.leading():
-            if getattr(self.backend, "fatal", None):  # the backend cannot go on (Mesos refused us)
+            if self.backend.fatal:  # the backend cannot go on (Mesos refused us)
                 raise LaunchError(self.backend.fatal)
             try:
                 if not recovered:
@@ -90,7 +90,7 @@ class Scheduler:
                 self.outage.away(e)
                 self.stopping.wait(1.0)
             except Exception:  # the engine away for a moment: never let the loop die
-                if getattr(self.backend, "fatal", None):
+                if self.backend.fatal:
                     continue  # what interrupted the round was the backend's end: raised above, once
                 log.exception("scheduler round failed; retrying in 1 s")
                 self.stopping.wait(1.0)
