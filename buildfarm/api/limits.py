@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
 from .auth import AuthError, authenticate
-from .errors import auth_refusal, error
+from .errors import error, render
 
 KB, MB = 1024, 1024 * 1024
 WEBHOOK_MAX_BYTES = 5 * MB  # a provider's delivery (GitHub's push payloads are far smaller)
@@ -79,7 +79,7 @@ class BodyLimits:
             try:
                 authenticate(request, "viewer")  # who it is; the route checks the role
             except AuthError as e:
-                return await auth_refusal(request, e)(scope, receive, send)
+                return await render(request, e)(scope, receive, send)
         limit = limit_for(scope["method"], path, self.settings)
         declared = _content_length(scope)
         if declared is not None and declared > limit.max_bytes:
