@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import redis
 
 from .spec import BuildSpec
-from .states import ACTIVE, TERMINAL, State
+from .states import TERMINAL, State
 
 P = "bf:"
 BUILDS = P + "builds"  # zset: id -> created_at
@@ -418,10 +418,6 @@ def _clip(text: str | None) -> str | None:
     if text is None or len(text) <= PREVIEW:
         return text
     return text[:PREVIEW - 3] + "..."
-
-
-def is_active(state: str) -> bool:
-    return State(state) in ACTIVE
 
 
 def _index_values(spec: BuildSpec, user: str | None, state: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from ..notify import Notifier, key
 from ..pipelines.store import CHANGED, RunNotFound
 from ..service import Conflict, Farm
 from ..spec import Mapping, Name, Text, Value
-from ..yamlcheck import MAX_BYTES
+from ..yamlsource import MAX_BYTES
 from .auth import agent_token, require
 from .errors import ApiError
 
