@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import agent_contract as contract
+from .. import keys
 from ..agent_contract import CACHE_MOUNT
 from ..scheduler import Agent, Offer, Resources
 from ..scheduler.feasible import total
@@ -30,7 +31,7 @@ from .base import EXITED, LAUNCH_FAILED, LOST, Exit, ExitListener, Found, Launch
 
 log = logging.getLogger("buildfarm.mesos")
 
-FRAMEWORK_ID_KEY = "bf:mesos:framework-id"
+FRAMEWORK_ID_KEY = keys.MESOS_FRAMEWORK_ID
 _EXIT_STATUS = re.compile(r"exited with status (\d+)")
 RESUBSCRIBE_MAX_DELAY = 10.0
 
@@ -296,7 +297,7 @@ class MesosBackend:
 
     def kill(self, build_id: str) -> None:
         """Kill the build's current task (its attempt is in the build record)."""
-        attempt = self.r.hget(f"bf:build:{build_id}", "attempt")
+        attempt = self.r.hget(keys.build(build_id), "attempt")
         if attempt and attempt != "0":
             self._call(self.driver.killTask, {"value": task_id_for(build_id, int(attempt))})
 

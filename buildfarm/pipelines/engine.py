@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.exceptions import LockError
 
+from ..keys import RUNS_ACTIVE as ACTIVE_RUNS
 from ..mirrors import NETWORK_SCHEMES
 from ..redis_outage import UNAVAILABLE
 from ..scopes import Origin
@@ -108,7 +109,7 @@ class Engine:
             try:
                 self.advance(run_id)
             except RunNotFound:
-                self.farm.r.srem("bf:pipeline-runs:active", run_id)
+                self.farm.r.srem(ACTIVE_RUNS, run_id)
             except LockError:
                 pass  # another process is advancing it
             except UNAVAILABLE:

@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from .. import keys
 from ..config import local_secret
 from ..redis_outage import UNAVAILABLE, describe
 from ..scopes import Origin
@@ -100,10 +101,10 @@ class Deliveries:
         self.r = r
 
     def _keys(self, provider: str, delivery: str) -> tuple[str, str]:
-        return f"bf:hooks:delivery:{provider}:{delivery}", f"bf:hooks:outcome:{provider}:{delivery}"
+        return keys.hook_delivery(provider, delivery), keys.hook_outcome(provider, delivery)
 
     def _body_key(self, d: Received) -> str:
-        return f"bf:hooks:body:{d.provider}:{d.digest}"
+        return keys.hook_body(d.provider, d.digest)
 
     def claim(self, d: Received) -> tuple[str, str | None] | None:
         """None for a new delivery (now marked "processing"); else (mark, first): mark is
