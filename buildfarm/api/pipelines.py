@@ -38,7 +38,10 @@ def _deps(role: str) -> list:
 
 
 def router(farm: Farm, changes: Notifier) -> APIRouter:
-    """`changes` is notified of each change of a run (see api/app.py), which wakes its long polls."""
+    """`changes` is notified of each change of a run (see api/app.py), which wakes its long polls.
+
+    Long: one closure per route, over the engine and the farm (FastAPI's way to give routes their
+    state); each route is short."""
     engine = engine_for(farm)
     r = APIRouter(tags=["pipelines"])
 
