@@ -94,6 +94,11 @@ def spec_of(h: dict[str, str]) -> BuildSpec:
     return BuildSpec.model_validate_json(h["spec"])
 
 
+def exit_code_of(h: dict[str, str]) -> int | None:
+    """The exit code stored in a build's record (a raw hash); None until the build reported one."""
+    return int(h["exit_code"]) if h.get("exit_code", "") != "" else None
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -254,7 +259,7 @@ class BuildStore:
             "number": int(h["number"]),
             "state": h["state"],
             "reason": h.get("reason", ""),
-            "exit_code": int(h["exit_code"]) if h.get("exit_code", "") != "" else None,
+            "exit_code": exit_code_of(h),
             "priority": h["priority"],
             "attempt": int(h.get("attempt", 0)),
             "agent_id": h.get("agent_id") or None,
