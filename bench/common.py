@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 
+from buildfarm.states import TERMINAL_STATES
 from tests.conftest import IMAGE, FarmProcess
 
-TERMINAL = {"succeeded", "failed", "timed_out", "cancelled", "error"}
+TERMINAL = TERMINAL_STATES
 # Every container a benchmark starts itself carries this label, so cleanup finds it.
 BENCH_LABEL = "buildfarm.bench"
 # Idle pre-started agent containers a farm may keep per image (`buildfarm up --warm N`); a warm

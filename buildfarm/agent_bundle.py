@@ -15,7 +15,9 @@ import time
 import tarfile
 from pathlib import Path
 
-AGENT_SOURCE = Path(__file__).resolve().parent.parent / "executors" / "buildfarm_agent.py"
+from .agent_contract import AGENT_SCRIPT, BUNDLE_DIR
+
+AGENT_SOURCE = Path(__file__).resolve().parent.parent / "executors" / AGENT_SCRIPT
 PACKAGES = ("git", "gitdb", "smmap")
 
 
@@ -48,7 +50,7 @@ def build_bundle(root: Path) -> Path:
     if not AGENT_SOURCE.exists():
         raise RuntimeError(f"agent source missing: {AGENT_SOURCE} (install buildfarm from its source tree)")
     dest = Path(root) / bundle_key()
-    if (dest / "buildfarm_agent.py").exists():
+    if (dest / AGENT_SCRIPT).exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     prune_old_bundles(Path(root), keep=dest.name)
@@ -84,6 +86,6 @@ def bundle_tarball(bundle: Path) -> tuple[bytes, str]:
     """The bundle as a .tar.gz (for the Mesos fetcher) and its sha256."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(bundle, arcname="buildfarm-agent")
+        tar.add(bundle, arcname=BUNDLE_DIR)
     data = buf.getvalue()
     return data, hashlib.sha256(data).hexdigest()

@@ -25,13 +25,12 @@ import redis
 from cryptography.fernet import Fernet, InvalidToken
 
 from .config import local_secret
-from .records import build_key, token_digest
+from .keys import build as build_key
+from .records import token_digest
 from .states import ROLES
 
-TOKENS = "bf:tokens"  # hash: sha256(token) -> {"user", "role", "created_at", "hook"}
-TOKEN_NAMES = "bf:token-names"  # hash: user -> sha256(token)
-SECRETS = "bf:secrets"  # hash: name -> SEALED + Fernet token of the value
-SCOPES = "bf:secret-scopes"  # hash: name -> its scope as JSON (scopes.py); none: unscoped
+from .keys import SECRET_SCOPES as SCOPES
+from .keys import SECRETS, TOKEN_NAMES, TOKENS
 SEALED = "fernet:"
 KEY_ENV = "BUILDFARM_SECRETS_KEY"
 USER_NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")

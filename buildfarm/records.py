@@ -20,16 +20,11 @@ from typing import Any, Protocol
 import redis
 
 from .spec import BuildSpec
-from .states import ACTIVE, TERMINAL, State
+from .states import TERMINAL, State
 
-P = "bf:"
-BUILDS = P + "builds"  # zset: id -> created_at
-ACTIVE_SET = P + "active"  # ids launched and not yet cleaned up by the scheduler
-AGENTS = P + "agents"  # hash: agent id -> json
-WAKEUP = P + "wakeup"  # list: the scheduler blocks on it
-STATE_CHANNEL = P + "state"  # pub/sub: a build's id at each of its state changes (long polls wake on it)
-SEQ = P + "seq"
-INDEX = P + "idx:"  # sets of build ids: idx:state:S, idx:repo:R, idx:trigger:K, idx:user:U, idx:team:T
+from .keys import ACTIVE_SET, AGENTS, BUILDS, INDEX, SEQ, STATE_CHANNEL, TMP, WAKEUP
+from .keys import history as history_key
+from .keys import build as build_key
 FILTERS = ("state", "repo", "trigger", "user", "team")
 
 # KEYS: the build's hash, its history list, the state-index prefix, the build id and the state
@@ -93,8 +88,15 @@ return 'invalid'
 """
 
 
-def build_key(build_id: str) -> str:
-    return f"{P}build:{build_id}"
+def spec_of(h: dict[str, str]) -> BuildSpec:
+    """The spec stored in a build's record (a raw hash): the one place it is parsed. ValidationError
+    when it is not valid any more (an older farm wrote it)."""
+    return BuildSpec.model_validate_json(h["spec"])
+
+
+def exit_code_of(h: dict[str, str]) -> int | None:
+    """The exit code stored in a build's record (a raw hash); None until the build reported one."""
+    return int(h["exit_code"]) if h.get("exit_code", "") != "" else None
 
 
 def token_digest(token: str) -> str:
@@ -162,7 +164,7 @@ class BuildStore:
         for name, value in _index_values(spec, user, State.QUEUED.value).items():
             pipe.sadd(f"{INDEX}{name}:{value}", build_id)
         pipe.hset(build_key(build_id), mapping=fields)
-        pipe.rpush(build_key(build_id) + ":history",
+        pipe.rpush(history_key(build_id),
                    json.dumps({"state": "queued", "at": now, "reason": "submitted"}))
         pipe.zadd(BUILDS, {build_id: now})
         pipe.execute()
@@ -205,7 +207,7 @@ class BuildStore:
         if not sets:
             ids = self.r.zrevrange(BUILDS, offset, offset + limit - 1)
             return self.get_many(ids), self.r.zcard(BUILDS)
-        tmp = f"{P}tmp:list:{uuid.uuid4().hex}"
+        tmp = f"{TMP}list:{uuid.uuid4().hex}"
         pipe = self.r.pipeline()
         # A set's members score 1; weight 0 keeps the creation time from `builds` as the order.
         pipe.zinterstore(tmp, {BUILDS: 1, **{s: 0 for s in sets}})
@@ -245,10 +247,10 @@ class BuildStore:
         return dict(zip(states, pipe.execute()))
 
     def history(self, build_id: str) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in self.r.lrange(build_key(build_id) + ":history", 0, -1)]
+        return [json.loads(x) for x in self.r.lrange(history_key(build_id), 0, -1)]
 
     def spec(self, build_id: str) -> BuildSpec:
-        return BuildSpec.model_validate_json(self.raw(build_id)["spec"])
+        return spec_of(self.raw(build_id))
 
     def _public(self, h: dict[str, str], history: bool, listed: bool = False) -> dict[str, Any]:
         spec = json.loads(h["summary"] if listed else h["spec"])
@@ -257,7 +259,7 @@ class BuildStore:
             "number": int(h["number"]),
             "state": h["state"],
             "reason": h.get("reason", ""),
-            "exit_code": int(h["exit_code"]) if h.get("exit_code", "") != "" else None,
+            "exit_code": exit_code_of(h),
             "priority": h["priority"],
             "attempt": int(h.get("attempt", 0)),
             "agent_id": h.get("agent_id") or None,
@@ -303,7 +305,7 @@ class BuildStore:
                            token_digest(token) if token else "", held]
         for k, v in fields.items():
             args += [k, "" if v is None else v]
-        keys = [build_key(build_id), build_key(build_id) + ":history", INDEX + "state:", build_id, STATE_CHANNEL,
+        keys = [build_key(build_id), history_key(build_id), INDEX + "state:", build_id, STATE_CHANNEL,
                 lease_key]
         moved, _ = self._transition(keys=keys, args=args)
         return bool(moved)
@@ -418,10 +420,6 @@ def _clip(text: str | None) -> str | None:
     if text is None or len(text) <= PREVIEW:
         return text
     return text[:PREVIEW - 3] + "..."
-
-
-def is_active(state: str) -> bool:
-    return State(state) in ACTIVE
 
 
 def _index_values(spec: BuildSpec, user: str | None, state: str) -> dict[str, str]:

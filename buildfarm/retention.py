@@ -17,17 +17,18 @@ from typing import Any
 
 import redis
 
+from . import keys
 from .artifacts import ArtifactStore
 from .logs import LogStore
-from .records import BuildNotFound, BuildStore, build_key
+from .keys import build as build_key
+from .records import BuildNotFound, BuildStore, spec_of
 from .spec import BuildSpec
-from .states import TERMINAL
+from .states import TERMINAL_STATES
 
 log = logging.getLogger("buildfarm.gc")
 
 KINDS = ("log", "artifacts")
-_DUE = {kind: f"bf:expire:{kind}" for kind in KINDS}  # zset: build id -> when its files expire
-_TERMINAL = {s.value for s in TERMINAL}
+_DUE = {kind: keys.expire_due(kind) for kind in KINDS}  # zset: build id -> when its files expire
 
 
 class NotPinnable(ValueError):
@@ -59,7 +60,7 @@ class Retention:
     def schedule(self, build_id: str, ended_at: float | None = None) -> None:
         """Fix the build's expiry times (called once it has ended) and queue them for the collector."""
         h = self.builds.raw(build_id)
-        spec = BuildSpec.model_validate_json(h["spec"])
+        spec = spec_of(h)
         ended_at = ended_at or float(h.get("finished_at") or time.time())
         fields, due = {}, {}
         for kind in KINDS:
@@ -92,7 +93,7 @@ class Retention:
         h = self.builds.raw(build_id)
         pipe = self.r.pipeline()
         pipe.hdel(build_key(build_id), "pinned_by", "pinned_at")
-        if h["state"] in _TERMINAL:
+        if h["state"] in TERMINAL_STATES:
             for kind in KINDS:
                 at = h.get(f"{kind}_expires_at")
                 if at and not h.get(f"{kind}_expired_at"):
@@ -118,7 +119,7 @@ class Retention:
 
     def _collect_one(self, kind: str, build_id: str, due: float, dry_run: bool, now: float) -> dict | None:
         state = self.builds.state(build_id)
-        if state not in _TERMINAL:  # deleted, or not ended: never a running build's files
+        if state not in TERMINAL_STATES:  # deleted, or not ended: never a running build's files
             self.r.zrem(_DUE[kind], build_id)
             return None
         store = self.stores[kind]

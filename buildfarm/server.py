@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from . import keys
 from .agent_bundle import build_bundle
 from .api import create_app
 from .backends.base import LaunchError
@@ -30,8 +31,8 @@ log = logging.getLogger("buildfarm")
 
 
 def farm_id(farm: Farm) -> str:
-    farm.r.set("bf:farm-id", secrets.token_hex(6), nx=True)
-    return farm.r.get("bf:farm-id")
+    farm.r.set(keys.FARM_ID, secrets.token_hex(6), nx=True)
+    return farm.r.get(keys.FARM_ID)
 
 
 def make_backend(settings: Settings, farm: Farm, on_exit, may_launch=lambda: True):
@@ -56,7 +57,7 @@ def launched_tasks(farm: Farm) -> list[str]:
     """Task ids (build-attempt) of the builds the farm believes launching or running."""
     out = []
     for bid in farm.builds.active_ids():
-        h = farm.r.hmget(f"bf:build:{bid}", "state", "attempt")
+        h = farm.r.hmget(keys.build(bid), "state", "attempt")
         if h[0] in ("launching", "running"):
             out.append(f"{bid}-{h[1]}")
     return out
@@ -111,9 +112,7 @@ def elected_scheduler(settings: Settings, farm: Farm) -> ElectedScheduler:
 
 def _teardown(settings: Settings, farm: Farm) -> None:
     backend = make_backend(settings, farm, lambda ev: None)
-    if not hasattr(backend, "teardown"):
-        raise LaunchError("--teardown applies to --backend mesos")
-    backend.teardown()
+    backend.teardown()  # a LaunchError from a backend without a framework to end
     for bid in farm.builds.active_ids():
         farm.end(bid, State.ERROR, "the Mesos framework was torn down", close_log=True)
         farm.builds.drop_active(bid)

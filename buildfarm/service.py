@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from . import keys
 from .redis_url import client as redis_client
 from .artifacts import ArtifactStore, StagedArtifact
 from .auth import MIN_SECRET_LENGTH, SecretStore, SecretUnreadable, TokenStore
@@ -263,9 +264,9 @@ class Farm:
         seconds = max(0.0, time.time() - float(before["launched_at"]))
         r = spec.resources
         pipe = self.r.pipeline()
-        pipe.hincrbyfloat(f"bf:build:{build_id}", "reserved_seconds", seconds)
-        pipe.hincrbyfloat(f"bf:build:{build_id}", "reserved_cpu_seconds", seconds * r.cpus)
-        pipe.hincrbyfloat(f"bf:build:{build_id}", "reserved_mem_mb_seconds", seconds * r.mem)
+        pipe.hincrbyfloat(keys.build(build_id), "reserved_seconds", seconds)
+        pipe.hincrbyfloat(keys.build(build_id), "reserved_cpu_seconds", seconds * r.cpus)
+        pipe.hincrbyfloat(keys.build(build_id), "reserved_mem_mb_seconds", seconds * r.mem)
         pipe.execute()
         self.stats.attempt_used(spec.team, seconds, r.cpus, r.mem, preempted)
 

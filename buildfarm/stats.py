@@ -9,10 +9,11 @@ import time
 
 import redis
 
+from . import keys
+
 BUCKET_SECONDS = 600
 KEEP_SECONDS = 48 * 3600
-ENDED = "bf:stats:ended:"  # + bucket start: hash state -> count
-LATENCY = "bf:stats:start-latency"  # hash: upper bound ("+Inf" last) -> count, plus "sum" and "count"
+ENDED, LATENCY = keys.STATS_ENDED, keys.STATS_LATENCY
 LATENCY_BOUNDS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 TEAM_USE = "bf:stats:team-use:"  # + team ("" for builds without one): hash of counters (attempt_used)
 TEAMS_SEEN = "bf:stats:teams"  # set: the teams with counters

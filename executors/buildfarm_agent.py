@@ -37,20 +37,37 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-API = os.environ.get("BUILDFARM_API", "").rstrip("/")
-BUILD_ID = os.environ.get("BUILDFARM_BUILD_ID", "")
-TOKEN = os.environ.get("BUILDFARM_TOKEN", "")
-CACHE = os.environ.get("BUILDFARM_CACHE", "/buildfarm-cache")
-CACHE_READONLY = os.environ.get("BUILDFARM_CACHE_READONLY") == "1"  # the farm keeps the mirrors
-WORKSPACE = os.environ.get("BUILDFARM_WORKSPACE", "/workspace")
+# The contract with the farm: buildfarm/agent_contract.py says the same (this file cannot import
+# the farm); tests/test_agent_contract.py keeps the two in step.
+ENV_API = "BUILDFARM_API"
+ENV_BUILD_ID = "BUILDFARM_BUILD_ID"
+ENV_TOKEN = "BUILDFARM_TOKEN"
+ENV_CACHE = "BUILDFARM_CACHE"
+ENV_CACHE_READONLY = "BUILDFARM_CACHE_READONLY"
+ENV_WORKSPACE = "BUILDFARM_WORKSPACE"
+ENV_BUILD_USER = "BUILDFARM_BUILD_USER"
+ENV_HOME = "BUILDFARM_HOME"
+ENV_ON_HOST = "BUILDFARM_ON_HOST"
+CACHE_MOUNT = "/buildfarm-cache"
+WORKSPACE_DEFAULT = "/workspace"
+WARM_FLAG = "--warm"
+ASSIGNMENT_FILE = "assignment.json"
+ASSIGNMENT_KEYS = ("api", "build_id", "token")
+
+API = os.environ.get(ENV_API, "").rstrip("/")
+BUILD_ID = os.environ.get(ENV_BUILD_ID, "")
+TOKEN = os.environ.get(ENV_TOKEN, "")
+CACHE = os.environ.get(ENV_CACHE, CACHE_MOUNT)
+CACHE_READONLY = os.environ.get(ENV_CACHE_READONLY) == "1"  # the farm keeps the mirrors
+WORKSPACE = os.environ.get(ENV_WORKSPACE, WORKSPACE_DEFAULT)
 REPORT_DEADLINE = float(os.environ.get("BUILDFARM_REPORT_DEADLINE", "900"))
 HEARTBEAT_SECONDS = float(os.environ.get("BUILDFARM_HEARTBEAT", "10"))
 # Who runs the build's commands when the agent is root: a user name or uid ("1000" by default).
-BUILD_USER = os.environ.get("BUILDFARM_BUILD_USER", "")
-BUILD_HOME = os.environ.get("BUILDFARM_HOME", "")  # their HOME, when not their passwd entry's
+BUILD_USER = os.environ.get(ENV_BUILD_USER, "")
+BUILD_HOME = os.environ.get(ENV_HOME, "")  # their HOME, when not their passwd entry's
 # Set by `--isolation process`: the agent shares the host, so it edits no /etc/passwd and signals
 # only the processes it started.
-ON_HOST = os.environ.get("BUILDFARM_ON_HOST") == "1"
+ON_HOST = os.environ.get(ENV_ON_HOST) == "1"
 MAX_WALK = 100_000  # entries of the workspace the artifact globs may visit, all together
 MAX_ARTIFACTS = 10_000  # files they may match
 CHUNK = 1024 * 1024  # per POST: fewer requests for a chatty build; small output still goes at once
@@ -528,7 +545,7 @@ def run_steps(spec: dict, log: LogSender, secrets: dict | None = None, user: Bui
     env.update(user.env() if user else {})
     env.update(spec.get("env") or {})
     env.update(secrets or {})
-    env.update({"CI": "true", "BUILDFARM": "true", "BUILDFARM_BUILD_ID": BUILD_ID, "BUILDFARM_WORKSPACE": WORKSPACE})
+    env.update({"CI": "true", "BUILDFARM": "true", ENV_BUILD_ID: BUILD_ID, ENV_WORKSPACE: WORKSPACE})
     groups = []
     try:
         for step in spec["steps"]:
@@ -728,7 +745,7 @@ def wait_for_assignment(directory: str) -> None:
     global API, BUILD_ID, TOKEN
     import git  # noqa: F401  (the point: pay for the import before the build arrives)
 
-    path = os.path.join(directory, "assignment.json")
+    path = os.path.join(directory, ASSIGNMENT_FILE)
     while not os.path.exists(path):
         time.sleep(0.02)
     with open(path) as f:
@@ -737,7 +754,8 @@ def wait_for_assignment(directory: str) -> None:
         os.unlink(path)
     except OSError as e:  # the directory stays closed to the build user (mode 0700, the farm's)
         diag(f"could not delete the assignment: {e}")
-    API, BUILD_ID, TOKEN = assignment["api"].rstrip("/"), assignment["build_id"], assignment["token"]
+    api, BUILD_ID, TOKEN = (assignment[k] for k in ASSIGNMENT_KEYS)
+    API = api.rstrip("/")
 
 
 def run_build(api: Api, start: dict, log: LogSender) -> tuple[str, int | None, str, str | None]:
@@ -773,7 +791,7 @@ def run_build(api: Api, start: dict, log: LogSender) -> tuple[str, int | None, s
 
 
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--warm":
+    if len(sys.argv) == 3 and sys.argv[1] == WARM_FLAG:
         wait_for_assignment(sys.argv[2])
     if not (API and BUILD_ID and TOKEN):
         diag("BUILDFARM_API, BUILDFARM_BUILD_ID and BUILDFARM_TOKEN must be set")
@@ -793,7 +811,7 @@ def main() -> int:
     log = LogSender(api)
     log.mask((start.get("secrets") or {}).values())
     log.start()
-    if len(sys.argv) == 3 and sys.argv[1] == "--warm":
+    if len(sys.argv) == 3 and sys.argv[1] == WARM_FLAG:
         log.line("running in a warm container (started before the build was submitted)")
     # The order matters: the last log chunks and the artifacts are delivered before /finish ends
     # the build, since the farm refuses everything of a build that has ended.

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from buildfarm.samples import write_files
+from buildfarm.states import TERMINAL_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -61,7 +62,7 @@ def wait_until(pred, timeout: float = 30, interval: float = 0.1, what: str = "co
 
 def wait_build_done(read, build_id: str, timeout: float = 120) -> dict:
     """The build's record (`read(build_id)`) once it has ended; on a timeout, the record in the error."""
-    terminal = {"succeeded", "failed", "timed_out", "cancelled", "error"}
+    terminal = TERMINAL_STATES
     try:
         return wait_until(lambda: (b := read(build_id))["state"] in terminal and b, timeout, 0.2,
                           what=f"build {build_id} to end")

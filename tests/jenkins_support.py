@@ -15,12 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from buildfarm.states import TERMINAL_STATES
 from tests.conftest import BUILDFARM, containers_of, need, wait_until
 from tests.doubles.jenkins import JenkinsDouble
 
 AGENT_IMAGE = "buildfarm/jenkins-agent:standin"
 BIG_IMAGE = "buildfarm-test/jenkins-agent-big:latest"  # a second image (a tag of the stand-in)
-TERMINAL = {"succeeded", "failed", "timed_out", "cancelled", "error"}
+TERMINAL = TERMINAL_STATES
 JENKINS_ENV = {"BUILD_URL": "https://jenkins.example/job/app/42/", "JOB_NAME": "app", "BUILD_NUMBER": "42"}
 
 

@@ -23,6 +23,7 @@ class RecordingBackend:
     """One agent of 2 cpus / 2 GB; launches take capacity until the build is cleaned up."""
 
     name = "recording"
+    fatal = None
 
     def __init__(self):
         self.agent = Agent("node-1", "127.0.0.1", Resources(2.0, 2048), {"arch": "x86_64"})
@@ -63,6 +64,9 @@ class RecordingBackend:
         self.adopted.append(build_id)
 
     def settle(self, pending):
+        pass
+
+    def teardown(self):
         pass
 
     def close(self):

@@ -121,7 +121,7 @@ def test_allowed_repository_prefixes_cannot_be_left_with_dot_segments():
 
 
 def test_a_cut_short_webhook_secret_file_is_replaced(tmp_path, monkeypatch):
-    from buildfarm.api.hooks import webhook_secret
+    from buildfarm.triggers.webhooks import webhook_secret
 
     monkeypatch.delenv("BUILDFARM_WEBHOOK_SECRET", raising=False)
     (tmp_path / "webhook.secret").write_text("")  # a first start killed mid-write

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from buildfarm.backends.base import EXITED, Exit
+from buildfarm.backends.base import Exit
 from buildfarm.config import Settings
 from buildfarm.scheduler.loop import Scheduler
 from buildfarm.scopes import Origin

@@ -100,6 +100,9 @@ def test_mapping_and_list_forms():
     ("- a\n", "expected a mapping with `builds:`"),
     ("cancel_superseded: true\n", "missing `builds:`"),
     ("builds:\n  a:\n    image: i\n    steps: [x]\n    env: {bad-name: x}\n", "env: 'bad-name' is not a valid"),
+    # One YAML reader with pipelines (yamlsource.py): a repeated key is refused, not silently the last one.
+    ("builds:\n  a:\n    image: i\n    image: j\n    steps: [x]\n",
+     ".buildfarm.yml, line 4: duplicate key 'image' (first on line 3)"),
 ])
 def test_errors_say_where_and_what(text, expected):
     with pytest.raises(BuildFileError) as e:

@@ -11,6 +11,7 @@ from fastapi import Request, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from ..auth import ROLES, Principal
+from .errors import ApiError
 
 COOKIE = "bf_session"
 _bearer = HTTPBearer(auto_error=False, description="an API token: `buildfarm token create NAME --role ROLE`")
@@ -18,9 +19,12 @@ _cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="the dashboard
 _SAFE = {"GET", "HEAD", "OPTIONS"}
 
 
-class AuthError(Exception):
+class AuthError(ApiError):
+    """A request without the token or role it needs: 401 (logged, with a Bearer challenge) or 403."""
+
     def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
+        super().__init__(status, message, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
+        self.logged = status == 401
 
 
 def require(role: str):

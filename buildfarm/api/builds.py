@@ -35,7 +35,10 @@ class TokenRevoked(Exception):
 
 
 def router(farm: Farm, changes: Notifier) -> APIRouter:
-    """`changes` is notified of each build's state changes (see api/app.py): it wakes long polls."""
+    """`changes` is notified of each build's state changes (see api/app.py): it wakes long polls.
+
+    Long: one closure per route, over the farm and its stores (FastAPI's way to give routes their
+    state); each route is short, and the helpers they share are module functions above."""
     api = APIRouter(prefix="/api/v1")
     builds = farm.builds
     viewer, submitter = Depends(require("viewer")), Depends(require("submitter"))

@@ -1,4 +1,8 @@
-"""Every error the API returns is JSON: {"error": "what is wrong and how to fix it", "details": [...]}."""
+"""Every error the API returns is JSON: {"error": "what is wrong and how to fix it", "details": [...]}.
+
+One path: a route raises ApiError (or AuthError, its subclass for tokens and roles); the handlers
+below render it, and turn FastAPI's own errors (validation, unknown routes) and a bug into the
+same shape."""
 
 from __future__ import annotations
 
@@ -12,26 +16,29 @@ from starlette.exceptions import HTTPException
 from ..records import BuildNotFound
 from ..redis_outage import RETRY_AFTER_SECONDS, UNAVAILABLE, describe
 from ..spec import describe_errors
-from .auth import AuthError
 
 log = logging.getLogger("buildfarm.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, details: list | None = None):
-        self.status, self.message, self.details = status, message, details or []
+    logged = False  # whether the refusal is worth a warning in the farm's log (who was refused, and why)
+
+    def __init__(self, status: int, message: str, details: list | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.details, self.headers = status, message, details or [], headers
 
 
 def error(status: int, message: str, details: list | None = None, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "details": details or []}, status_code=status, headers=headers)
 
 
-def auth_refusal(request: Request, exc: AuthError) -> JSONResponse:
-    """401 (logged, with the remote address) or 403 for a caller the API does not let in."""
-    if exc.status == 401:
+def render(request: Request, exc: ApiError) -> JSONResponse:
+    """The response for an ApiError (the handler's, and the body-limit middleware's before a route
+    runs); a refused caller (AuthError 401) is logged with the remote address."""
+    if exc.logged:
         log.warning("refused %s %s from %s: %s", request.method, request.url.path,
                     request.client.host if request.client else "?", exc.message)
-    return error(exc.status, exc.message, headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+    return error(exc.status, exc.message, exc.details, exc.headers)
 
 
 def redis_away(exc: Exception) -> JSONResponse:
@@ -44,11 +51,7 @@ def redis_away(exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return error(exc.status, exc.message, exc.details)
-
-    @app.exception_handler(AuthError)
-    async def _auth_error(request: Request, exc: AuthError):
-        return auth_refusal(request, exc)
+        return render(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

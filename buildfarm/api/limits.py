@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import Settings
 from ..redis_outage import UNAVAILABLE
 from .auth import AuthError, authenticate
-from .errors import auth_refusal, error, redis_away
+from .errors import error, redis_away, render
 
 KB, MB = 1024, 1024 * 1024
 WEBHOOK_MAX_BYTES = 5 * MB  # a provider's delivery (GitHub's push payloads are far smaller)
@@ -80,7 +80,7 @@ class BodyLimits:
             try:
                 authenticate(request, "viewer")  # who it is; the route checks the role
             except AuthError as e:
-                return await auth_refusal(request, e)(scope, receive, send)
+                return await render(request, e)(scope, receive, send)
             except UNAVAILABLE as e:  # a middleware's errors bypass the app's handlers: the same 503 here
                 return await redis_away(e)(scope, receive, send)
         limit = limit_for(scope["method"], path, self.settings)

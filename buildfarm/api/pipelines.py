@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import LockError
 
@@ -20,9 +20,9 @@ from ..notify import Notifier, key
 from ..pipelines.store import CHANGED, RunNotFound
 from ..service import Conflict, Farm
 from ..spec import Mapping, Name, Text, Value
-from ..yamlcheck import MAX_BYTES
+from ..yamlsource import MAX_BYTES
 from .auth import agent_token, require
-from .errors import error as _error
+from .errors import ApiError
 
 
 class RunRequest(BaseModel):
@@ -38,7 +38,10 @@ def _deps(role: str) -> list:
 
 
 def router(farm: Farm, changes: Notifier) -> APIRouter:
-    """`changes` is notified of each change of a run (see api/app.py), which wakes its long polls."""
+    """`changes` is notified of each change of a run (see api/app.py), which wakes its long polls.
+
+    Long: one closure per route, over the engine and the farm (FastAPI's way to give routes their
+    state); each route is short."""
     engine = engine_for(farm)
     r = APIRouter(tags=["pipelines"])
 
@@ -70,25 +73,25 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
             try:
                 p = parse(body.source, body.file or "<posted pipeline>")
             except PipelineInvalid as e:
-                return _error(422, f"the pipeline is not valid:\n{e}", [vars(x) for x in e.problems])
+                raise ApiError(422, f"the pipeline is not valid:\n{e}", [vars(x) for x in e.problems]) from None
             if body.pipeline and body.pipeline != p.name:
-                return _error(400, f"the file's pipeline is {p.name!r}, not {body.pipeline!r}")
+                raise ApiError(400, f"the file's pipeline is {p.name!r}, not {body.pipeline!r}")
         else:
             if not body.pipeline:
-                return _error(422, "give 'pipeline' (a name) or 'source' (a pipeline file's text)")
+                raise ApiError(422, "give 'pipeline' (a name) or 'source' (a pipeline file's text)")
             p = engine.catalog.get(body.pipeline)
             if p is None:
                 names = ", ".join(sorted(x.name for x in engine.catalog.load()[0])) or "none"
-                return _error(404, f"no pipeline {body.pipeline!r} in {engine.catalog.directory} (pipelines: "
+                raise ApiError(404, f"no pipeline {body.pipeline!r} in {engine.catalog.directory} (pipelines: "
                                    f"{names}); `buildfarm pipeline run FILE` runs a file")
         try:
             run = engine.start(p, params, {"kind": "api", "user": who.user}, role=who.role)
         except PipelineInvalid as e:
-            return _error(422, f"the pipeline is not valid with these parameters:\n{e}",
-                          [vars(x) for x in e.problems])
+            raise ApiError(422, f"the pipeline is not valid with these parameters:\n{e}",
+                           [vars(x) for x in e.problems]) from None
         except StartError as e:
-            return _error(400, str(e))
-        return JSONResponse(run, status_code=201)
+            raise ApiError(400, str(e)) from None
+        return run
 
     @r.post("/api/v1/pipeline-runs", status_code=201, summary="Start a pipeline run")
     def start_run(body: RunRequest, principal=Depends(require("submitter"))):
@@ -120,7 +123,7 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
                 await changes.wait_until(key(CHANGED, run_id), changed, wait)
             return engine.get(run_id)
         except RunNotFound:
-            return _error(404, f"no pipeline run {run_id!r}; `buildfarm pipeline list` shows recent runs")
+            raise ApiError(404, f"no pipeline run {run_id!r}; `buildfarm pipeline list` shows recent runs") from None
 
     @r.post("/api/v1/pipeline-runs/{run_id}/cancel", summary="Cancel a run: its queued and running builds, "
                                                               "and the jobs not started")
@@ -128,11 +131,11 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
         try:
             return engine.cancel(run_id, who=principal.user)
         except RunNotFound:
-            return _error(404, f"no pipeline run {run_id!r}")
+            raise ApiError(404, f"no pipeline run {run_id!r}") from None
         except Conflict as e:
-            return _error(409, str(e))
+            raise ApiError(409, str(e)) from None
         except LockError:
-            return _error(503, f"run {run_id} is being updated by another process; try again")
+            raise ApiError(503, f"run {run_id} is being updated by another process; try again") from None
 
     @r.get("/api/v1/pipeline-schedule/events", summary="Ticks started, missed or failed, newest first",
            dependencies=_deps("viewer"))
@@ -145,30 +148,26 @@ def router(farm: Farm, changes: Notifier) -> APIRouter:
         agent_token(farm, build_id, authorization)
         inputs = [i.build for i in farm.builds.spec(build_id).inputs]
         if upstream is not None and upstream not in inputs:
-            return None, _error(403, f"build {upstream} is not an input of build {build_id}")
-        return inputs, None
+            raise ApiError(403, f"build {upstream} is not an input of build {build_id}")
+        return inputs
 
     @r.get("/api/v1/agent/builds/{build_id}/inputs", tags=["agent"],
            summary="The artifacts of this build's inputs")
     def agent_inputs(build_id: str, authorization: str | None = Header(None)):
-        inputs, err = input_of(build_id, None, authorization)
-        if err:
-            return err
+        inputs = input_of(build_id, None, authorization)
         return {"inputs": [{"build": i, "artifacts": farm.builds.artifacts(i)} for i in inputs]}
 
     @r.get("/api/v1/agent/builds/{build_id}/inputs/{upstream}/{path:path}", tags=["agent"],
            summary="One artifact of an input build", response_class=FileResponse)
     def agent_input_artifact(build_id: str, upstream: str, path: str, authorization: str | None = Header(None)):
-        _, err = input_of(build_id, upstream, authorization)
-        if err:
-            return err
+        input_of(build_id, upstream, authorization)
         meta = {a["path"]: a for a in farm.builds.artifacts(upstream)}.get(path)
         if meta is None:
-            return _error(404, f"build {upstream} has no artifact {path!r}")
+            raise ApiError(404, f"build {upstream} has no artifact {path!r}")
         try:
             full = farm.artifacts.path(upstream, path)
         except ArtifactPathError as e:
-            return _error(400, str(e))
+            raise ApiError(400, str(e)) from None
         return FileResponse(full, media_type="application/octet-stream", headers={"X-Checksum-Sha256": meta["sha256"]})
 
     return r

@@ -13,7 +13,9 @@ from functools import lru_cache
 from importlib import resources
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+
+from .errors import ApiError
 
 _TYPES = {
     "html": "text/html; charset=utf-8",
@@ -39,7 +41,7 @@ def _asset(name: str) -> tuple[bytes, str] | None:
 def _serve(request: Request, name: str) -> Response:
     found = _asset(name) if _NAME.match(name) else None
     if found is None:
-        return JSONResponse({"error": f"no dashboard file {name!r}", "details": []}, status_code=404)
+        raise ApiError(404, f"no dashboard file {name!r}")
     data, etag = found
     headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
                "Content-Security-Policy": _CSP, "Referrer-Policy": "same-origin"}

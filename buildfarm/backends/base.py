@@ -45,7 +45,10 @@ ExitListener = Callable[[Exit], None]
 
 
 class Backend(Protocol):
+    """Every backend has every member (a no-op where it does not apply): callers never probe."""
+
     name: str
+    fatal: str | None  # set when the backend cannot go on (Mesos refused the framework): the loop stops with it
 
     def agents(self) -> list[Agent]: ...
 
@@ -66,5 +69,9 @@ class Backend(Protocol):
 
     def settle(self, pending: int) -> None:
         """End of a round: answer offers not used, suppress or revive them."""
+
+    def teardown(self) -> None:
+        """End what the backend registered outside the farm (the Mesos framework); a LaunchError
+        saying why when there is nothing to end."""
 
     def close(self) -> None: ...

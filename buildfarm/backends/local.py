@@ -25,6 +25,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .. import agent_contract as contract
+from ..agent_contract import AGENT_MOUNT, ASSIGN_MOUNT, CACHE_MOUNT, LABEL_ATTEMPT, LABEL_BUILD, LABEL_FARM, LABEL_WARM
 from ..config import Settings
 from ..scheduler import Agent, Offer, Resources
 from ..spec import BuildSpec
@@ -35,13 +37,6 @@ from ..mirrors import MirrorCache
 
 log = logging.getLogger("buildfarm.local")
 
-AGENT_MOUNT = "/buildfarm/agent"
-CACHE_MOUNT = "/buildfarm-cache"
-LABEL_FARM = "buildfarm.farm"
-LABEL_BUILD = "buildfarm.build-id"
-LABEL_ATTEMPT = "buildfarm.attempt"
-LABEL_WARM = "buildfarm.warm"
-ASSIGN_MOUNT = "/buildfarm/assignment"
 # Farm-kept mirrors (not "git": builds could write that directory before the farm kept it).
 MIRRORS = "mirrors"
 
@@ -70,6 +65,7 @@ def _log_unless_gone(what: str, e: Exception) -> None:
 
 class LocalBackend:
     name = "local"
+    fatal: str | None = None  # never set: a local failure ends one build, not the farm
 
     def __init__(self, settings: Settings, farm_id: str, bundle: Path, on_exit: ExitListener):
         self.settings = settings
@@ -91,7 +87,7 @@ class LocalBackend:
         return [self.agent]
 
     def offers(self) -> list[Offer]:
-        engine = getattr(self.runner, "engine", None)
+        engine = self.runner.engine
         if engine is not None and not engine.available:  # builds wait in the queue meanwhile
             return []
         with self._lock:
@@ -156,12 +152,14 @@ class LocalBackend:
     def settle(self, pending: int) -> None:
         """Nothing to answer: the local backend's offers are not held by anyone."""
 
+    def teardown(self) -> None:
+        raise LaunchError("--teardown applies to --backend mesos")
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self.mirrors:
             self.mirrors.close()
-        if hasattr(self.runner, "close_warm"):
-            self.runner.close_warm()
+        self.runner.close_warm()
 
 
 class DockerRunner:
@@ -212,14 +210,13 @@ class DockerRunner:
         limits = {}
         if r is not None:
             limits = {"nano_cpus": int(r.cpus * 1e9), "mem_limit": f"{r.mem}m", "memswap_limit": f"{r.mem}m"}
-        env = {"BUILDFARM_CACHE": CACHE_MOUNT, "BUILDFARM_CACHE_READONLY": "1", "BUILDFARM_WORKSPACE": "/workspace",
-               "PYTHONPATH": AGENT_MOUNT,
-               "PYTHONDONTWRITEBYTECODE": "1", **env}
+        env = {contract.ENV_CACHE: CACHE_MOUNT, contract.ENV_CACHE_READONLY: "1", contract.ENV_WORKSPACE: contract.WORKSPACE,
+               "PYTHONPATH": AGENT_MOUNT, "PYTHONDONTWRITEBYTECODE": "1", **env}
         # The agent runs as root and keeps the build's token; the build's commands run as the
         # image's own USER, or uid 1000 when the image runs as root (executors/buildfarm_agent.py).
         build_user = self._image_user(image)
         if build_user:
-            env["BUILDFARM_BUILD_USER"] = build_user
+            env[contract.ENV_BUILD_USER] = build_user
         return self.client.containers.create(
             image, command=command, name=name, labels={LABEL_FARM: self.farm_id, **labels}, environment=env, user="0:0",
             pids_limit=4096, network_mode=s.network, volumes=mounts, security_opt=["no-new-privileges"],
@@ -240,11 +237,11 @@ class DockerRunner:
 
         if self._start_warm(build_id, attempt, spec, token):
             return
-        env = {"BUILDFARM_API": self.settings.api_url, "BUILDFARM_BUILD_ID": build_id, "BUILDFARM_TOKEN": token}
+        env = contract.agent_env(self.settings.api_url, build_id, token)
         try:
             container = self._create(spec.image, f"buildfarm-{build_id}-{attempt}",
-                                     {LABEL_BUILD: build_id, LABEL_ATTEMPT: str(attempt)},
-                                     ["python3", f"{AGENT_MOUNT}/buildfarm_agent.py"], env, spec.resources)
+                                     contract.build_labels(build_id, attempt),
+                                     ["python3", f"{AGENT_MOUNT}/{contract.AGENT_SCRIPT}"], env, spec.resources)
         except docker.errors.ImageNotFound:
             raise LaunchError(f"image {spec.image!r} is not on this host; build it or `docker load` it") from None
         except docker.errors.APIError as e:
@@ -286,7 +283,7 @@ class DockerRunner:
             d.mkdir(parents=True)
             os.chmod(d, 0o700)
             c = self._create(image, name, {LABEL_WARM: "1"},
-                             ["python3", f"{AGENT_MOUNT}/buildfarm_agent.py", "--warm", ASSIGN_MOUNT], {},
+                             ["python3", f"{AGENT_MOUNT}/{contract.AGENT_SCRIPT}", contract.WARM_FLAG, ASSIGN_MOUNT], {},
                              volumes={str(d): {"bind": ASSIGN_MOUNT, "mode": "rw"}})  # the agent deletes it
             c.start()
             with self._lock:
@@ -324,10 +321,10 @@ class DockerRunner:
             shutil.rmtree(self._warm_dir(warm_name), ignore_errors=True)
             return False
         d = self._warm_dir(warm_name)
-        tmp = d / ".assignment.json"
-        tmp.write_text(json.dumps({"api": self.settings.api_url, "build_id": build_id, "token": token}))
+        tmp = d / f".{contract.ASSIGNMENT_FILE}"
+        tmp.write_text(json.dumps(contract.assignment(self.settings.api_url, build_id, token)))
         os.chmod(tmp, 0o600)
-        tmp.rename(d / "assignment.json")
+        tmp.rename(d / contract.ASSIGNMENT_FILE)
         self.watch(build_id)
         self._replenish(spec.image)
         return True
@@ -514,6 +511,7 @@ class ProcessRunner:
         self.root = Path(settings.data_dir) / "workspaces"
         self.root.mkdir(parents=True, exist_ok=True)
         self._procs: dict[str, subprocess.Popen] = {}
+        self.engine: EngineWatch | None = None  # no engine to watch: processes run on the host
 
     def check_image(self, image: str) -> str | None:
         return None
@@ -525,6 +523,9 @@ class ProcessRunner:
         if os.geteuid() != 0:
             return self.root / build_id
         return Path(tempfile.gettempdir()) / f"buildfarm-{self.farm_id}" / build_id
+
+    def close_warm(self) -> None:
+        """No warm pool: a process starts in milliseconds."""
 
     def start(self, build_id: str, attempt: int, spec: BuildSpec, token: str) -> None:
         d = self.root / build_id
@@ -540,17 +541,14 @@ class ProcessRunner:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(work),
             "LANG": "C.UTF-8",
-            "BUILDFARM_API": self.settings.api_url,
-            "BUILDFARM_BUILD_ID": build_id,
-            "BUILDFARM_TOKEN": token,
-            "BUILDFARM_CACHE": str(self.settings.cache_dir),
-            "BUILDFARM_WORKSPACE": str(work / "workspace"),
-            "BUILDFARM_ON_HOST": "1",
+            **contract.agent_env(self.settings.api_url, build_id, token, str(self.settings.cache_dir),
+                                 str(work / "workspace")),
+            contract.ENV_ON_HOST: "1",
             "PYTHONPATH": str(self.bundle),
         }
         if work != d:  # root: the build's commands run as nobody (executors/buildfarm_agent.py)
-            env.update({"BUILDFARM_BUILD_USER": "nobody", "BUILDFARM_HOME": str(work / "home")})
-        proc = subprocess.Popen([sys.executable, str(self.bundle / "buildfarm_agent.py")], env=env, cwd=d,
+            env.update({contract.ENV_BUILD_USER: "nobody", contract.ENV_HOME: str(work / "home")})
+        proc = subprocess.Popen([sys.executable, str(self.bundle / contract.AGENT_SCRIPT)], env=env, cwd=d,
                                 stdin=subprocess.DEVNULL, stdout=open(d / "agent.out", "wb"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
         (d / "pid").write_text(f"{proc.pid} {attempt}")

@@ -20,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import agent_contract as contract
+from .. import keys
+from ..agent_contract import CACHE_MOUNT
 from ..scheduler import Agent, Offer, Resources
 from ..scheduler.feasible import total
 from ..spec import BuildSpec
@@ -28,8 +31,7 @@ from .base import EXITED, LAUNCH_FAILED, LOST, Exit, ExitListener, Found, Launch
 
 log = logging.getLogger("buildfarm.mesos")
 
-FRAMEWORK_ID_KEY = "bf:mesos:framework-id"
-CACHE_MOUNT = "/buildfarm-cache"
+FRAMEWORK_ID_KEY = keys.MESOS_FRAMEWORK_ID
 _EXIT_STATUS = re.compile(r"exited with status (\d+)")
 RESUBSCRIBE_MAX_DELAY = 10.0
 
@@ -262,14 +264,7 @@ class MesosBackend:
 
     def task_info(self, build_id: str, attempt: int, spec: BuildSpec, token: str, agent_id: str) -> dict[str, Any]:
         r = spec.resources
-        env = {
-            "BUILDFARM_API": self.api_url,
-            "BUILDFARM_BUILD_ID": build_id,
-            "BUILDFARM_TOKEN": token,
-            "BUILDFARM_CACHE": CACHE_MOUNT,
-            "BUILDFARM_WORKSPACE": "/workspace",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
+        env = {**contract.agent_env(self.api_url, build_id, token), "PYTHONDONTWRITEBYTECODE": "1"}
         resources = [{"name": "cpus", "type": "SCALAR", "scalar": {"value": r.cpus}},
                      {"name": "mem", "type": "SCALAR", "scalar": {"value": r.mem}}]
         if r.disk:
@@ -287,8 +282,8 @@ class MesosBackend:
             "resources": resources,
             "command": {
                 "shell": True,
-                "value": 'PYTHONPATH="$MESOS_SANDBOX/buildfarm-agent" exec python3 '
-                         '"$MESOS_SANDBOX/buildfarm-agent/buildfarm_agent.py"',
+                "value": f'PYTHONPATH="$MESOS_SANDBOX/{contract.BUNDLE_DIR}" exec python3 '
+                         f'"$MESOS_SANDBOX/{contract.BUNDLE_DIR}/{contract.AGENT_SCRIPT}"',
                 "uris": [{"value": f"{self.api_url}/api/v1/agent/bundle.tar.gz", "extract": True, "cache": False}],
                 "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]},
             },
@@ -297,13 +292,12 @@ class MesosBackend:
                 "docker": {"image": spec.image, "network": self.opts.network, "force_pull_image": False},
                 "volumes": volumes,
             },
-            "labels": {"labels": [{"key": "buildfarm.build-id", "value": build_id},
-                                  {"key": "buildfarm.attempt", "value": str(attempt)}]},
+            "labels": {"labels": [{"key": k, "value": v} for k, v in contract.build_labels(build_id, attempt).items()]},
         }
 
     def kill(self, build_id: str) -> None:
         """Kill the build's current task (its attempt is in the build record)."""
-        attempt = self.r.hget(f"bf:build:{build_id}", "attempt")
+        attempt = self.r.hget(keys.build(build_id), "attempt")
         if attempt and attempt != "0":
             self._call(self.driver.killTask, {"value": task_id_for(build_id, int(attempt))})
 

@@ -65,7 +65,6 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
     and their builds) and removes what is left over.
     """
     import jenkins
-    import requests
 
     from ..client import ClientError
     from ..jenkins.bridge import Bridge
@@ -81,21 +80,7 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
         click.echo("error: --pipeline-state is the memory of --on-pipeline-end JOB; give that too", err=True)
         sys.exit(EXIT_USAGE)
     emit = _emitter(as_json)
-    server = jenkins.Jenkins(url, username=user, password=token, timeout=30)
-    try:
-        server.get_queue_info()  # logs in (python-jenkins resolves the credentials on its first call)
-        version = server.get_version()
-    except jenkins.JenkinsException as e:
-        first = str(e).splitlines()[0]
-        if "401" in first or "403" in first:
-            click.echo(f"error: Jenkins at {url} refused user {user!r} ({first}); check --user and --token "
-                       f"(an API token, from the user's Security page)", err=True)
-            sys.exit(EXIT_USAGE)
-        click.echo(f"error: Jenkins at {url}: {first}", err=True)
-        sys.exit(EXIT_INFRA_ERROR)
-    except (requests.RequestException, KeyError) as e:
-        click.echo(f"error: cannot reach Jenkins at {url} ({type(e).__name__}); check --url", err=True)
-        sys.exit(EXIT_INFRA_ERROR)
+    server, version = _connect(url, user, token)
     farm = client(ctx)
     try:
         watcher = PipelineWatcher(server, farm, downstream_job, emit, pipeline_state) if downstream_job else None
@@ -111,6 +96,42 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
         sys.exit(EXIT_INFRA_ERROR if e.infrastructure else 1)
     emit("started", jenkins=url, version=version, labels=",".join(lm.labels), max_total=max_total,
          adopted=len(bridge.agents), on_pipeline_end=downstream_job)
+
+    _poll_until_stopped(bridge, watcher, interval, emit)
+    bridge.close()
+    emit("stopped", agents=len(bridge.agents), note="running agents are adopted by the next start")
+
+
+def _connect(url: str, user: str, token: str):
+    """A logged-in python-jenkins client and Jenkins' version; exits with a clear error when
+    Jenkins refuses the credentials (usage) or cannot be reached (infrastructure)."""
+    import jenkins
+    import requests
+
+    server = jenkins.Jenkins(url, username=user, password=token, timeout=30)
+    try:
+        server.get_queue_info()  # logs in (python-jenkins resolves the credentials on its first call)
+        version = server.get_version()
+    except jenkins.JenkinsException as e:
+        first = str(e).splitlines()[0]
+        if "401" in first or "403" in first:
+            click.echo(f"error: Jenkins at {url} refused user {user!r} ({first}); check --user and --token "
+                       f"(an API token, from the user's Security page)", err=True)
+            sys.exit(EXIT_USAGE)
+        click.echo(f"error: Jenkins at {url}: {first}", err=True)
+        sys.exit(EXIT_INFRA_ERROR)
+    except (requests.RequestException, KeyError) as e:
+        click.echo(f"error: cannot reach Jenkins at {url} ({type(e).__name__}); check --url", err=True)
+        sys.exit(EXIT_INFRA_ERROR)
+    return server, version
+
+
+def _poll_until_stopped(bridge, watcher, interval: float, emit) -> None:
+    """Poll Jenkins (and the pipeline watcher every 5 s) until SIGTERM or ^C; a failed poll is
+    reported and retried after a growing pause (up to 10 s)."""
+    import jenkins
+
+    from ..client import ClientError
 
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -133,5 +154,3 @@ def jenkins_bridge(ctx, url, user, token, label_map, repo, max_total, connect_ti
             time.sleep(max(0.0, interval - (time.monotonic() - t0)))
     except KeyboardInterrupt:
         pass
-    bridge.close()
-    emit("stopped", agents=len(bridge.agents), note="running agents are adopted by the next start")

@@ -40,14 +40,15 @@ from xml.etree import ElementTree
 import jenkins
 import requests
 
-from ..client import TERMINAL_STATES, Client, ClientError
+from ..client import Client, ClientError
+from ..states import TERMINAL_STATES
+from ..states import UNFINISHED_STATES as ACTIVE_STATES
 from .labelmap import LabelMap, LabelSettings
 
 PREFIX = "bf-"
 DRAIN_TIMEOUT = 30.0  # seconds an agent's build may take to end after its node was deleted
 STATE_CHECK = 2.0  # seconds between build-state checks of an agent that has not connected
 _QUOTED = re.compile(r"[‘'\"]([^’'\"]+)[’'\"]")
-ACTIVE_STATES = ("queued", "launching", "running")
 
 Emit = Callable[..., None]
 

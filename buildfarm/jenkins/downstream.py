@@ -15,8 +15,8 @@ from pathlib import Path
 import jenkins
 
 from ..client import Client, ClientError
+from ..states import TERMINAL_STATES as ENDED
 
-ENDED = {"succeeded", "failed", "cancelled", "error", "timed_out"}
 WINDOW = 100  # the newest runs looked at on each check
 
 

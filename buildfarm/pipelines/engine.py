@@ -22,7 +22,9 @@ from typing import Any
 
 from redis.exceptions import LockError
 
+from ..keys import RUNS_ACTIVE as ACTIVE_RUNS
 from ..mirrors import NETWORK_SCHEMES
+from ..records import exit_code_of
 from ..redis_outage import UNAVAILABLE
 from ..scopes import Origin
 from ..service import Conflict, Farm, SubmitError, branch_at, ls_remote, ref_commit, repo_allowed
@@ -108,7 +110,7 @@ class Engine:
             try:
                 self.advance(run_id)
             except RunNotFound:
-                self.farm.r.srem("bf:pipeline-runs:active", run_id)
+                self.farm.r.srem(ACTIVE_RUNS, run_id)
             except LockError:
                 pass  # another process is advancing it
             except UNAVAILABLE:
@@ -160,7 +162,7 @@ class Engine:
             j.update(state="error", reason=f"build {j['build_id']} disappeared")
             return True
         state, reason = b["state"], b.get("reason", "")
-        code = int(b["exit_code"]) if b.get("exit_code", "") != "" else None
+        code = exit_code_of(b)
         if state in JOB_FAILED and j["attempt"] <= j["retries"] and not cancelling:
             log.info("run %s: %s %s, retrying (%d of %d)", run_id, j["name"], state, j["attempt"], j["retries"])
             self._submit(run_id, raw, j, {x["name"]: x for x in jobs}, jobs,

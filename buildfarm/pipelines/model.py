@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ..spec import BuildSpec, describe_errors
 from ..spec import parse_duration as parse_duration_text
 from .cron import Schedule, cron_problem, zone_problem
-from .yamlsource import LineDict, LineList, SourceError, line_of, load
+from ..yamlsource import LineDict, LineList, SourceError, line_of, load
 
 TOP_KEYS = ("name", "description", "repo", "ref", "image", "schedule", "parameters", "tag", "jobs", "expire_in", "team")
 JOB_KEYS = ("image", "steps", "resources", "env", "secrets", "artifacts", "needs", "matrix", "constraints",

@@ -20,13 +20,13 @@ from typing import Any
 
 import redis
 
-P = "bf:pipeline-"
-RUNS = P + "runs"
-ACTIVE = P + "runs:active"
-WAKEUP = P + "wakeup"
-CHANGED = P + "changed"
-CURSOR = P + "cursor"
-EVENTS = P + "schedule-events"
+from ..keys import RUN_CHANGED as CHANGED
+from ..keys import RUN_CURSOR as CURSOR
+from ..keys import RUN_EVENTS as EVENTS
+from ..keys import RUN_WAKEUP as WAKEUP
+from ..keys import RUNS, run_tick
+from ..keys import RUNS_ACTIVE as ACTIVE
+from ..keys import run as run_key
 MAX_EVENTS = 1000
 
 
@@ -35,10 +35,6 @@ local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return 1
 """
-
-
-def run_key(run_id: str) -> str:
-    return f"{P}run:{run_id}"
 
 
 class RunNotFound(KeyError):
@@ -159,7 +155,7 @@ class RunStore:
         self._max(keys=[CURSOR], args=[pipeline, to])
 
     def claim_tick(self, pipeline: str, tick: float, owner: str) -> bool:
-        return bool(self.r.set(f"{P}tick:{pipeline}:{int(tick)}", owner, nx=True, ex=60 * 24 * 3600))
+        return bool(self.r.set(run_tick(pipeline, int(tick)), owner, nx=True, ex=60 * 24 * 3600))
 
     def add_event(self, event: dict[str, Any]) -> None:
         pipe = self.r.pipeline()

@@ -20,14 +20,15 @@ import time
 
 from pydantic import ValidationError
 
+from .. import keys
 from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
 from ..lease import Lease
 from ..loans import with_loans
-from ..records import new_agent_token, token_digest
+from ..records import new_agent_token, spec_of, token_digest
 from ..redis_outage import UNAVAILABLE, OutageLog
 from ..service import Farm, pending_build
 from ..spec import BuildSpec
-from ..states import ACTIVE, TERMINAL, State
+from ..states import ACTIVE, TERMINAL, TERMINAL_STATES, State
 from .feasible import NOTHING, Resources, Running, Team, team_usage
 from .rank import dominant_share
 from .select import Policy, plan, pool_of
@@ -74,7 +75,7 @@ class Scheduler:
         """Schedule until stopped or, with a lease, until it is lost."""
         recovered = False
         while not self.stopping.is_set() and self.leading():
-            if getattr(self.backend, "fatal", None):  # the backend cannot go on (Mesos refused us)
+            if self.backend.fatal:  # the backend cannot go on (Mesos refused us)
                 raise LaunchError(self.backend.fatal)
             try:
                 if not recovered:
@@ -90,7 +91,7 @@ class Scheduler:
                 self.outage.away(e)
                 self.stopping.wait(1.0)
             except Exception:  # the engine away for a moment: never let the loop die
-                if getattr(self.backend, "fatal", None):
+                if self.backend.fatal:
                     continue  # what interrupted the round was the backend's end: raised above, once
                 log.exception("scheduler round failed; retrying in 1 s")
                 self.stopping.wait(1.0)
@@ -147,21 +148,22 @@ class Scheduler:
         raws = {}
         pipe = self.farm.r.pipeline()
         for _, bid in pending_ids:
-            pipe.hgetall(f"bf:build:{bid}")
+            pipe.hgetall(keys.build(bid))
         for (priority, bid), h in zip(pending_ids, pipe.execute()):
             if not h:
                 self.farm.queue.queues[priority].remove(bid)
                 continue
             if h["state"] != State.QUEUED.value:  # ended while queued (a cancel): tidy the queue
-                self.farm.queue.mark_ended(bid, priority, State(h["state"])) if h["state"] in _TERMINAL else None
+                self.farm.queue.mark_ended(bid, priority, State(h["state"])) if h["state"] in TERMINAL_STATES else None
                 continue
             if h.get("preempting") and time.time() - float(h["preempting"]) < PREEMPT_CLEANUP:
                 continue  # its preempted container is still being stopped
             raws[bid] = h
-        pending = []
+        pending, specs = [], {}
         for bid, h in list(raws.items()):
             try:
-                pending.append(pending_build(bid, BuildSpec.model_validate_json(h["spec"]), int(h["seq"]),
+                specs[bid] = spec_of(h)  # parsed once for the round
+                pending.append(pending_build(bid, specs[bid], int(h["seq"]),
                                              float(h.get("queued_at") or h["created_at"])))
             except ValidationError as e:  # one unreadable record must not stop every other build
                 raws.pop(bid)
@@ -179,15 +181,14 @@ class Scheduler:
                 self._waiting_reason[bid] = reason
                 builds.set_fields(bid, reason=f"waiting: {reason}")
         for bid, reason in result.impossible.items():
-            spec = BuildSpec.model_validate_json(raws[bid]["spec"])
-            if spec.wait_for_capacity:
+            if specs[bid].wait_for_capacity:
                 if self._waiting_reason.get(bid) != reason:
                     self._waiting_reason[bid] = reason
                     builds.set_fields(bid, reason=f"waiting for capacity: {reason}")
             else:
                 self.farm.end(bid, State.ERROR, reason, close_log=True)
         for launch in result.launches:
-            self.launch(launch.build_id, launch.agent_id, raws[launch.build_id])
+            self.launch(launch.build_id, launch.agent_id, raws[launch.build_id], specs[launch.build_id])
         return len(pending) - len(result.launches)
 
     def market_round(self, teams: dict[str, Team], running: list[Running], now: float) -> dict[str, Team]:
@@ -203,7 +204,7 @@ class Scheduler:
         pipe = self.farm.r.pipeline()
         ids = self.farm.builds.active_ids()
         for bid in ids:
-            pipe.hmget(f"bf:build:{bid}", "state", "agent_id", "spec", "launched_at", "preemptions")
+            pipe.hmget(keys.build(bid), "state", "agent_id", "spec", "launched_at", "preemptions")
         for bid, (state, agent_id, spec, launched_at, preemptions) in zip(ids, pipe.execute()):
             if state not in (State.LAUNCHING.value, State.RUNNING.value) or not spec:
                 continue
@@ -220,9 +221,8 @@ class Scheduler:
             log.info("build %s %s", build_id, reason)
             self.backend.kill(build_id)
 
-    def launch(self, build_id: str, agent_id: str, raw: dict) -> None:
+    def launch(self, build_id: str, agent_id: str, raw: dict, spec: BuildSpec) -> None:
         builds = self.farm.builds
-        spec = BuildSpec.model_validate_json(raw["spec"])
         attempt = int(raw.get("attempt", 0)) + 1
         builds.add_active(build_id)  # first, so a crash from here on is found by recover()
         token = new_agent_token()  # this attempt's; an earlier attempt's died when it was requeued
@@ -270,7 +270,7 @@ class Scheduler:
                 self._stop(bid, State.ERROR, f"the agent did not start within {s.start_timeout:.0f} s "
                                              f"(is the image's python3 working? is the API at {s.api_url} reachable?)")
             elif state is State.RUNNING:
-                spec = BuildSpec.model_validate_json(h["spec"])
+                spec = spec_of(h)
                 started = float(h.get("started_at") or now)
                 if now - started > spec.timeout:
                     self._stop(bid, State.TIMED_OUT, f"timed out after {spec.timeout} s")
@@ -301,7 +301,7 @@ class Scheduler:
             return
         if state in ACTIVE:
             # The container ended without the agent reporting a result.
-            spec = BuildSpec.model_validate_json(h["spec"])
+            spec = spec_of(h)
             if ev.kind == LAUNCH_FAILED:
                 self.farm.end(ev.build_id, State.ERROR, ev.detail)
             elif ev.kind == LOST and state is State.LAUNCHING and int(h.get("attempt", 0)) >= MAX_LAUNCHES:
@@ -351,11 +351,11 @@ class Scheduler:
         self.restore_queue()
         if found is None:  # the backend reconciles by itself (Mesos): settle only what ended
             for bid in sorted(active):
-                h = self.farm.builds.r.hgetall(f"bf:build:{bid}")
-                if not h or h["state"] in _TERMINAL or h["state"] == State.QUEUED.value:
+                h = self.farm.builds.r.hgetall(keys.build(bid))
+                if not h or h["state"] in TERMINAL_STATES or h["state"] == State.QUEUED.value:
                     self._finish_cleanup(bid) if h else self.farm.builds.drop_active(bid)
                 else:
-                    self.backend.adopt(bid, BuildSpec.model_validate_json(h["spec"]))
+                    self.backend.adopt(bid, spec_of(h))
             return
         for bid in sorted(active | set(found)):
             try:
@@ -379,7 +379,7 @@ class Scheduler:
             elif f is not None and f.running:
                 log.info("adopting build %s (attempt %s)", bid, f.attempt)
                 self.farm.builds.add_active(bid)
-                self.backend.adopt(bid, BuildSpec.model_validate_json(h["spec"]))
+                self.backend.adopt(bid, spec_of(h))
             elif f is not None:
                 self.handle_exit(Exit(bid, f.attempt, f.code if f.code is not None else -2, ""))
             elif state is State.LAUNCHING:
@@ -388,7 +388,7 @@ class Scheduler:
                 self.farm.requeue(bid, "the farm stopped before the container started")
             else:
                 log.warning("repaired: build %s was running but its container is gone", bid)
-                spec = BuildSpec.model_validate_json(h["spec"])
+                spec = spec_of(h)
                 self._retry_or_error(bid, h, spec, "its container disappeared while the farm was down")
                 self.farm.builds.drop_active(bid)
 
@@ -401,14 +401,12 @@ class Scheduler:
             return
         missing = queued - {bid for _, bid in self.farm.queue.pending()}
         for bid in sorted(missing):
-            h = self.farm.builds.r.hgetall(f"bf:build:{bid}")
+            h = self.farm.builds.r.hgetall(keys.build(bid))
             if h.get("state") != State.QUEUED.value or float(h["updated_at"]) > time.time() - 5:
                 continue  # moved on since the index was read, or being submitted or requeued right now
             log.warning("repaired: build %s was queued but in no queue; queued again", bid)
             self.farm.queue.restore(bid, h["priority"], f"build {bid} (restored)")
 
-
-_TERMINAL = {s.value for s in TERMINAL}
 
 
 def _agent_json(agent, backend_name: str, free) -> dict:

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import yaml
 from pydantic import ValidationError
 
 from ..globs import selected
 from ..spec import BuildSpec, describe_errors
-from ..yamlcheck import refusal
+from ..yamlsource import SourceError, SyntaxProblem, line_of, load
 
 FILENAME = ".buildfarm.yml"
 ZERO = "0" * 40
@@ -109,25 +108,8 @@ class Plan:
 
 # -- parsing ----------------------------------------------------------------------------------
 
-def _lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
-    """Line number (1-based) of every value in the document, by its path of keys/indexes."""
-    out = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = k.value
-            out[path + (key,)] = k.start_mark.line + 1
-            for p, line in _lines(v, path + (key,)).items():
-                out.setdefault(p, line)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out.update(_lines(v, path + (i,)))
-    return out
-
-
-def _at(lines: dict[tuple, int], path: tuple, filename: str) -> str:
-    while path and path not in lines:
-        path = path[:-1]
-    line = lines.get(path)
+def _at(doc, path: tuple, filename: str) -> str:
+    line = line_of(doc, path)
     return f"{filename}, line {line}" if line else filename
 
 
@@ -137,22 +119,15 @@ def _where(path: tuple) -> str:
 
 def parse(text: str, filename: str = FILENAME) -> BuildFile:
     """Read and check a build file's form (its build specs are checked by `plan`, with the event)."""
-    refused = refusal(text)
-    if refused:
-        line, why = refused
-        raise BuildFileError(f"{filename}{f', line {line}' if line else ''}: {why}")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{filename}, line {mark.line + 1}" if mark else filename
-        problem = getattr(e, "problem", None) or str(e)
-        raise BuildFileError(f"{where}: not valid YAML: {problem}") from None
-    lines = _lines(node) if node is not None else {}
+        data = load(text)
+    except SourceError as e:  # too large, anchors, a duplicate key, or not YAML at all
+        where = f"{filename}, line {e.line}" if e.line else filename
+        raise BuildFileError(f"{where}: not valid YAML: {e.problem}" if isinstance(e, SyntaxProblem)
+                             else f"{where}: {e}") from None
 
     def fail(path: tuple, message: str) -> BuildFileError:
-        return BuildFileError(f"{_at(lines, path, filename)}: {message}")
+        return BuildFileError(f"{_at(data, path, filename)}: {message}")
 
     if not isinstance(data, dict):
         raise fail((), "expected a mapping with `builds:` (and optionally `cancel_superseded:`)")
@@ -208,8 +183,8 @@ def parse(text: str, filename: str = FILENAME) -> BuildFile:
         spec = {k: _as_text(v) if k in ("env", "command", "steps") else v
                 for k, v in body.items() if k not in _FILTERS}
         spec.setdefault("image", None)
-        _check_spec(name, spec, path, lines, filename)
-        builds.append(Build(name, filters["branches"], filters["paths"], spec, lines.get(path)))
+        _check_spec(name, spec, path, data, filename)
+        builds.append(Build(name, filters["branches"], filters["paths"], spec, line_of(data, path) or None))
     return BuildFile(builds, cancel)
 
 
@@ -228,14 +203,14 @@ def _as_text(value):
     return value
 
 
-def _check_spec(name: str, spec: dict, path: tuple, lines: dict, filename: str) -> None:
+def _check_spec(name: str, spec: dict, path: tuple, doc, filename: str) -> None:
     try:
         BuildSpec(repo="file:///check", commit=ZERO, **{k: v for k, v in spec.items() if v is not None})
     except ValidationError as e:
         problems = []
         for d, err in zip(describe_errors(e), e.errors()):
             loc = tuple(err.get("loc", ()))
-            where = _at(lines, path + loc, filename)
+            where = _at(doc, path + loc, filename)
             field_ = d["field"] if d["field"] != "spec" else "build"
             problems.append(f"{where}: build {name!r}: {field_}: {d['message']}")
         raise BuildFileError("; ".join(problems)) from None
