@@ -122,10 +122,10 @@ class BuildSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    repo: Url = Field(..., min_length=1, description="git URL (git://, http(s)://, ssh://, file://) or path")
+    repo: Text(MAX_URL, min_length=1) = Field(..., description="git URL (git://, http(s)://, ssh://, file://) or path")
     ref: Name | None = Field(None, description="branch or tag; the default branch when neither ref nor commit")
     commit: str | None = Field(None, max_length=40, description="commit SHA (7-40 hex digits)")
-    image: Name = Field(..., min_length=1, description="Docker image with git and python3")
+    image: Text(MAX_NAME, min_length=1) = Field(..., description="Docker image with git and python3")
     command: Items(Step) | None = Field(None, description="argv of one command, run in the checkout")
     steps: Items(Step) | None = Field(None, description="shell steps, run in order with /bin/sh -e -c")
     env: Mapping(Value) = Field(default_factory=dict)

@@ -180,3 +180,12 @@ def test_spec_text_fields_refuse_nul_bytes_surrogates_and_huge_values():
     assert "at most 65536 characters" in errors(command=["x" * 70_000])["command.0"]
     assert "at most 256 items" in errors(command=["x"] * 300)["command"]
     assert "at most 32 items" in errors(trigger={"detail": {str(i): "v" for i in range(40)}})["trigger.detail"]
+
+
+@pytest.mark.parametrize("field", ["repo", "image"])
+def test_an_empty_repo_or_image_is_refused_naming_the_field(field):
+    # A bounded text type once dropped the field's own min_length: an empty image reached Docker (500).
+    spec = {"repo": "git://127.0.0.1/app.git", "image": "buildfarm/builder", "command": ["true"], field: ""}
+    with pytest.raises(ValidationError) as e:
+        BuildSpec.model_validate(spec)
+    assert [err["loc"] for err in e.value.errors()] == [(field,)]
