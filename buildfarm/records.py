@@ -397,7 +397,10 @@ PREVIEW = 200  # characters of a listed build's command, and of each text of its
 # The record fields a list reads (the whole spec stays in Redis).
 _LISTED = ("id", "number", "state", "reason", "exit_code", "priority", "attempt", "agent_id", "host",
            "resolved_commit", "created_at", "started_at", "finished_at", "submitted_by", "summary",
-           "log_expires_at", "log_expired_at", "artifacts_expires_at", "artifacts_expired_at", "pinned_by")
+           "log_expires_at", "log_expired_at", "artifacts_expires_at", "artifacts_expired_at", "pinned_by",
+           # what usage sums (usage.py) and lists show of a build's attempts
+           "preemptions", "launched_at", "measured_cpu_seconds", "reserved_seconds", "reserved_cpu_seconds",
+           "reserved_mem_mb_seconds")
 
 
 def summary(spec: dict[str, Any]) -> dict[str, Any]:

@@ -112,6 +112,8 @@ def test_a_team_gets_its_guarantee_back_and_the_borrower_runs_again(farm):
     assert (floods[1], 2) in backend.launched
     # the preempted attempt's use is charged: to the build and to its team's counters
     assert farm.builds.get(floods[1])["reserved"]["cpu_seconds"] > 0
+    listed = farm.builds.get_many([floods[1]])[0]  # what lists and `buildfarm usage` read
+    assert (listed["reserved"], listed["preemptions"]) == (farm.builds.get(floods[1])["reserved"], 1)
     use = farm.stats.team_use()
     assert use["flood"]["preemptions"] == 1 and use["flood"]["attempts"] == 2  # floods[0] ended, floods[1] preempted
     assert use["pr"]["attempts"] == 1 and "preemptions" not in use["pr"]
