@@ -20,7 +20,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from .market import Entry, Ledger
-from .scheduler import Resources, Team
+from .placement import Resources, Team
 from .teams import TeamError, TeamStore
 
 LOANS = "bf:loans"  # hash: id -> json (Loan)

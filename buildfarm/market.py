@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from .scheduler import Resources, Team
+from .placement import Resources, Team
 
 LEDGER = "bf:ledger"  # list: every entry, oldest first
 TEAM_LEDGER = "bf:ledger:team:"  # list per team: its entries

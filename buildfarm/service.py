@@ -28,7 +28,7 @@ from .mirrors import ANONYMOUS_SCHEMES, anonymous_git_env
 from .queue import BuildQueue
 from .records import BuildStore, Fence
 from .retention import Policy, Retention
-from .scheduler import Agent, PendingBuild, Resources, unmet_reason
+from .placement import Agent, PendingBuild, Resources, unmet_reason
 from .scopes import Origin, SecretScope, has_dot_segments, refusal
 from .spec import BuildSpec, Trigger
 from .stats import Stats

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .scheduler import Resources, Team
+from .placement import Resources, Team
 
 TEAMS = "bf:teams"  # hash: name -> json (TeamSpec)
 MEMBERS = "bf:team-members:"  # set per team: token names

@@ -11,7 +11,7 @@ import pytest
 from buildfarm import lease as leases
 from buildfarm.lease import Lease
 from buildfarm.redis_url import BadRedisUrl, parse_sentinel
-from buildfarm.scheduler.loop import Scheduler
+from buildfarm.scheduler import Scheduler
 from buildfarm.states import State
 
 from .test_scheduler_loop import RecordingBackend, backend, farm, record, submit  # noqa: F401 (fixtures)

@@ -1,8 +1,10 @@
-"""The scheduler loop: the only consumer of the build queue.
+"""The scheduler loop: the only consumer of the build queue, and what drives the placement core.
 
-It sleeps on a Redis wake-up list (a submit, a cancel, an agent's report or a container's exit
-wakes it; nothing polls in a busy loop), then: handles ended containers, enforces every phase's
-timeout, and asks the pure core which queued builds to launch on the backend's offers.
+It sits above what it uses: the placement core (placement/, pure), the farm's stores and queue
+(service.Farm), the backend (backends/) and the lease. It sleeps on a Redis wake-up list (a
+submit, a cancel, an agent's report or a container's exit wakes it; nothing polls in a busy loop),
+then: handles ended containers, enforces every phase's timeout, and asks the pure core which
+queued builds to launch on the backend's offers.
 On start it reconciles with what the backend really runs, so a farm killed with SIGKILL loses
 no build and runs none twice.
 
@@ -20,18 +22,18 @@ import time
 
 from pydantic import ValidationError
 
-from .. import keys
-from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
-from ..lease import Lease
-from ..loans import with_loans
-from ..records import new_agent_token, spec_of, token_digest
-from ..redis_outage import UNAVAILABLE, OutageLog
-from ..service import Farm, pending_build
-from ..spec import BuildSpec
-from ..states import ACTIVE, TERMINAL, TERMINAL_STATES, State
-from .feasible import NOTHING, Resources, Running, Team, team_usage
-from .rank import dominant_share
-from .select import Policy, plan, pool_of
+from . import keys
+from .backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
+from .lease import Lease
+from .loans import with_loans
+from .records import new_agent_token, spec_of, token_digest
+from .redis_outage import UNAVAILABLE, OutageLog
+from .service import Farm, pending_build
+from .spec import BuildSpec
+from .states import ACTIVE, TERMINAL, TERMINAL_STATES, State
+from .placement.feasible import NOTHING, Resources, Running, Team, team_usage
+from .placement.rank import dominant_share
+from .placement.select import Policy, plan, pool_of
 
 log = logging.getLogger("buildfarm.scheduler")
 

@@ -1,4 +1,4 @@
-"""The scheduler: a pure placement core (feasible -> rank -> select, then reclaim) and the loop that drives it."""
+"""Placement: the pure core that says which build runs where (feasible -> rank -> select, then reclaim)."""
 
 from .feasible import Agent, Offer, PendingBuild, Resources, Running, Team, constraints_met, unmet_reason
 from .reclaim import Kill
