@@ -179,6 +179,13 @@ class BuildStore:
             raise BuildNotFound(build_id)
         return h
 
+    def raw_many(self, ids: Iterable[str]) -> list[dict[str, str]]:
+        """The raw records of `ids`, in one round trip, in their order ({} for one that is gone)."""
+        pipe = self.r.pipeline()
+        for i in ids:
+            pipe.hgetall(build_key(i))
+        return pipe.execute()
+
     def state(self, build_id: str) -> str | None:
         return self.r.hget(build_key(build_id), "state")
 
@@ -309,6 +316,16 @@ class BuildStore:
                 lease_key]
         moved, _ = self._transition(keys=keys, args=args)
         return bool(moved)
+
+    def add_reserved(self, build_id: str, seconds: float, cpus: float, mem: float) -> None:
+        """Add what an attempt that held `cpus` and `mem` MB for `seconds` reserved to the build's
+        sums over its attempts (reserved_seconds, reserved_cpu_seconds, reserved_mem_mb_seconds)."""
+        key = build_key(build_id)
+        pipe = self.r.pipeline()
+        pipe.hincrbyfloat(key, "reserved_seconds", seconds)
+        pipe.hincrbyfloat(key, "reserved_cpu_seconds", seconds * cpus)
+        pipe.hincrbyfloat(key, "reserved_mem_mb_seconds", seconds * mem)
+        pipe.execute()
 
     def set_fields(self, build_id: str, **fields: Any) -> bool:
         """Write fields of the build's record (refused, returning False, if the store's fence is gone)."""

@@ -17,7 +17,6 @@ from typing import Any
 
 import redis
 
-from . import keys
 from .redis_url import client as redis_client
 from .artifacts import ArtifactStore, StagedArtifact
 from .auth import MIN_SECRET_LENGTH, SecretStore, SecretUnreadable, TokenStore
@@ -26,7 +25,7 @@ from .diskspace import DiskFull
 from .logs import LogStore
 from .mirrors import ANONYMOUS_SCHEMES, anonymous_git_env
 from .queue import BuildQueue
-from .records import BuildStore, Fence
+from .records import BuildStore, Fence, spec_of
 from .retention import Policy, Retention
 from .placement import Agent, PendingBuild, Resources, unmet_reason
 from .scopes import Origin, SecretScope, has_dot_segments, refusal
@@ -83,10 +82,16 @@ def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
             redis_client(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
 
 
-def pending_build(build_id: str, spec: BuildSpec, seq: int, queued_at: float = 0.0) -> PendingBuild:
+def needs(spec: BuildSpec) -> Resources:
+    """What a build asks for, as the placement core counts it."""
     r = spec.resources
-    return PendingBuild(build_id, Resources(r.cpus, r.mem, r.disk), spec.parsed_constraints(),
-                        spec.priority.rank, seq, spec.wait_for_capacity, spec.team, spec.preemptible, queued_at)
+    return Resources(r.cpus, r.mem, r.disk)
+
+
+def pending_build(build_id: str, spec: BuildSpec, seq: int, queued_at: float = 0.0) -> PendingBuild:
+    """A queued build as the placement core sees it."""
+    return PendingBuild(build_id, needs(spec), spec.parsed_constraints(), spec.priority.rank, seq,
+                        spec.wait_for_capacity, spec.team, spec.preemptible, queued_at)
 
 
 class Farm:
@@ -193,8 +198,7 @@ class Farm:
         try:
             team = self.teams.charge_to(spec.team, user, admin=not person)
             if team:
-                r = spec.resources
-                self.teams.check_fits(team, Resources(r.cpus, r.mem, r.disk))
+                self.teams.check_fits(team, needs(spec))
         except TeamError as e:
             raise SubmitError(str(e), "team") from None
         return spec if team == spec.team else spec.model_copy(update={"team": team})
@@ -260,14 +264,10 @@ class Farm:
         team's counters. Nothing when the build was not launched (ended while queued)."""
         if before.get("state") not in (State.LAUNCHING.value, State.RUNNING.value) or not before.get("launched_at"):
             return
-        spec = BuildSpec.model_validate_json(before["spec"])
+        spec = spec_of(before)
         seconds = max(0.0, time.time() - float(before["launched_at"]))
         r = spec.resources
-        pipe = self.r.pipeline()
-        pipe.hincrbyfloat(keys.build(build_id), "reserved_seconds", seconds)
-        pipe.hincrbyfloat(keys.build(build_id), "reserved_cpu_seconds", seconds * r.cpus)
-        pipe.hincrbyfloat(keys.build(build_id), "reserved_mem_mb_seconds", seconds * r.mem)
-        pipe.execute()
+        self.builds.add_reserved(build_id, seconds, r.cpus, r.mem)
         self.stats.attempt_used(spec.team, seconds, r.cpus, r.mem, preempted)
 
     def requeue(self, build_id: str, reason: str) -> bool:
