@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import redis
 
 from .spec import BuildSpec
-from .states import TERMINAL, State
+from .states import COMES_FROM, TERMINAL, State
 
 from .keys import ACTIVE_SET, AGENTS, BUILDS, INDEX, SEQ, STATE_CHANNEL, TMP, WAKEUP
 from .keys import history as history_key
@@ -29,7 +29,7 @@ FILTERS = ("state", "repo", "trigger", "user", "team")
 
 # KEYS: the build's hash, its history list, the state-index prefix, the build id and the state
 # channel (a member and a channel, not keys: one Redis, never a cluster). ARGV: new state, reason,
-# time, allowed states (comma-separated, '' for any), what becomes of the agent token, the digest
+# time, the states it may move from (comma-separated), what becomes of the agent token, the digest
 # the caller's token must have ('' for any), then field, value pairs. The agent token dies in the
 # same step as its attempt: 'end' keeps its digest as `ended_token_sha` (its late calls are told
 # the build ended), 'drop' forgets it. KEYS[6] is the schedulers' lease and ARGV[7] the lease value
@@ -40,7 +40,7 @@ if ARGV[7] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[7] then return {0, 'fenc
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, ''} end
 local allowed = ARGV[4]
-if allowed ~= '' and not string.find(',' .. allowed .. ',', ',' .. cur .. ',', 1, true) then
+if not string.find(',' .. allowed .. ',', ',' .. cur .. ',', 1, true) then
   return {0, cur}
 end
 if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'token_sha') ~= ARGV[6] then return {0, cur} end
@@ -293,13 +293,17 @@ class BuildStore:
     # -- state changes ------------------------------------------------------------------
     def transition(self, build_id: str, to: State, reason: str, *, allowed_from: Iterable[State] | None = None,
                    token: str | None = None, **fields: Any) -> bool:
-        """Atomically move a build to `to` if it is in one of `allowed_from` (any non-final state by
-        default) and, when `token` is given, if that is the agent token of its current attempt.
-        Returns whether it moved. Extra fields are written in the same step. A final state revokes
-        the agent token in that step; so does going back to the queue (the attempt is over). A
-        fenced store moves nothing once its lease is gone."""
-        if allowed_from is None:
-            allowed_from = [s for s in State if s not in TERMINAL]
+        """Atomically move a build to `to` if it is in a state `to` may follow (states.COMES_FROM;
+        `allowed_from` narrows that) and, when `token` is given, if that is the agent token of its
+        current attempt. Returns whether it moved. Extra fields are written in the same step. A
+        final state revokes the agent token in that step; so does going back to the queue (the
+        attempt is over). A fenced store moves nothing once its lease is gone."""
+        allowed = COMES_FROM[to]
+        if allowed_from is not None:
+            wider = sorted(s.value for s in set(allowed_from) - allowed)
+            if wider:  # a caller's mistake, not a race: the table is the rule
+                raise ValueError(f"{to.value} never follows {', '.join(wider)}")
+            allowed = frozenset(allowed_from)
         now = time.time()
         revoke = ""
         if to in TERMINAL:
@@ -308,7 +312,7 @@ class BuildStore:
         elif to is State.QUEUED:
             revoke = "drop"
         lease_key, held = self._fence_args()
-        args: list[Any] = [to.value, reason, now, ",".join(s.value for s in allowed_from), revoke,
+        args: list[Any] = [to.value, reason, now, ",".join(sorted(s.value for s in allowed)), revoke,
                            token_digest(token) if token else "", held]
         for k, v in fields.items():
             args += [k, "" if v is None else v]

@@ -222,7 +222,7 @@ class Scheduler:
         token = new_agent_token()  # this attempt's; an earlier attempt's died when it was requeued
         agent = next((a for a in self.backend.agents() if a.agent_id == agent_id), None)
         # Fenced: refused if this scheduler's lease is gone, so a deposed leader changes nothing.
-        if not builds.transition(build_id, State.LAUNCHING, f"placed on {agent_id}", allowed_from=[State.QUEUED],
+        if not builds.transition(build_id, State.LAUNCHING, f"placed on {agent_id}",
                                  agent_id=agent_id, host=agent.host if agent else "", attempt=attempt,
                                  launched_at=time.time(), token_sha=token_digest(token)):
             if self.leading():  # a leader deposed meanwhile leaves it to the next term

@@ -34,7 +34,7 @@ from .stats import Stats
 from .loans import LoanStore
 from .market import Ledger
 from .teams import TeamError, TeamStore
-from .states import TERMINAL, State
+from .states import ACTIVE, TERMINAL, State
 
 log = logging.getLogger("buildfarm")
 
@@ -215,8 +215,9 @@ class Farm:
     # -- ending and cancelling ----------------------------------------------------------------------
     def end(self, build_id: str, state: State, reason: str, *, exit_code: int | None = None,
             allowed_from=None, close_log: bool = False, token: str | None = None, **fields) -> bool:
-        """Move a build to a final state (if it is not final already) and say so in its log. Its
-        agent token is revoked in the same step; with `token`, only if that is the build's token."""
+        """Move a build to a final state (from the states it may follow, states.COMES_FROM, or
+        `allowed_from` among them) and say so in its log. Its agent token is revoked in the same
+        step; with `token`, only if that is the build's token."""
         if exit_code is not None:
             fields["exit_code"] = exit_code
         before = self.builds.raw(build_id)
@@ -255,7 +256,7 @@ class Farm:
         """The farm could not store the build's output: end it with that reason (its container is
         stopped); what was stored before stays whole."""
         reason = f"{e}; free space (`buildfarm gc`, --keep-logs, --keep-artifacts) and rebuild it"
-        if self.end(build_id, State.ERROR, reason, allowed_from=[State.LAUNCHING, State.RUNNING]):
+        if self.end(build_id, State.ERROR, reason, allowed_from=ACTIVE):  # a queued build writes nothing
             log.warning("build %s ended: %s", build_id, e)
 
     def _charge_attempt(self, build_id: str, before: dict[str, str], preempted: bool) -> None:
@@ -273,8 +274,7 @@ class Farm:
     def requeue(self, build_id: str, reason: str) -> bool:
         """Put a launched build back in the queue after an infrastructure failure."""
         raw = self.builds.raw(build_id)
-        if not self.builds.transition(build_id, State.QUEUED, f"retrying: {reason}",
-                                      allowed_from=[State.LAUNCHING, State.RUNNING]):
+        if not self.builds.transition(build_id, State.QUEUED, f"retrying: {reason}"):
             return False
         self.queue.requeue(build_id, raw["priority"])
         self.logs.append_system(build_id, f"attempt {raw.get('attempt', '?')} lost ({reason}); queued again")
@@ -285,9 +285,8 @@ class Farm:
         """Queue a launched build again because its capacity went back to its owner (not a failure:
         its retries stay). Returns whether it was launched or running."""
         raw = self.builds.raw(build_id)
-        if not self.builds.transition(build_id, State.QUEUED, reason, allowed_from=[State.LAUNCHING, State.RUNNING],
-                                      preemptions=int(raw.get("preemptions") or 0) + 1, queued_at=time.time(),
-                                      preempting=time.time()):
+        if not self.builds.transition(build_id, State.QUEUED, reason, preemptions=int(raw.get("preemptions") or 0) + 1,
+                                      queued_at=time.time(), preempting=time.time()):
             return False
         self._charge_attempt(build_id, raw, preempted=True)
         self.queue.requeue(build_id, raw["priority"])
@@ -310,7 +309,7 @@ class Farm:
         if raw["state"] == State.LAUNCHING.value:
             now = time.time()
             if self.builds.transition(build_id, State.RUNNING, f"agent started on {host}", token=token,
-                                      allowed_from=[State.LAUNCHING], started_at=now, last_seen=now):
+                                      started_at=now, last_seen=now):
                 self.stats.started(now - float(raw["created_at"]))
         self._refuse(build_id, self.builds.check_token(build_id, token))
         state = self.builds.state(build_id)
@@ -361,7 +360,7 @@ class Farm:
         if cpu_seconds is not None:  # what the agent measured its processes used, recorded with the end
             extra["measured_cpu_seconds"] = cpu_seconds
         if not self.end(build_id, state, reason or outcome, exit_code=exit_code, token=token,
-                        allowed_from=[State.LAUNCHING, State.RUNNING], **extra):
+                        allowed_from=ACTIVE, **extra):  # an agent ends only a launched build
             self._refuse(build_id, self.builds.check_token(build_id, token))
             raise Conflict(f"build {build_id} is {self.builds.state(build_id)}; it has not started")
         if cpu_seconds is not None:

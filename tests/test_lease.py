@@ -63,7 +63,7 @@ def test_a_deposed_leader_that_believes_it_leads_places_and_changes_nothing(farm
     assert record(farm, running)["state"] == "launching"
     assert not scheduler.farm.builds.set_fields(running, kill_sent=1)
     # The API and agents do not hold the lease and are not fenced.
-    assert farm.builds.transition(running, State.RUNNING, "agent started", allowed_from=[State.LAUNCHING])
+    assert farm.builds.transition(running, State.RUNNING, "agent started")
 
 
 def test_a_leader_that_lost_its_lease_stops_its_loop_and_launches_nothing(farm, backend):
