@@ -22,7 +22,7 @@ import redis
 from .spec import BuildSpec
 from .states import COMES_FROM, TERMINAL, State
 
-from .keys import ACTIVE_SET, AGENTS, BUILDS, INDEX, SEQ, STATE_CHANNEL, TMP, WAKEUP
+from .keys import ACTIVE_SET, AGENTS, BUILDS, INDEX, NO_LEASE, SEQ, STATE_CHANNEL, TMP, WAKEUP
 from .keys import history as history_key
 from .keys import build as build_key
 FILTERS = ("state", "repo", "trigger", "user", "team")
@@ -133,7 +133,7 @@ class BuildStore:
 
     def _fence_args(self) -> tuple[str, str]:
         if self.fence is None:
-            return "bf:no-lease", ""
+            return NO_LEASE, ""
         return self.fence.key, self.fence.value or "(no lease held)"
 
     # -- creation and reading ---------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from buildfarm import keys
 from buildfarm import lease as leases
 from buildfarm.lease import Lease
 from buildfarm.redis_url import BadRedisUrl, parse_sentinel
@@ -19,7 +20,7 @@ from .test_scheduler_loop import RecordingBackend, backend, farm, record, submit
 
 def expire(lease: Lease) -> None:
     """What the passing of the TTL does to a leader that stopped renewing."""
-    lease.r.delete(leases.LEASE_KEY)
+    lease.r.delete(keys.LEASE)
 
 
 def leader(farm, backend, ttl: float = 5) -> tuple[Lease, Scheduler]:
