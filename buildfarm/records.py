@@ -223,6 +223,10 @@ class BuildStore:
         total, ids, _ = pipe.execute()
         return self.get_many(ids), total
 
+    def ids_since(self, start: float) -> list[str]:
+        """The ids of the builds submitted at `start` or later, oldest first."""
+        return self.r.zrangebyscore(BUILDS, start, "+inf")
+
     def backfill_index(self) -> int:
         """Index the builds recorded before the filter index existed (once per Redis)."""
         if not self.r.set(INDEX + "built", "1", nx=True):
