@@ -214,6 +214,14 @@ def build_of(run: dict, job: str) -> str:
     return next(j["build_id"] for j in run["jobs"] if j["name"] == job)
 
 
+def finish(farm, build_id: str, state: State, reason: str, **fields) -> None:
+    """End a queued build with its agent's result, launched and started first (as a scheduler and
+    an agent would: a build ends succeeded or failed only once it ran)."""
+    assert farm.builds.transition(build_id, State.LAUNCHING, "placed by the test")
+    assert farm.builds.transition(build_id, State.RUNNING, "started by the test")
+    assert farm.end(build_id, state, reason, **fields)
+
+
 def test_engine_respects_the_dag_under_parallelism(farm, repo):
     engine = engine_for(farm)
     run = engine.start(parse(DIAMOND), {"repo": repo}, {"kind": "api"})
@@ -222,21 +230,21 @@ def test_engine_respects_the_dag_under_parallelism(farm, repo):
     spec = farm.builds.spec(build_of(run, "a"))
     assert spec.trigger.kind == "pipeline" and spec.trigger.detail["run"] == run["id"]
     assert spec.commit == run["commit"] and len(run["commit"]) == 40
-    farm.end(build_of(run, "a"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "a"), State.SUCCEEDED, "ok")
     assert farm.r.lrange("bf:pipeline-wakeup", 0, -1) == [run["id"]]  # the end listener woke the daemon
     run = engine.advance(run["id"])
     assert states(run)["b"] == states(run)["c"] == "queued"  # both at once
     assert farm.builds.spec(build_of(run, "b")).inputs[0].build == build_of(run, "a")  # a's artifacts go to b
-    farm.end(build_of(run, "c"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "c"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     assert states(run)["d"] == "pending"  # b still runs
-    farm.end(build_of(run, "b"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "b"), State.SUCCEEDED, "ok")
     run = engine.advance(engine.advance(run["id"])["id"])  # advancing twice changes nothing
     assert states(run)["d"] == "queued" and farm.builds.list(limit=50)[1] == 4  # (records, total)
-    farm.end(build_of(run, "d"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "d"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     assert states(run)["on-failure"] == "skipped" and states(run)["always"] == "queued"
-    farm.end(build_of(run, "always"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "always"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     assert run["state"] == "succeeded" and run["finished_at"]
 
@@ -244,22 +252,22 @@ def test_engine_respects_the_dag_under_parallelism(farm, repo):
 def test_failure_skips_dependants_runs_always_and_on_failure_and_retries(farm, repo):
     engine = engine_for(farm)
     run = engine.start(parse(DIAMOND), {"repo": repo}, {"kind": "api"})
-    farm.end(build_of(run, "a"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "a"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     first_c = build_of(run, "c")
-    farm.end(first_c, State.FAILED, "a step exited with status 1", exit_code=1)
+    finish(farm, first_c, State.FAILED, "a step exited with status 1", exit_code=1)
     run = engine.advance(run["id"])
     c = next(j for j in run["jobs"] if j["name"] == "c")
     assert c["state"] == "queued" and c["attempt"] == 2 and c["builds"][0] == first_c  # retried once
-    farm.end(build_of(run, "c"), State.FAILED, "again", exit_code=1)
-    farm.end(build_of(run, "b"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "c"), State.FAILED, "again", exit_code=1)
+    finish(farm, build_of(run, "b"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     s = states(run)
     assert (s["c"], s["d"], s["always"], s["on-failure"]) == ("failed", "skipped", "queued", "queued")
     assert next(j for j in run["jobs"] if j["name"] == "d")["reason"] == "skipped: c failed"
     assert run["state"] == "running"
-    farm.end(build_of(run, "always"), State.SUCCEEDED, "ok")
-    farm.end(build_of(run, "on-failure"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "always"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "on-failure"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     assert run["state"] == "failed" and "c" in run["reason"]
 
