@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 
-from buildfarm.scheduler import Agent, Offer, PendingBuild, Resources, plan
+from buildfarm.placement import Agent, Offer, PendingBuild, Resources, plan
 
 from .common import Figure, fmt, median, say
 

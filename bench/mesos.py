@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from buildfarm.scheduler import PendingBuild, Resources, plan
+from buildfarm.placement import PendingBuild, Resources, plan
 from tests.conftest import FarmProcess
 
 from .common import Api, Figure, fmt, median, say, stop_farm

@@ -35,9 +35,9 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from buildfarm.scheduler import Agent, Offer, PendingBuild, Policy, Resources, Running, Team, plan
-from buildfarm.scheduler.feasible import NOTHING
-from buildfarm.scheduler.rank import dominant_share
+from buildfarm.placement import Agent, Offer, PendingBuild, Policy, Resources, Running, Team, plan
+from buildfarm.placement.feasible import NOTHING
+from buildfarm.placement.rank import dominant_share
 
 from .common import Figure, fmt, median, quantile, say
 

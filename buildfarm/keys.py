@@ -30,6 +30,9 @@ def history(build_id: str) -> str:
     return build(build_id) + ":history"
 
 
+# Logs (logs.py)
+LOG_CHANNEL = P + "log-grew"  # pub/sub: a build's id each time its log grows or closes
+
 # The farm
 FARM_ID = P + "farm-id"  # this farm's id: its containers' label (agent_contract.LABEL_FARM)
 MESOS_FRAMEWORK_ID = P + "mesos:framework-id"  # a restarted scheduler re-subscribes as the same framework
@@ -40,9 +43,31 @@ TOKEN_NAMES = P + "token-names"  # hash: user -> sha256(token)
 SECRETS = P + "secrets"  # hash: name -> SEALED + Fernet token of the value
 SECRET_SCOPES = P + "secret-scopes"  # hash: name -> its scope as JSON (scopes.py); none: unscoped
 
+# The schedulers' lease (lease.py)
+LEASE = P + "scheduler:lease"  # "FENCE HOLDER", with a TTL
+LEASE_FENCE = P + "scheduler:fence"  # the counter of terms
+LEASE_LEADER = P + "scheduler:leader"  # hash: holder, fence, since (for display; the lease key decides)
+SCHEDULERS = P + "schedulers"  # hash: holder -> json heartbeat
+NO_LEASE = P + "no-lease"  # never written: the lease key a writer without a fence names (records.py)
+
 # Counters (stats.py)
 STATS_ENDED = P + "stats:ended:"  # + bucket start: hash state -> count
 STATS_LATENCY = P + "stats:start-latency"  # hash: upper bound ("+Inf" last) -> count, plus "sum" and "count"
+STATS_TEAM_USE = P + "stats:team-use:"  # + team ("" for builds without one): hash of counters (attempt_used)
+STATS_TEAMS = P + "stats:teams"  # set: the teams with counters
+STATS_SHARES = P + "stats:team-shares"  # list of json samples {at, shares: {team: dominant share}}, newest last
+STATS_SHARES_NEXT = STATS_SHARES + ":next"  # string with a TTL: set while the next sample is not due
+
+# Teams (teams.py), loans (loans.py) and the ledger of credits (market.py)
+TEAMS = P + "teams"  # hash: name -> json (TeamSpec)
+TEAM_MEMBERS = P + "team-members:"  # set per team: token names
+USER_TEAMS = P + "user-teams:"  # set per user: team names
+LOANS = P + "loans"  # hash: id -> json (Loan)
+LEDGER = P + "ledger"  # list: every entry, oldest first
+TEAM_LEDGER = P + "ledger:team:"  # list per team: its entries
+BALANCES = P + "ledger:balance"  # hash: team -> the sum of its entries
+CREDITS_ISSUED = P + "ledger:issued:"  # + period number: set once that period's credits were issued
+SETTLED_AT = P + "ledger:settled-at"  # when the last settlement ended
 
 
 # Retention (retention.py)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from .backends.base import Backend, Exit
 from .lease import Candidate, Lease
-from .scheduler.loop import Scheduler
+from .scheduler import Scheduler
 from .service import Farm
 
 log = logging.getLogger("buildfarm.leadership")

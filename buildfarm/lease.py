@@ -26,12 +26,10 @@ from typing import Any
 
 import redis
 
+from .keys import LEASE, LEASE_FENCE, LEASE_LEADER, SCHEDULERS
+
 log = logging.getLogger("buildfarm.lease")
 
-LEASE_KEY = "bf:scheduler:lease"  # "FENCE HOLDER", with a TTL
-FENCE_KEY = "bf:scheduler:fence"  # the counter of terms
-LEADER_KEY = "bf:scheduler:leader"  # hash: holder, fence, since (for display; the lease key decides)
-SCHEDULERS = "bf:schedulers"  # hash: holder -> json heartbeat
 
 # KEYS: lease, fence counter, leader hash. ARGV: holder, ttl ms, now. Returns the lease value held.
 _ACQUIRE = """
@@ -65,7 +63,7 @@ return 0
 class Lease:
     """This process's candidacy. `value` is the lease it holds ("FENCE HOLDER"), or None."""
 
-    key = LEASE_KEY
+    key = LEASE
 
     def __init__(self, r: redis.Redis, ttl: float = 5.0, holder: str | None = None):
         self.r = r
@@ -90,7 +88,7 @@ class Lease:
 
     def try_acquire(self) -> bool:
         sent = time.monotonic()
-        value = self._acquire(keys=[LEASE_KEY, FENCE_KEY, LEADER_KEY],
+        value = self._acquire(keys=[LEASE, LEASE_FENCE, LEASE_LEADER],
                               args=[self.holder, int(self.ttl * 1000), time.time()])
         if not value:
             return False
@@ -107,7 +105,7 @@ class Lease:
         why = None
         if primary_id(self.r) != self._primary:
             why = "Redis's primary changed (a failover): a new term reconciles first"
-        elif not self._renew(keys=[LEASE_KEY, LEADER_KEY], args=[self.value, int(self.ttl * 1000), time.time()]):
+        elif not self._renew(keys=[LEASE, LEASE_LEADER], args=[self.value, int(self.ttl * 1000), time.time()]):
             why = "another scheduler holds the lease now"
         if why:
             self.drop(why)
@@ -125,7 +123,7 @@ class Lease:
         """Give the lease up at once (a clean stop), so a standby need not wait for the TTL."""
         if self.value is not None:
             try:
-                self._release(keys=[LEASE_KEY], args=[self.value])
+                self._release(keys=[LEASE], args=[self.value])
             except redis.RedisError:
                 pass
         self.value = None
@@ -184,7 +182,7 @@ class Candidate:
         elif not self._said_standby:
             self._said_standby = True
             log.info("scheduler %s stands by: %s leads", lease.holder,
-                     (lease.r.get(LEASE_KEY) or "another scheduler").split(" ", 1)[-1])
+                     (lease.r.get(LEASE) or "another scheduler").split(" ", 1)[-1])
         lease.heartbeat("leader" if lease.value else "standby")
 
     def _changed(self, leading: bool) -> None:
@@ -202,8 +200,8 @@ class Candidate:
 
 def describe(r: redis.Redis, ttl_hint: float = 5.0) -> dict[str, Any]:
     """Who leads since when, the standbys and their last heartbeat (for the API and dashboard)."""
-    leader = r.hgetall(LEADER_KEY)
-    value = r.get(LEASE_KEY)
+    leader = r.hgetall(LEASE_LEADER)
+    value = r.get(LEASE)
     holder = value.split(" ", 1)[1] if value else None
     now = time.time()
     seen = [json.loads(v) for v in r.hgetall(SCHEDULERS).values()]
@@ -214,7 +212,7 @@ def describe(r: redis.Redis, ttl_hint: float = 5.0) -> dict[str, Any]:
         "leader": {"id": holder, "fence": int(leader.get("fence", 0)), "since": float(leader["since"]),
                    "renewed": float(leader.get("renewed", leader["since"]))} if holder and leader.get("holder") == holder
         else None,
-        "fence": int(r.get(FENCE_KEY) or 0),
+        "fence": int(r.get(LEASE_FENCE) or 0),
         "standbys": sorted((s for s in live if s["id"] != holder), key=lambda s: s["id"]),
         "schedulers": sorted(live, key=lambda s: s["id"]),
     }

@@ -19,11 +19,11 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
+from .keys import LOANS
 from .market import Entry, Ledger
-from .scheduler import Resources, Team
+from .placement import Resources, Team
 from .teams import TeamError, TeamStore
 
-LOANS = "bf:loans"  # hash: id -> json (Loan)
 
 
 class Loan(BaseModel):

@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .diskspace import DiskFull, is_disk_full
+from .keys import LOG_CHANNEL
 from .notify import Notifier, key
 
 log = logging.getLogger("buildfarm.logs")
 
-LOG_CHANNEL = "bf:log-grew"  # pub/sub: a build's id each time its log grows or closes
 
 
 class LogStore:

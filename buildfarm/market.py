@@ -22,13 +22,9 @@ from typing import Any
 
 import redis
 
-from .scheduler import Resources, Team
+from .keys import BALANCES, CREDITS_ISSUED, LEDGER, SETTLED_AT, TEAM_LEDGER
+from .placement import Resources, Team
 
-LEDGER = "bf:ledger"  # list: every entry, oldest first
-TEAM_LEDGER = "bf:ledger:team:"  # list per team: its entries
-BALANCES = "bf:ledger:balance"  # hash: team -> the sum of its entries
-ISSUED = "bf:ledger:issued:"  # + period number: set once that period's credits were issued
-SETTLED_AT = "bf:ledger:settled-at"  # when the last settlement ended
 CREDITS_PER_CPU_HOUR = 1.0
 
 
@@ -113,7 +109,7 @@ class Ledger:
     def issue_once(self, teams: Mapping[str, Team], period_seconds: float, now: float) -> bool:
         """Issue the current period's credits unless they were (any scheduler, once per period)."""
         period = int(now // period_seconds)
-        if not self.r.set(ISSUED + str(period), "1", nx=True, ex=int(period_seconds * 48)):
+        if not self.r.set(CREDITS_ISSUED + str(period), "1", nx=True, ex=int(period_seconds * 48)):
             return False
         self.append(issue(teams, period_seconds, period * period_seconds))
         return True

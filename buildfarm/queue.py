@@ -46,6 +46,10 @@ class BuildQueue:
     def depth(self) -> dict[str, int]:
         return {p: self.queues[p].count for p in PRIORITIES}
 
+    def drop(self, build_id: str, priority: str) -> None:
+        """Take a build out of its queue without a trace in RQ's registries (its record is gone)."""
+        self.queues[priority].remove(build_id)
+
     def mark_started(self, build_id: str, priority: str, timeout: int) -> None:
         """Move the job from its queue to RQ's started registry, for as long as the build may run."""
         q = self.queues[priority]

@@ -20,16 +20,16 @@ from typing import Any, Protocol
 import redis
 
 from .spec import BuildSpec
-from .states import TERMINAL, State
+from .states import COMES_FROM, TERMINAL, State
 
-from .keys import ACTIVE_SET, AGENTS, BUILDS, INDEX, SEQ, STATE_CHANNEL, TMP, WAKEUP
+from .keys import ACTIVE_SET, AGENTS, BUILDS, INDEX, NO_LEASE, SEQ, STATE_CHANNEL, TMP, WAKEUP
 from .keys import history as history_key
 from .keys import build as build_key
 FILTERS = ("state", "repo", "trigger", "user", "team")
 
 # KEYS: the build's hash, its history list, the state-index prefix, the build id and the state
 # channel (a member and a channel, not keys: one Redis, never a cluster). ARGV: new state, reason,
-# time, allowed states (comma-separated, '' for any), what becomes of the agent token, the digest
+# time, the states it may move from (comma-separated), what becomes of the agent token, the digest
 # the caller's token must have ('' for any), then field, value pairs. The agent token dies in the
 # same step as its attempt: 'end' keeps its digest as `ended_token_sha` (its late calls are told
 # the build ended), 'drop' forgets it. KEYS[6] is the schedulers' lease and ARGV[7] the lease value
@@ -40,7 +40,7 @@ if ARGV[7] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[7] then return {0, 'fenc
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, ''} end
 local allowed = ARGV[4]
-if allowed ~= '' and not string.find(',' .. allowed .. ',', ',' .. cur .. ',', 1, true) then
+if not string.find(',' .. allowed .. ',', ',' .. cur .. ',', 1, true) then
   return {0, cur}
 end
 if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'token_sha') ~= ARGV[6] then return {0, cur} end
@@ -133,7 +133,7 @@ class BuildStore:
 
     def _fence_args(self) -> tuple[str, str]:
         if self.fence is None:
-            return "bf:no-lease", ""
+            return NO_LEASE, ""
         return self.fence.key, self.fence.value or "(no lease held)"
 
     # -- creation and reading ---------------------------------------------------------
@@ -179,6 +179,13 @@ class BuildStore:
             raise BuildNotFound(build_id)
         return h
 
+    def raw_many(self, ids: Iterable[str]) -> list[dict[str, str]]:
+        """The raw records of `ids`, in one round trip, in their order ({} for one that is gone)."""
+        pipe = self.r.pipeline()
+        for i in ids:
+            pipe.hgetall(build_key(i))
+        return pipe.execute()
+
     def state(self, build_id: str) -> str | None:
         return self.r.hget(build_key(build_id), "state")
 
@@ -215,6 +222,10 @@ class BuildStore:
         pipe.delete(tmp)
         total, ids, _ = pipe.execute()
         return self.get_many(ids), total
+
+    def ids_since(self, start: float) -> list[str]:
+        """The ids of the builds submitted at `start` or later, oldest first."""
+        return self.r.zrangebyscore(BUILDS, start, "+inf")
 
     def backfill_index(self) -> int:
         """Index the builds recorded before the filter index existed (once per Redis)."""
@@ -286,13 +297,17 @@ class BuildStore:
     # -- state changes ------------------------------------------------------------------
     def transition(self, build_id: str, to: State, reason: str, *, allowed_from: Iterable[State] | None = None,
                    token: str | None = None, **fields: Any) -> bool:
-        """Atomically move a build to `to` if it is in one of `allowed_from` (any non-final state by
-        default) and, when `token` is given, if that is the agent token of its current attempt.
-        Returns whether it moved. Extra fields are written in the same step. A final state revokes
-        the agent token in that step; so does going back to the queue (the attempt is over). A
-        fenced store moves nothing once its lease is gone."""
-        if allowed_from is None:
-            allowed_from = [s for s in State if s not in TERMINAL]
+        """Atomically move a build to `to` if it is in a state `to` may follow (states.COMES_FROM;
+        `allowed_from` narrows that) and, when `token` is given, if that is the agent token of its
+        current attempt. Returns whether it moved. Extra fields are written in the same step. A
+        final state revokes the agent token in that step; so does going back to the queue (the
+        attempt is over). A fenced store moves nothing once its lease is gone."""
+        allowed = COMES_FROM[to]
+        if allowed_from is not None:
+            wider = sorted(s.value for s in set(allowed_from) - allowed)
+            if wider:  # a caller's mistake, not a race: the table is the rule
+                raise ValueError(f"{to.value} never follows {', '.join(wider)}")
+            allowed = frozenset(allowed_from)
         now = time.time()
         revoke = ""
         if to in TERMINAL:
@@ -301,7 +316,7 @@ class BuildStore:
         elif to is State.QUEUED:
             revoke = "drop"
         lease_key, held = self._fence_args()
-        args: list[Any] = [to.value, reason, now, ",".join(s.value for s in allowed_from), revoke,
+        args: list[Any] = [to.value, reason, now, ",".join(sorted(s.value for s in allowed)), revoke,
                            token_digest(token) if token else "", held]
         for k, v in fields.items():
             args += [k, "" if v is None else v]
@@ -309,6 +324,16 @@ class BuildStore:
                 lease_key]
         moved, _ = self._transition(keys=keys, args=args)
         return bool(moved)
+
+    def add_reserved(self, build_id: str, seconds: float, cpus: float, mem: float) -> None:
+        """Add what an attempt that held `cpus` and `mem` MB for `seconds` reserved to the build's
+        sums over its attempts (reserved_seconds, reserved_cpu_seconds, reserved_mem_mb_seconds)."""
+        key = build_key(build_id)
+        pipe = self.r.pipeline()
+        pipe.hincrbyfloat(key, "reserved_seconds", seconds)
+        pipe.hincrbyfloat(key, "reserved_cpu_seconds", seconds * cpus)
+        pipe.hincrbyfloat(key, "reserved_mem_mb_seconds", seconds * mem)
+        pipe.execute()
 
     def set_fields(self, build_id: str, **fields: Any) -> bool:
         """Write fields of the build's record (refused, returning False, if the store's fence is gone)."""

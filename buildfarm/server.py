@@ -55,12 +55,9 @@ def make_backend(settings: Settings, farm: Farm, on_exit, may_launch=lambda: Tru
 
 def launched_tasks(farm: Farm) -> list[str]:
     """Task ids (build-attempt) of the builds the farm believes launching or running."""
-    out = []
-    for bid in farm.builds.active_ids():
-        h = farm.r.hmget(keys.build(bid), "state", "attempt")
-        if h[0] in ("launching", "running"):
-            out.append(f"{bid}-{h[1]}")
-    return out
+    ids = farm.builds.active_ids()
+    return [f"{bid}-{h['attempt']}" for bid, h in zip(ids, farm.builds.raw_many(ids))
+            if h.get("state") in (State.LAUNCHING.value, State.RUNNING.value)]
 
 
 def stop_cleanly_on_sigterm() -> None:

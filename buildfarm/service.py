@@ -17,7 +17,6 @@ from typing import Any
 
 import redis
 
-from . import keys
 from .redis_url import client as redis_client
 from .artifacts import ArtifactStore, StagedArtifact
 from .auth import MIN_SECRET_LENGTH, SecretStore, SecretUnreadable, TokenStore
@@ -26,16 +25,16 @@ from .diskspace import DiskFull
 from .logs import LogStore
 from .mirrors import ANONYMOUS_SCHEMES, anonymous_git_env
 from .queue import BuildQueue
-from .records import BuildStore, Fence
+from .records import BuildStore, Fence, spec_of
 from .retention import Policy, Retention
-from .scheduler import Agent, PendingBuild, Resources, unmet_reason
+from .placement import Agent, PendingBuild, Resources, unmet_reason
 from .scopes import Origin, SecretScope, has_dot_segments, refusal
 from .spec import BuildSpec, Trigger
 from .stats import Stats
 from .loans import LoanStore
 from .market import Ledger
 from .teams import TeamError, TeamStore
-from .states import TERMINAL, State
+from .states import ACTIVE, TERMINAL, State
 
 log = logging.getLogger("buildfarm")
 
@@ -83,10 +82,16 @@ def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
             redis_client(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
 
 
-def pending_build(build_id: str, spec: BuildSpec, seq: int, queued_at: float = 0.0) -> PendingBuild:
+def needs(spec: BuildSpec) -> Resources:
+    """What a build asks for, as the placement core counts it."""
     r = spec.resources
-    return PendingBuild(build_id, Resources(r.cpus, r.mem, r.disk), spec.parsed_constraints(),
-                        spec.priority.rank, seq, spec.wait_for_capacity, spec.team, spec.preemptible, queued_at)
+    return Resources(r.cpus, r.mem, r.disk)
+
+
+def pending_build(build_id: str, spec: BuildSpec, seq: int, queued_at: float = 0.0) -> PendingBuild:
+    """A queued build as the placement core sees it."""
+    return PendingBuild(build_id, needs(spec), spec.parsed_constraints(), spec.priority.rank, seq,
+                        spec.wait_for_capacity, spec.team, spec.preemptible, queued_at)
 
 
 class Farm:
@@ -193,8 +198,7 @@ class Farm:
         try:
             team = self.teams.charge_to(spec.team, user, admin=not person)
             if team:
-                r = spec.resources
-                self.teams.check_fits(team, Resources(r.cpus, r.mem, r.disk))
+                self.teams.check_fits(team, needs(spec))
         except TeamError as e:
             raise SubmitError(str(e), "team") from None
         return spec if team == spec.team else spec.model_copy(update={"team": team})
@@ -211,8 +215,9 @@ class Farm:
     # -- ending and cancelling ----------------------------------------------------------------------
     def end(self, build_id: str, state: State, reason: str, *, exit_code: int | None = None,
             allowed_from=None, close_log: bool = False, token: str | None = None, **fields) -> bool:
-        """Move a build to a final state (if it is not final already) and say so in its log. Its
-        agent token is revoked in the same step; with `token`, only if that is the build's token."""
+        """Move a build to a final state (from the states it may follow, states.COMES_FROM, or
+        `allowed_from` among them) and say so in its log. Its agent token is revoked in the same
+        step; with `token`, only if that is the build's token."""
         if exit_code is not None:
             fields["exit_code"] = exit_code
         before = self.builds.raw(build_id)
@@ -251,7 +256,7 @@ class Farm:
         """The farm could not store the build's output: end it with that reason (its container is
         stopped); what was stored before stays whole."""
         reason = f"{e}; free space (`buildfarm gc`, --keep-logs, --keep-artifacts) and rebuild it"
-        if self.end(build_id, State.ERROR, reason, allowed_from=[State.LAUNCHING, State.RUNNING]):
+        if self.end(build_id, State.ERROR, reason, allowed_from=ACTIVE):  # a queued build writes nothing
             log.warning("build %s ended: %s", build_id, e)
 
     def _charge_attempt(self, build_id: str, before: dict[str, str], preempted: bool) -> None:
@@ -260,21 +265,16 @@ class Farm:
         team's counters. Nothing when the build was not launched (ended while queued)."""
         if before.get("state") not in (State.LAUNCHING.value, State.RUNNING.value) or not before.get("launched_at"):
             return
-        spec = BuildSpec.model_validate_json(before["spec"])
+        spec = spec_of(before)
         seconds = max(0.0, time.time() - float(before["launched_at"]))
         r = spec.resources
-        pipe = self.r.pipeline()
-        pipe.hincrbyfloat(keys.build(build_id), "reserved_seconds", seconds)
-        pipe.hincrbyfloat(keys.build(build_id), "reserved_cpu_seconds", seconds * r.cpus)
-        pipe.hincrbyfloat(keys.build(build_id), "reserved_mem_mb_seconds", seconds * r.mem)
-        pipe.execute()
+        self.builds.add_reserved(build_id, seconds, r.cpus, r.mem)
         self.stats.attempt_used(spec.team, seconds, r.cpus, r.mem, preempted)
 
     def requeue(self, build_id: str, reason: str) -> bool:
         """Put a launched build back in the queue after an infrastructure failure."""
         raw = self.builds.raw(build_id)
-        if not self.builds.transition(build_id, State.QUEUED, f"retrying: {reason}",
-                                      allowed_from=[State.LAUNCHING, State.RUNNING]):
+        if not self.builds.transition(build_id, State.QUEUED, f"retrying: {reason}"):
             return False
         self.queue.requeue(build_id, raw["priority"])
         self.logs.append_system(build_id, f"attempt {raw.get('attempt', '?')} lost ({reason}); queued again")
@@ -285,9 +285,8 @@ class Farm:
         """Queue a launched build again because its capacity went back to its owner (not a failure:
         its retries stay). Returns whether it was launched or running."""
         raw = self.builds.raw(build_id)
-        if not self.builds.transition(build_id, State.QUEUED, reason, allowed_from=[State.LAUNCHING, State.RUNNING],
-                                      preemptions=int(raw.get("preemptions") or 0) + 1, queued_at=time.time(),
-                                      preempting=time.time()):
+        if not self.builds.transition(build_id, State.QUEUED, reason, preemptions=int(raw.get("preemptions") or 0) + 1,
+                                      queued_at=time.time(), preempting=time.time()):
             return False
         self._charge_attempt(build_id, raw, preempted=True)
         self.queue.requeue(build_id, raw["priority"])
@@ -310,7 +309,7 @@ class Farm:
         if raw["state"] == State.LAUNCHING.value:
             now = time.time()
             if self.builds.transition(build_id, State.RUNNING, f"agent started on {host}", token=token,
-                                      allowed_from=[State.LAUNCHING], started_at=now, last_seen=now):
+                                      started_at=now, last_seen=now):
                 self.stats.started(now - float(raw["created_at"]))
         self._refuse(build_id, self.builds.check_token(build_id, token))
         state = self.builds.state(build_id)
@@ -361,7 +360,7 @@ class Farm:
         if cpu_seconds is not None:  # what the agent measured its processes used, recorded with the end
             extra["measured_cpu_seconds"] = cpu_seconds
         if not self.end(build_id, state, reason or outcome, exit_code=exit_code, token=token,
-                        allowed_from=[State.LAUNCHING, State.RUNNING], **extra):
+                        allowed_from=ACTIVE, **extra):  # an agent ends only a launched build
             self._refuse(build_id, self.builds.check_token(build_id, token))
             raise Conflict(f"build {build_id} is {self.builds.state(build_id)}; it has not started")
         if cpu_seconds is not None:

@@ -88,7 +88,7 @@ class Priority(str, Enum):
         return PRIORITIES.index(self.value)
 
 
-class Resources(BaseModel):
+class ResourceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cpus: Annotated[float, Field(gt=0, le=1024, description="CPU cores, fractions allowed")] = 1.0
@@ -135,7 +135,7 @@ class BuildSpec(BaseModel):
         default_factory=dict, description=(
             "environment variables for this build only, masked in its log, never shown again: the record "
             "keeps the names with *** and the values are dropped when the build ends"))
-    resources: Resources = Field(default_factory=Resources)
+    resources: ResourceRequest = Field(default_factory=ResourceRequest)
     constraints: Items(Name) = Field(default_factory=list, description="agent attributes: 'arch:x86_64', 'os!=el7'")
     timeout: Annotated[int, Field(ge=1, le=7 * 24 * 3600, description="seconds from start")] = 3600
     artifacts: Items(Name) = Field(default_factory=list, description="globs relative to the checkout")

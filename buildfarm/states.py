@@ -20,6 +20,29 @@ TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANC
 ACTIVE = frozenset({State.LAUNCHING, State.RUNNING})
 TERMINAL_STATES = frozenset(s.value for s in TERMINAL)  # as plain strings, the way records carry them
 UNFINISHED_STATES = tuple(s.value for s in State if s not in TERMINAL)
+UNFINISHED = frozenset({State.QUEUED}) | ACTIVE
+
+# Which state may follow which, and why: each state, the states a build may reach it from. Every
+# change of a build's state goes through records.BuildStore.transition, which checks this table in
+# the same atomic step as the write (a caller may narrow it, never widen it). A final state is
+# followed by nothing: a build ends once.
+COMES_FROM: dict[State, frozenset[State]] = {
+    # its attempt is over without a result of its own: lost before it ran, or preempted
+    State.QUEUED: ACTIVE,
+    # placed on a node by the leading scheduler (recorded before the backend is asked to launch)
+    State.LAUNCHING: frozenset({State.QUEUED}),
+    # its agent started (with the token of this attempt)
+    State.RUNNING: frozenset({State.LAUNCHING}),
+    # the agent reported its steps' result (or the container ran out of memory: failed)
+    State.SUCCEEDED: ACTIVE,
+    State.FAILED: ACTIVE,
+    # its time counts from its start, so only a running build times out
+    State.TIMED_OUT: frozenset({State.RUNNING}),
+    # a person (or a pipeline, a superseding push) stops it, whatever it is doing
+    State.CANCELLED: UNFINISHED,
+    # the farm gives up on it: it can never fit, its spec is unreadable, it did not start, it was lost
+    State.ERROR: UNFINISHED,
+}
 
 TRIGGER_KINDS = ("cli", "api", "hook", "webhook", "pipeline", "jenkins", "rebuild")
 # Kinds the farm records itself (a webhook, a pipeline run, a rebuild); the post-receive hook's

@@ -14,10 +14,8 @@ from . import keys
 BUCKET_SECONDS = 600
 KEEP_SECONDS = 48 * 3600
 ENDED, LATENCY = keys.STATS_ENDED, keys.STATS_LATENCY
+TEAM_USE, TEAMS_SEEN, SHARES = keys.STATS_TEAM_USE, keys.STATS_TEAMS, keys.STATS_SHARES
 LATENCY_BOUNDS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-TEAM_USE = "bf:stats:team-use:"  # + team ("" for builds without one): hash of counters (attempt_used)
-TEAMS_SEEN = "bf:stats:teams"  # set: the teams with counters
-SHARES = "bf:stats:team-shares"  # list of json samples {at, shares: {team: dominant share}}, newest last
 SHARE_EVERY = 60  # seconds between samples
 SHARES_KEPT = 24 * 3600 // SHARE_EVERY
 
@@ -65,7 +63,7 @@ class Stats:
 
     def sample_shares(self, now: float, shares: dict[str, float]) -> bool:
         """Keep the teams' dominant shares of the pool, at most once a minute (any scheduler)."""
-        if not self.r.set(SHARES + ":next", "1", nx=True, ex=SHARE_EVERY):
+        if not self.r.set(keys.STATS_SHARES_NEXT, "1", nx=True, ex=SHARE_EVERY):
             return False
         pipe = self.r.pipeline()
         pipe.rpush(SHARES, json.dumps({"at": now, "shares": shares}))

@@ -17,11 +17,9 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .scheduler import Resources, Team
+from .keys import TEAM_MEMBERS, TEAMS, USER_TEAMS
+from .placement import Resources, Team
 
-TEAMS = "bf:teams"  # hash: name -> json (TeamSpec)
-MEMBERS = "bf:team-members:"  # set per team: token names
-USER_TEAMS = "bf:user-teams:"  # set per user: team names
 TEAM_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 _AMOUNT = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[kKmMgGtT]?)[bB]?$")
 _MB = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -117,10 +115,10 @@ class TeamStore:
 
     def delete(self, name: str) -> None:
         self._need(name)
-        members = self.r.smembers(MEMBERS + name)
+        members = self.r.smembers(TEAM_MEMBERS + name)
         pipe = self.r.pipeline()
         pipe.hdel(TEAMS, name)
-        pipe.delete(MEMBERS + name)
+        pipe.delete(TEAM_MEMBERS + name)
         for user in members:
             pipe.srem(USER_TEAMS + user, name)
         pipe.execute()
@@ -135,7 +133,7 @@ class TeamStore:
 
     def get(self, name: str) -> dict[str, Any]:
         spec = self._need(name)
-        return {**spec.model_dump(), "members": sorted(self.r.smembers(MEMBERS + name))}
+        return {**spec.model_dump(), "members": sorted(self.r.smembers(TEAM_MEMBERS + name))}
 
     def list(self) -> list[dict[str, Any]]:
         return [self.get(n) for n in sorted(self.r.hkeys(TEAMS))]
@@ -164,13 +162,13 @@ class TeamStore:
     def add_member(self, name: str, user: str) -> None:
         self._need(name)
         pipe = self.r.pipeline()
-        pipe.sadd(MEMBERS + name, user)
+        pipe.sadd(TEAM_MEMBERS + name, user)
         pipe.sadd(USER_TEAMS + user, name)
         pipe.execute()
 
     def remove_member(self, name: str, user: str) -> None:
         self._need(name)
-        if not self.r.srem(MEMBERS + name, user):
+        if not self.r.srem(TEAM_MEMBERS + name, user):
             raise TeamError(f"{user} is not a member of team {name}", 404)
         self.r.srem(USER_TEAMS + user, name)
 
@@ -184,7 +182,7 @@ class TeamStore:
         farm has no teams (or the submitter is in none)."""
         if asked:
             self._need(asked)
-            if user and not admin and not self.r.sismember(MEMBERS + asked, user):
+            if user and not admin and not self.r.sismember(TEAM_MEMBERS + asked, user):
                 mine = self.teams_of(user)
                 raise TeamError(f"{user} is not a member of team {asked}"
                                 + (f" (their teams: {', '.join(mine)})" if mine else "")

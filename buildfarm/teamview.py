@@ -8,9 +8,9 @@ from typing import Any
 
 from .loans import with_loans
 from .market import lending
-from .scheduler import Resources
-from .scheduler.feasible import NOTHING, total
-from .scheduler.rank import dominant_share
+from .placement import Resources
+from .placement.feasible import NOTHING, total
+from .placement.rank import dominant_share
 
 
 def overview(farm, hours: float = 6.0) -> dict[str, Any]:

@@ -8,10 +8,11 @@ import time
 
 import pytest
 
+from buildfarm import keys
 from buildfarm import lease as leases
 from buildfarm.lease import Lease
 from buildfarm.redis_url import BadRedisUrl, parse_sentinel
-from buildfarm.scheduler.loop import Scheduler
+from buildfarm.scheduler import Scheduler
 from buildfarm.states import State
 
 from .test_scheduler_loop import RecordingBackend, backend, farm, record, submit  # noqa: F401 (fixtures)
@@ -19,7 +20,7 @@ from .test_scheduler_loop import RecordingBackend, backend, farm, record, submit
 
 def expire(lease: Lease) -> None:
     """What the passing of the TTL does to a leader that stopped renewing."""
-    lease.r.delete(leases.LEASE_KEY)
+    lease.r.delete(keys.LEASE)
 
 
 def leader(farm, backend, ttl: float = 5) -> tuple[Lease, Scheduler]:
@@ -63,7 +64,7 @@ def test_a_deposed_leader_that_believes_it_leads_places_and_changes_nothing(farm
     assert record(farm, running)["state"] == "launching"
     assert not scheduler.farm.builds.set_fields(running, kill_sent=1)
     # The API and agents do not hold the lease and are not fenced.
-    assert farm.builds.transition(running, State.RUNNING, "agent started", allowed_from=[State.LAUNCHING])
+    assert farm.builds.transition(running, State.RUNNING, "agent started")
 
 
 def test_a_leader_that_lost_its_lease_stops_its_loop_and_launches_nothing(farm, backend):

@@ -12,8 +12,8 @@ from buildfarm.backends.base import Exit
 from buildfarm.config import Settings
 from buildfarm.loans import LOANS, Loan, parse_until, with_loans
 from buildfarm.market import Entry
-from buildfarm.scheduler import Resources, Team
-from buildfarm.scheduler.loop import Scheduler
+from buildfarm.placement import Resources, Team
+from buildfarm.scheduler import Scheduler
 from buildfarm.scopes import Origin
 from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec

@@ -8,8 +8,8 @@ import pytest
 
 from buildfarm.config import Settings
 from buildfarm.market import Entry, Ledger, issue, price, settle
-from buildfarm.scheduler import Resources, Team
-from buildfarm.scheduler.loop import Scheduler
+from buildfarm.placement import Resources, Team
+from buildfarm.scheduler import Scheduler
 from buildfarm.scopes import Origin
 from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec

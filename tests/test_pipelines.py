@@ -15,7 +15,7 @@ from buildfarm.config import Settings
 from buildfarm.pipelines.catalog import Catalog
 from buildfarm.cli.pipeline import pipeline as pipeline_cli
 from buildfarm.pipelines.daemon import engine_for
-from buildfarm.pipelines.model import PipelineInvalid, expand_matrix, parse, parse_file, plan
+from buildfarm.pipelines.model import PipelineInvalid, expand_matrix, parse, parse_file, run_plan
 from buildfarm.pipelines.store import RunStore
 from buildfarm.pipelines.ticker import ScheduleTicker
 from buildfarm.service import Conflict, Farm
@@ -59,7 +59,7 @@ def test_example_pipelines_are_valid_and_expand():
     nightly = parse_file(ROOT / "pipelines" / "nightly-ib.yaml")
     assert nightly.schedule.crons == ("0 11 * * *", "0 23 * * *")
     assert nightly.schedule.timezone == "Europe/Zurich"
-    jobs = {j.name: j for j in plan(nightly, {"repo": "git://127.0.0.1/r.git"}, commit="a" * 40).jobs}
+    jobs = {j.name: j for j in run_plan(nightly, {"repo": "git://127.0.0.1/r.git"}, commit="a" * 40).jobs}
     assert len(jobs) == 2 + 2 + 6 + 1
     assert jobs["relval[el9_aarch64_gcc13,3]"].needs == ["build[el9_aarch64_gcc13]"]
     assert jobs["unit-tests[el9_amd64_gcc13]"].needs == ["build[el9_amd64_gcc13]"]
@@ -145,7 +145,7 @@ def test_matrix_expansion_with_exclude_and_needs_between_instances():
                                               "    matrix:\n      arch: [amd64, arm64]\n      shard: [1, 2]\n"
                                               "      exclude: [{arch: arm64, shard: 2}]\n"
                                               "  publish:\n    needs: [test]\n    steps: [publish]\n")
-    jobs = {j.name: j for j in plan(parse(text), {}, commit=None).jobs}
+    jobs = {j.name: j for j in run_plan(parse(text), {}, commit=None).jobs}
     assert list(jobs) == ["build[amd64]", "build[arm64]", "test[amd64,1]", "test[amd64,2]", "test[arm64,1]", "publish"]
     assert jobs["test[arm64,1]"].needs == ["build[arm64]"]  # the shared axis picks its build
     assert jobs["test[arm64,1]"].spec["steps"] == ["test arm64 1"]
@@ -159,19 +159,19 @@ def test_parameters_are_substituted_checked_and_may_use_the_matrix():
                                               "    constraints: [\"${{ params.where }}\"]\n    matrix: {arch: [a, b]}")
     p = parse(text)
     with pytest.raises(ValueError, match="needs a value for queue: pass -p queue=VALUE"):
-        plan(p, {}, commit=None)
+        run_plan(p, {}, commit=None)
     with pytest.raises(ValueError, match="has no parameter 'qeue'; did you mean 'queue'"):
-        plan(p, {"qeue": "x"}, commit=None)
-    jobs = {j.name: j for j in plan(p, {"queue": "Q1"}, commit=None).jobs}
+        run_plan(p, {"qeue": "x"}, commit=None)
+    jobs = {j.name: j for j in run_plan(p, {"queue": "Q1"}, commit=None).jobs}
     assert jobs["test[a]"].spec["steps"] == ["make Q1"] and "constraints" not in jobs["test[a]"].spec  # "" dropped
-    jobs = {j.name: j for j in plan(p, {"queue": "Q", "where": "cmsarch:${{ matrix.arch }}"}, commit=None).jobs}
+    jobs = {j.name: j for j in run_plan(p, {"queue": "Q", "where": "cmsarch:${{ matrix.arch }}"}, commit=None).jobs}
     assert jobs["test[b]"].spec["constraints"] == ["cmsarch:b"]
 
 
 def test_expire_in_of_the_pipeline_and_of_a_job_reaches_the_builds_and_is_checked():
     text = GOOD.replace("image: img\n", "image: img\nexpire_in: 7d\n").replace(
         "    steps: [make]\n", "    steps: [make]\n    expire_in: never   # a release keeps its artifacts\n")
-    jobs = {j.name: j for j in plan(parse(text), {}, commit=None).jobs}
+    jobs = {j.name: j for j in run_plan(parse(text), {}, commit=None).jobs}
     assert jobs["build"].spec["expire_in"] == "never" and jobs["test"].spec["expire_in"] == "7d"
     assert "not a duration; write e.g. 2h, 7d, 4w" in one(text.replace("expire_in: 7d", "expire_in: soon"),
                                                         "expire_in")
@@ -214,6 +214,14 @@ def build_of(run: dict, job: str) -> str:
     return next(j["build_id"] for j in run["jobs"] if j["name"] == job)
 
 
+def finish(farm, build_id: str, state: State, reason: str, **fields) -> None:
+    """End a queued build with its agent's result, launched and started first (as a scheduler and
+    an agent would: a build ends succeeded or failed only once it ran)."""
+    assert farm.builds.transition(build_id, State.LAUNCHING, "placed by the test")
+    assert farm.builds.transition(build_id, State.RUNNING, "started by the test")
+    assert farm.end(build_id, state, reason, **fields)
+
+
 def test_engine_respects_the_dag_under_parallelism(farm, repo):
     engine = engine_for(farm)
     run = engine.start(parse(DIAMOND), {"repo": repo}, {"kind": "api"})
@@ -222,21 +230,21 @@ def test_engine_respects_the_dag_under_parallelism(farm, repo):
     spec = farm.builds.spec(build_of(run, "a"))
     assert spec.trigger.kind == "pipeline" and spec.trigger.detail["run"] == run["id"]
     assert spec.commit == run["commit"] and len(run["commit"]) == 40
-    farm.end(build_of(run, "a"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "a"), State.SUCCEEDED, "ok")
     assert farm.r.lrange("bf:pipeline-wakeup", 0, -1) == [run["id"]]  # the end listener woke the daemon
     run = engine.advance(run["id"])
     assert states(run)["b"] == states(run)["c"] == "queued"  # both at once
     assert farm.builds.spec(build_of(run, "b")).inputs[0].build == build_of(run, "a")  # a's artifacts go to b
-    farm.end(build_of(run, "c"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "c"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     assert states(run)["d"] == "pending"  # b still runs
-    farm.end(build_of(run, "b"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "b"), State.SUCCEEDED, "ok")
     run = engine.advance(engine.advance(run["id"])["id"])  # advancing twice changes nothing
     assert states(run)["d"] == "queued" and farm.builds.list(limit=50)[1] == 4  # (records, total)
-    farm.end(build_of(run, "d"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "d"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     assert states(run)["on-failure"] == "skipped" and states(run)["always"] == "queued"
-    farm.end(build_of(run, "always"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "always"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     assert run["state"] == "succeeded" and run["finished_at"]
 
@@ -244,22 +252,22 @@ def test_engine_respects_the_dag_under_parallelism(farm, repo):
 def test_failure_skips_dependants_runs_always_and_on_failure_and_retries(farm, repo):
     engine = engine_for(farm)
     run = engine.start(parse(DIAMOND), {"repo": repo}, {"kind": "api"})
-    farm.end(build_of(run, "a"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "a"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     first_c = build_of(run, "c")
-    farm.end(first_c, State.FAILED, "a step exited with status 1", exit_code=1)
+    finish(farm, first_c, State.FAILED, "a step exited with status 1", exit_code=1)
     run = engine.advance(run["id"])
     c = next(j for j in run["jobs"] if j["name"] == "c")
     assert c["state"] == "queued" and c["attempt"] == 2 and c["builds"][0] == first_c  # retried once
-    farm.end(build_of(run, "c"), State.FAILED, "again", exit_code=1)
-    farm.end(build_of(run, "b"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "c"), State.FAILED, "again", exit_code=1)
+    finish(farm, build_of(run, "b"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     s = states(run)
     assert (s["c"], s["d"], s["always"], s["on-failure"]) == ("failed", "skipped", "queued", "queued")
     assert next(j for j in run["jobs"] if j["name"] == "d")["reason"] == "skipped: c failed"
     assert run["state"] == "running"
-    farm.end(build_of(run, "always"), State.SUCCEEDED, "ok")
-    farm.end(build_of(run, "on-failure"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "always"), State.SUCCEEDED, "ok")
+    finish(farm, build_of(run, "on-failure"), State.SUCCEEDED, "ok")
     run = engine.advance(run["id"])
     assert run["state"] == "failed" and "c" in run["reason"]
 
@@ -394,6 +402,6 @@ def test_pipeline_files_with_yaml_aliases_are_refused_before_they_expand(tmp_pat
 def test_a_pipeline_and_its_jobs_name_the_team_their_builds_are_charged_to():
     text = GOOD.replace("image: img\n", "image: img\nteam: release\n").replace(
         "  test:\n", "  test:\n    team: reco\n")
-    jobs = {j.name: j for j in plan(parse(text, "p.yaml"), {}, commit="a" * 40).jobs}
+    jobs = {j.name: j for j in run_plan(parse(text, "p.yaml"), {}, commit="a" * 40).jobs}
     assert jobs["build"].spec["team"] == "release"  # the pipeline's
     assert jobs["test"].spec["team"] == "reco"  # the job's own

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from buildfarm.scheduler import Agent, Offer, PendingBuild, Resources, constraints_met, plan, unmet_reason
-from buildfarm.scheduler.rank import agent_rank, build_order
+from buildfarm.placement import Agent, Offer, PendingBuild, Resources, constraints_met, plan, unmet_reason
+from buildfarm.placement.rank import agent_rank, build_order
 
 
 def agent(aid, cpus=4, mem=8192, **attrs):

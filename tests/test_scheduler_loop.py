@@ -11,8 +11,8 @@ import pytest
 
 from buildfarm.backends.base import EXITED, LAUNCH_FAILED, LOST, Exit, Found
 from buildfarm.config import Settings
-from buildfarm.scheduler import Agent, Offer, Resources
-from buildfarm.scheduler.loop import MAX_LAUNCHES, Scheduler
+from buildfarm.placement import Agent, Offer, Resources
+from buildfarm.scheduler import MAX_LAUNCHES, Scheduler
 from buildfarm.scopes import Origin
 from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from buildfarm.scheduler import Agent, Offer, PendingBuild, Policy, Resources, Running, Team, plan
-from buildfarm.scheduler.feasible import beyond_limit, team_holds
-from buildfarm.scheduler.rank import FairOrder, dominant_share
-from buildfarm.scheduler.reclaim import borrowed
+from buildfarm.placement import Agent, Offer, PendingBuild, Policy, Resources, Running, Team, plan
+from buildfarm.placement.feasible import beyond_limit, team_holds
+from buildfarm.placement.rank import FairOrder, dominant_share
+from buildfarm.placement.reclaim import borrowed
 
 POOL = Resources(16, 16384)
 

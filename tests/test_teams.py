@@ -8,7 +8,7 @@ import pytest
 
 from buildfarm.backends.base import Exit
 from buildfarm.config import Settings
-from buildfarm.scheduler.loop import Scheduler
+from buildfarm.scheduler import Scheduler
 from buildfarm.scopes import Origin
 from buildfarm.service import Farm, SubmitError
 from buildfarm.spec import BuildSpec

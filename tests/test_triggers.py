@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from buildfarm.globs import glob_match, selected
-from buildfarm.triggers.buildfile import BuildFileError, Event, parse, plan
+from buildfarm.triggers.buildfile import BuildFileError, Event, parse, builds_for
 from buildfarm.triggers.dispatch import superseded
 from buildfarm.triggers.gitrepo import GitRepo
 from buildfarm.triggers.providers import PROVIDERS, Ignored, Ping
@@ -114,7 +114,7 @@ def test_errors_say_where_and_what(text, expected):
 # -- planning ------------------------------------------------------------------------------------
 
 def test_plan_builds_matching_jobs_with_their_trigger():
-    p = plan(GOOD, event(changed=["src/main.c", "README.md"]))
+    p = builds_for(GOOD, event(changed=["src/main.c", "README.md"]))
     assert [n for n, _ in p.specs] == ["unit"]
     spec = p.specs[0][1]
     assert spec.commit == SHA and spec.repo == "git://127.0.0.1/app.git"
@@ -126,37 +126,37 @@ def test_plan_builds_matching_jobs_with_their_trigger():
 
 
 def test_plan_says_why_nothing_matched():
-    p = plan(GOOD, event(changed=["README.md"]))
+    p = builds_for(GOOD, event(changed=["README.md"]))
     assert p.specs == []
     assert "unit: no changed path matches src/**, Makefile (changed: README.md)" in p.reason
-    p = plan(GOOD, event(branch="release/old-2", changed=["Makefile"]))
+    p = builds_for(GOOD, event(branch="release/old-2", changed=["Makefile"]))
     assert [n for n, _ in p.skipped] == ["unit", "docs"]
     assert "branch release/old-2 is not in branches: main, release/*, !release/old-*" in p.reason
-    p = plan(None, event())
+    p = builds_for(None, event())
     assert p.specs == [] and p.reason == f"no .buildfarm.yml at {SHA[:12]}"
 
 
 def test_unknown_changes_match_every_path_filter_and_prs_filter_on_their_target():
-    assert [n for n, _ in plan(GOOD, event(changed=None)).specs] == ["unit", "docs"]
-    pr = plan(GOOD, event(branch="release/3", pr="7", changed=["src/x.c"]))
+    assert [n for n, _ in builds_for(GOOD, event(changed=None)).specs] == ["unit", "docs"]
+    pr = builds_for(GOOD, event(branch="release/3", pr="7", changed=["src/x.c"]))
     assert [n for n, _ in pr.specs] == ["unit"]
-    pr = plan(GOOD, event(branch="develop", pr="7", changed=["src/x.c"]))
+    pr = builds_for(GOOD, event(branch="develop", pr="7", changed=["src/x.c"]))
     assert "branch develop targets not in branches" in pr.reason
 
 
 def test_pull_requests_from_forks_get_no_secrets():
     text = "builds:\n  deploy:\n    image: i\n    steps: [x]\n    secrets: [DEPLOY_KEY]\n  test:\n    image: i\n    steps: [x]\n"
-    fork = plan(text, event(pr="3", trusted=False))
+    fork = builds_for(text, event(pr="3", trusted=False))
     assert [n for n, _ in fork.specs] == ["test"]
     assert "gets no secrets" in dict(fork.skipped)["deploy"]
-    assert [n for n, _ in plan(text, event(pr="3")).specs] == ["deploy", "test"]
+    assert [n for n, _ in builds_for(text, event(pr="3")).specs] == ["deploy", "test"]
 
 
 def test_a_build_with_secrets_names_the_branch_whose_code_it_runs():
     """What the farm checks secrets' branch scopes against: a push's branch (also as the build's
     ref, for the git hook's builds), a same-repository pull request's source branch, a fork's none."""
     text = "builds:\n  deploy:\n    image: i\n    steps: [x]\n    secrets: [DEPLOY_KEY]\n  test:\n    image: i\n    steps: [x]\n"
-    specs = dict(plan(text, event(branch="release/2")).specs)
+    specs = dict(builds_for(text, event(branch="release/2")).specs)
     assert specs["deploy"].ref == "release/2" and specs["deploy"].commit == SHA and specs["test"].ref is None
     assert event(branch="main").code_branch == "main"
     pr = Event(repo="git://127.0.0.1/app.git", commit=SHA, kind="webhook", branch="main", pr="3",

@@ -8,10 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
-from ..logs import LOG_CHANNEL
+from ..keys import LOG_CHANNEL, RUN_CHANGED, STATE_CHANNEL
 from ..notify import Notifier, Subscription
-from ..pipelines.store import CHANGED
-from ..records import STATE_CHANNEL
 from ..service import Farm
 from . import access, agent, builds, errors, pipelines
 from . import farm as farm_routes
@@ -22,7 +20,7 @@ from .limits import BodyLimits
 def create_app(farm: Farm) -> FastAPI:
     # Builds' state changes and pipeline runs' changes, from any process, wake this one's long polls.
     changes = Notifier()
-    subscription = Subscription(farm.r, [STATE_CHANNEL, CHANGED], changes)
+    subscription = Subscription(farm.r, [STATE_CHANNEL, RUN_CHANGED], changes)
     # Logs appended through another replica wake this one's followers.
     log_growth = Subscription(farm.r, [LOG_CHANNEL], farm.logs.notifier)
 

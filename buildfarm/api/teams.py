@@ -9,8 +9,6 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..auth import Principal
-
-from ..records import BUILDS
 from ..service import Farm
 from ..teams import TeamError, TeamSpec
 from ..teamview import overview
@@ -28,16 +26,29 @@ class LoanRequest(BaseModel):
     price: float = Field(0.0, ge=0, description="credits the borrower pays, once, when the loan is made")
 
 
-def router(farm: Farm) -> APIRouter:
-    api = APIRouter(prefix="/api/v1")
-    viewer, admin = Depends(require("viewer")), Depends(require("admin"))
-    teams = farm.teams
+VIEWER, ADMIN = Depends(require("viewer")), Depends(require("admin"))
 
-    def run(fn, *a):
-        try:
-            return fn(*a)
-        except TeamError as e:
-            raise ApiError(e.status, str(e)) from None
+
+def router(farm: Farm) -> APIRouter:
+    """Teams and their members, their credits and loans, and usage: one router, three groups of routes."""
+    api = APIRouter(prefix="/api/v1")
+    team_routes(api, farm)
+    credit_routes(api, farm)
+    usage_routes(api, farm)
+    return api
+
+
+def run(fn, *a):
+    """Call a team store's method; its TeamError is the API's error (its status, its message)."""
+    try:
+        return fn(*a)
+    except TeamError as e:
+        raise ApiError(e.status, str(e)) from None
+
+
+def team_routes(api: APIRouter, farm: Farm) -> None:
+    """The teams, their members, and the Teams page's overview."""
+    teams, viewer, admin = farm.teams, VIEWER, ADMIN
 
     @api.get("/teams", tags=["teams"], summary="Teams with their guarantee, limit, weight and members",
              dependencies=[viewer])
@@ -74,6 +85,11 @@ def router(farm: Farm) -> APIRouter:
         run(teams.remove_member, team, user)
         return run(teams.get, team)
 
+
+def credit_routes(api: APIRouter, farm: Farm) -> None:
+    """A team's credits (balance, ledger) and the loans of guarantee between teams."""
+    teams, viewer = farm.teams, VIEWER
+
     @api.get("/teams/{team}/ledger", tags=["teams"], dependencies=[viewer],
              summary="A team's credits: its balance and ledger entries (issue, charge, payment)")
     def ledger(team: str, since: float = Query(0.0, ge=0, description="entries from this time (epoch seconds)"),
@@ -93,6 +109,11 @@ def router(farm: Farm) -> APIRouter:
     def loans() -> dict[str, Any]:
         return {"loans": [loan.model_dump() for loan in farm.loans.all()]}
 
+
+def usage_routes(api: APIRouter, farm: Farm) -> None:
+    """What builds used, summed by team, user, repo or trigger."""
+    viewer = VIEWER
+
     @api.get("/usage", tags=["teams"], summary="What builds used: reserved cpu- and memory-seconds, summed",
              dependencies=[viewer])
     def usage(since: str = Query("7d", description="how far back, by the builds' submit time: 30m, 12h, 7d, 2w"),
@@ -104,8 +125,6 @@ def router(farm: Farm) -> APIRouter:
                 raise ValueError(f"by {by!r}: choose one of {', '.join(BY)}")
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        ids = farm.r.zrangebyscore(BUILDS, start, "+inf")
-        records = [r for r in farm.builds.get_many(ids) if team is None or r.get("team") == team]
+        records = [r for r in farm.builds.get_many(farm.builds.ids_since(start))
+                   if team is None or r.get("team") == team]
         return {"since": start, "by": by, "team": team, "rows": summarize(records, by, time.time())}
-
-    return api

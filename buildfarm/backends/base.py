@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..scheduler import Agent, Offer
+from ..placement import Agent, Offer
 from ..spec import BuildSpec
 
 

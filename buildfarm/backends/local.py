@@ -28,7 +28,7 @@ from pathlib import Path
 from .. import agent_contract as contract
 from ..agent_contract import AGENT_MOUNT, ASSIGN_MOUNT, CACHE_MOUNT, LABEL_ATTEMPT, LABEL_BUILD, LABEL_FARM, LABEL_WARM
 from ..config import Settings
-from ..scheduler import Agent, Offer, Resources
+from ..placement import Agent, Offer, Resources
 from ..spec import BuildSpec
 from .base import LAUNCH_FAILED, LOST, Exit, ExitListener, Found, LaunchError
 from .docker_engine import EngineWatch, engine_unreachable

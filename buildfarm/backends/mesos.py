@@ -23,8 +23,8 @@ from typing import Any
 from .. import agent_contract as contract
 from .. import keys
 from ..agent_contract import CACHE_MOUNT
-from ..scheduler import Agent, Offer, Resources
-from ..scheduler.feasible import total
+from ..placement import Agent, Offer, Resources
+from ..placement.feasible import total
 from ..spec import BuildSpec
 from ..teams import TeamStore
 from .base import EXITED, LAUNCH_FAILED, LOST, Exit, ExitListener, Found, LaunchError

@@ -62,14 +62,14 @@ def pipeline() -> None:
 def validate(files, as_json):
     """Check pipeline files: every problem is shown as FILE:LINE: FIELD: what is expected.
     Exits 2 when a file is not valid."""
-    from ..pipelines.model import PipelineInvalid, parse_file, plan
+    from ..pipelines.model import PipelineInvalid, parse_file, run_plan
 
     bad = False
     report = []
     for f in files:
         try:
             p = parse_file(f)
-            jobs = plan(p, {}, commit=None, _check=True).jobs
+            jobs = run_plan(p, {}, commit=None, _check=True).jobs
         except PipelineInvalid as e:
             bad = True
             report.append({"file": str(f), "valid": False, "problems": [vars(x) for x in e.problems]})
@@ -107,11 +107,11 @@ def run(ctx, what, pairs, wait, follow, as_json):
     body: dict = {"parameters": params}
     path = Path(what)
     if path.is_file() or what.endswith((".yaml", ".yml")):
-        from ..pipelines.model import PipelineInvalid, parse_file, plan
+        from ..pipelines.model import PipelineInvalid, parse_file, run_plan
 
         try:
             p = parse_file(path)
-            plan(p, params, commit=None)  # parameters checked here, with the file's lines
+            run_plan(p, params, commit=None)  # parameters checked here, with the file's lines
         except PipelineInvalid as e:
             click.echo(str(e), err=True)
             sys.exit(EXIT_USAGE)

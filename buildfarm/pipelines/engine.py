@@ -31,7 +31,7 @@ from ..service import Conflict, Farm, SubmitError, branch_at, ls_remote, ref_com
 from ..spec import BuildSpec
 from ..states import JOB_FAILED, JOB_FINAL, State
 from .catalog import Catalog
-from .model import Pipeline, PipelineInvalid, plan, resolve_parameters
+from .model import Pipeline, PipelineInvalid, run_plan, resolve_parameters
 from .store import RunNotFound, RunStore
 from .tagging import TagError, create_tag, tag_problem
 
@@ -53,7 +53,7 @@ class Engine:
               role: str | None = None) -> dict[str, Any]:
         """Start a run; `role` is the token role of whoever started it (None for a schedule)."""
         try:
-            first = plan(p, parameters, commit=None)
+            first = run_plan(p, parameters, commit=None)
             if first.tag and tag_problem(first.tag["name"]):
                 raise StartError(f"tag.name: {tag_problem(first.tag['name'])}")
             for what, url in (("repo", first.repo), ("tag.push_url", (first.tag or {}).get("push_url"))):
@@ -71,7 +71,7 @@ class Engine:
             commit = ref_commit(refs, first.repo, first.ref)
             if not commit:
                 raise StartError(f"{first.repo} has no commit at {first.ref or 'its default branch'}")
-            pinned = plan(p, parameters, commit=commit)
+            pinned = run_plan(p, parameters, commit=commit)
         except (ValueError, SubmitError) as e:
             if isinstance(e, PipelineInvalid | StartError):
                 raise

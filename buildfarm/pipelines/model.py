@@ -114,7 +114,7 @@ class JobInstance:
 
 
 @dataclass
-class Plan:
+class RunPlan:
     repo: str
     ref: str | None
     tag: dict[str, str] | None
@@ -143,7 +143,7 @@ def parse(text: str, file: str = "<pipeline>") -> Pipeline:
     if v.problems:
         raise PipelineInvalid(v.problems)
     # A last check with the defaults: the jobs must make valid builds.
-    plan(pipeline, {}, commit=None, _check=True)
+    run_plan(pipeline, {}, commit=None, _check=True)
     return pipeline
 
 
@@ -512,7 +512,7 @@ def render(value: Any, params: dict[str, str], matrix: dict[str, str]) -> Any:
     return value
 
 
-def plan(p: Pipeline, given: dict[str, str], commit: str | None, *, _check: bool = False) -> Plan:
+def run_plan(p: Pipeline, given: dict[str, str], commit: str | None, *, _check: bool = False) -> RunPlan:
     """The jobs of a run with these parameters. With _check (validation), parameters without a
     default get a placeholder, and problems in fields that use them are not reported."""
     doc = p.doc
@@ -550,7 +550,7 @@ def plan(p: Pipeline, given: dict[str, str], commit: str | None, *, _check: bool
         seen: set[str] = set()
         problems = [x for x in problems if not (str(x) in seen or seen.add(str(x)))]
         raise PipelineInvalid(problems)
-    return Plan(repo, ref, tag, jobs)
+    return RunPlan(repo, ref, tag, jobs)
 
 
 def topological(p: Pipeline) -> list[str]:

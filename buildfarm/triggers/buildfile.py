@@ -14,7 +14,7 @@ Every BuildSpec field except repo/ref/commit/trigger may be given; `branches` an
 glob lists (`*` stays within one path segment, `**` crosses them, a leading `!` excludes; the
 last pattern that matches decides). For a pull request, `branches` is matched against the branch
 it targets; a pull request from a fork gets no `secrets`, and the farm gives a build a secret only
-within the secret's scope (scopes.py). `plan()` turns the file and an event into the BuildSpecs to
+within the secret's scope (scopes.py). `builds_for()` turns the file and an event into the BuildSpecs to
 submit, or the reason nothing matched. Errors name the file, the line and what is expected.
 """
 
@@ -88,7 +88,7 @@ class BuildFile:
 
 
 @dataclass
-class Plan:
+class Matched:
     specs: list[tuple[str, BuildSpec]]  # (build name, spec) to submit
     skipped: list[tuple[str, str]]  # (build name, why not)
     cancel_superseded: bool = False
@@ -118,7 +118,7 @@ def _where(path: tuple) -> str:
 
 
 def parse(text: str, filename: str = FILENAME) -> BuildFile:
-    """Read and check a build file's form (its build specs are checked by `plan`, with the event)."""
+    """Read and check a build file's form (its build specs are checked by `builds_for`, with the event)."""
     try:
         data = load(text)
     except SourceError as e:  # too large, anchors, a duplicate key, or not YAML at all
@@ -235,10 +235,10 @@ def why_not(build: Build, event: Event) -> str | None:
     return None
 
 
-def plan(text: str | None, event: Event, filename: str = FILENAME) -> Plan:
+def builds_for(text: str | None, event: Event, filename: str = FILENAME) -> Matched:
     """The builds the event asks for. Raises BuildFileError for a file that cannot be used."""
     if text is None:
-        return Plan([], [("*", f"no {filename} at {event.commit[:12]}")])
+        return Matched([], [("*", f"no {filename} at {event.commit[:12]}")])
     bf = parse(text, filename)
     specs, skipped = [], []
     for b in bf.builds:
@@ -258,4 +258,4 @@ def plan(text: str | None, event: Event, filename: str = FILENAME) -> Plan:
         if b.spec.get("secrets") and not event.pr and event.branch:
             fields["ref"] = event.branch
         specs.append((b.name, BuildSpec(repo=event.repo, commit=event.commit, trigger=trigger, **fields)))
-    return Plan(specs, skipped, bf.cancel_superseded)
+    return Matched(specs, skipped, bf.cancel_superseded)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..states import UNFINISHED_STATES as UNFINISHED
-from .buildfile import Event, Plan, plan
+from .buildfile import Event, Matched, builds_for
 
 
 class Refused(Exception):
@@ -71,7 +71,7 @@ def superseded(records: list[dict[str, Any]], event: Event, newest: int) -> list
 
 def dispatch(text: str | None, event: Event, sink: Sink) -> Outcome:
     """Submit what the build file asks for. Raises BuildFileError for a file that cannot be used."""
-    p: Plan = plan(text, event)
+    p: Matched = builds_for(text, event)
     out = Outcome(skipped=[{"name": n, "reason": why} for n, why in p.skipped])
     for name, spec in p.specs:
         try:
@@ -85,7 +85,7 @@ def dispatch(text: str | None, event: Event, sink: Sink) -> Outcome:
         out.queued.append({"id": rec["id"], "name": name, "number": rec["number"]})
     if not out.queued:
         refused = "; ".join(f"{r['name']}: refused: {r['reason']}" for r in out.refused)
-        out.reason = refused or Plan([], [(s["name"], s["reason"]) for s in out.skipped]).reason
+        out.reason = refused or Matched([], [(s["name"], s["reason"]) for s in out.skipped]).reason
     if p.cancel_superseded and out.queued:
         for build_id in superseded(sink.unfinished(event.repo), event, min(b["number"] for b in out.queued)):
             try:

@@ -1,8 +1,10 @@
-"""The scheduler loop: the only consumer of the build queue.
+"""The scheduler loop: the only consumer of the build queue, and what drives the placement core.
 
-It sleeps on a Redis wake-up list (a submit, a cancel, an agent's report or a container's exit
-wakes it; nothing polls in a busy loop), then: handles ended containers, enforces every phase's
-timeout, and asks the pure core which queued builds to launch on the backend's offers.
+It sits above what it uses: the placement core (placement/, pure), the farm's stores and queue
+(service.Farm), the backend (backends/) and the lease. It sleeps on a Redis wake-up list (a
+submit, a cancel, an agent's report or a container's exit wakes it; nothing polls in a busy loop),
+then: handles ended containers, enforces every phase's timeout, and asks the pure core which
+queued builds to launch on the backend's offers.
 On start it reconciles with what the backend really runs, so a farm killed with SIGKILL loses
 no build and runs none twice.
 
@@ -20,18 +22,17 @@ import time
 
 from pydantic import ValidationError
 
-from .. import keys
-from ..backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
-from ..lease import Lease
-from ..loans import with_loans
-from ..records import new_agent_token, spec_of, token_digest
-from ..redis_outage import UNAVAILABLE, OutageLog
-from ..service import Farm, pending_build
-from ..spec import BuildSpec
-from ..states import ACTIVE, TERMINAL, TERMINAL_STATES, State
-from .feasible import NOTHING, Resources, Running, Team, team_usage
-from .rank import dominant_share
-from .select import Policy, plan, pool_of
+from .backends.base import LAUNCH_FAILED, LOST, Backend, Exit, Found, LaunchError
+from .lease import Lease
+from .loans import with_loans
+from .records import new_agent_token, spec_of, token_digest
+from .redis_outage import UNAVAILABLE, OutageLog
+from .service import Farm, needs, pending_build
+from .spec import BuildSpec
+from .states import ACTIVE, TERMINAL, TERMINAL_STATES, State
+from .placement.feasible import NOTHING, Running, Team, team_usage
+from .placement.rank import dominant_share
+from .placement.select import Policy, plan, pool_of
 
 log = logging.getLogger("buildfarm.scheduler")
 
@@ -146,12 +147,9 @@ class Scheduler:
         if not pending_ids:
             return 0
         raws = {}
-        pipe = self.farm.r.pipeline()
-        for _, bid in pending_ids:
-            pipe.hgetall(keys.build(bid))
-        for (priority, bid), h in zip(pending_ids, pipe.execute()):
+        for (priority, bid), h in zip(pending_ids, builds.raw_many(bid for _, bid in pending_ids)):
             if not h:
-                self.farm.queue.queues[priority].remove(bid)
+                self.farm.queue.drop(bid, priority)
                 continue
             if h["state"] != State.QUEUED.value:  # ended while queued (a cancel): tidy the queue
                 self.farm.queue.mark_ended(bid, priority, State(h["state"])) if h["state"] in TERMINAL_STATES else None
@@ -201,17 +199,13 @@ class Scheduler:
     def running(self) -> list[Running]:
         """What the active builds hold now, as the core's reclaim step sees it."""
         out = []
-        pipe = self.farm.r.pipeline()
         ids = self.farm.builds.active_ids()
-        for bid in ids:
-            pipe.hmget(keys.build(bid), "state", "agent_id", "spec", "launched_at", "preemptions")
-        for bid, (state, agent_id, spec, launched_at, preemptions) in zip(ids, pipe.execute()):
-            if state not in (State.LAUNCHING.value, State.RUNNING.value) or not spec:
+        for bid, h in zip(ids, self.farm.builds.raw_many(ids)):
+            if h.get("state") not in (State.LAUNCHING.value, State.RUNNING.value) or not h.get("spec"):
                 continue
-            sp = BuildSpec.model_validate_json(spec)
-            r = sp.resources
-            out.append(Running(bid, agent_id or "", Resources(r.cpus, r.mem, r.disk), sp.team,
-                               float(launched_at or 0), sp.preemptible, int(preemptions or 0)))
+            spec = spec_of(h)
+            out.append(Running(bid, h.get("agent_id") or "", needs(spec), spec.team, float(h.get("launched_at") or 0),
+                               spec.preemptible, int(h.get("preemptions") or 0)))
         return out
 
     def preempt(self, build_id: str, reason: str) -> None:
@@ -228,7 +222,7 @@ class Scheduler:
         token = new_agent_token()  # this attempt's; an earlier attempt's died when it was requeued
         agent = next((a for a in self.backend.agents() if a.agent_id == agent_id), None)
         # Fenced: refused if this scheduler's lease is gone, so a deposed leader changes nothing.
-        if not builds.transition(build_id, State.LAUNCHING, f"placed on {agent_id}", allowed_from=[State.QUEUED],
+        if not builds.transition(build_id, State.LAUNCHING, f"placed on {agent_id}",
                                  agent_id=agent_id, host=agent.host if agent else "", attempt=attempt,
                                  launched_at=time.time(), token_sha=token_digest(token)):
             if self.leading():  # a leader deposed meanwhile leaves it to the next term
@@ -350,8 +344,8 @@ class Scheduler:
         active = set(builds.active_ids()) | builds.ids_in_state(State.LAUNCHING) | builds.ids_in_state(State.RUNNING)
         self.restore_queue()
         if found is None:  # the backend reconciles by itself (Mesos): settle only what ended
-            for bid in sorted(active):
-                h = self.farm.builds.r.hgetall(keys.build(bid))
+            ids = sorted(active)
+            for bid, h in zip(ids, builds.raw_many(ids)):
                 if not h or h["state"] in TERMINAL_STATES or h["state"] == State.QUEUED.value:
                     self._finish_cleanup(bid) if h else self.farm.builds.drop_active(bid)
                 else:
@@ -400,8 +394,8 @@ class Scheduler:
         if not queued:
             return
         missing = queued - {bid for _, bid in self.farm.queue.pending()}
-        for bid in sorted(missing):
-            h = self.farm.builds.r.hgetall(keys.build(bid))
+        ids = sorted(missing)
+        for bid, h in zip(ids, self.farm.builds.raw_many(ids)):
             if h.get("state") != State.QUEUED.value or float(h["updated_at"]) > time.time() - 5:
                 continue  # moved on since the index was read, or being submitted or requeued right now
             log.warning("repaired: build %s was queued but in no queue; queued again", bid)

@@ -40,7 +40,10 @@ NOTHING = Resources(0.0, 0, 0)
 
 @dataclass(frozen=True, slots=True)
 class Agent:
-    """An agent's whole capacity, known whether or not it has an outstanding offer."""
+    """A node: a machine that runs builds (a Mesos agent; this host for the local backend), with its
+    whole capacity, known whether or not it has an outstanding offer. Named `Agent`/`agent_id` as
+    Mesos names its nodes and as the API shows them ("agent_id"); not the build agent (the program
+    in each container, executors/) nor a Jenkins agent (jenkins/)."""
 
     agent_id: str
     host: str

@@ -40,7 +40,7 @@ class Policy:
 
 
 @dataclass
-class Plan:
+class Placement:
     launches: list[Launch] = field(default_factory=list)
     # builds no known agent can ever run, with the reason (the caller ends or parks them)
     impossible: dict[str, str] = field(default_factory=dict)
@@ -61,7 +61,7 @@ def pool_of(agents: list[Agent], offers: list[Offer]) -> Resources:
 
 def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild], *,
          teams: Mapping[str, Team] | None = None, running: Iterable[Running] = (), now: float = 0.0,
-         policy: Policy = Policy(), held: Mapping[str, str] | None = None) -> Plan:
+         policy: Policy = Policy(), held: Mapping[str, str] | None = None) -> Placement:
     """Decide which pending builds to launch on which offers and, with teams, which borrowed builds
     to preempt. Pure: no I/O; the time is `now`. Without teams: priority, then FIFO. `held`: the
     last plan's `freed_for`, so room freed for a build is not taken by another before it starts."""
@@ -76,10 +76,10 @@ def plan(agents: list[Agent], offers: list[Offer], pending: list[PendingBuild], 
 
 
 def _select(agents: list[Agent], offers: list[Offer], order: FairOrder, with_teams: bool,
-            held: dict[str, str]) -> tuple[Plan, dict[str, Resources]]:
+            held: dict[str, str]) -> tuple[Placement, dict[str, Resources]]:
     """The placement pass: returns the plan and what is left free on each agent. An agent in
     `held` takes only the build it is held for."""
-    result = Plan(reserved=dict(held))
+    result = Placement(reserved=dict(held))
     holders = set(held.values())  # a shape that found no room may still fit the room held for these
     by_id = {a.agent_id: a for a in agents}
     free: dict[str, Resources] = {o.agent_id: o.free for o in offers}
@@ -166,7 +166,7 @@ def _reservable(build: PendingBuild, ok_agents, by_id, free) -> list[str]:
     return [a for _, _, a in out]
 
 
-def _reserve(result: Plan, build: PendingBuild, candidates: list[str]) -> bool:
+def _reserve(result: Placement, build: PendingBuild, candidates: list[str]) -> bool:
     """Hold the best candidate agent not held already. Returns whether one was reserved."""
     while candidates:
         agent_id = candidates.pop()

@@ -1,8 +1,0 @@
-"""The scheduler: a pure placement core (feasible -> rank -> select, then reclaim) and the loop that drives it."""
-
-from .feasible import Agent, Offer, PendingBuild, Resources, Running, Team, constraints_met, unmet_reason
-from .reclaim import Kill
-from .select import Launch, Plan, Policy, plan
-
-__all__ = ["Agent", "Kill", "Launch", "Offer", "PendingBuild", "Plan", "Policy", "Resources", "Running", "Team",
-           "constraints_met", "plan", "unmet_reason"]
