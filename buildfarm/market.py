@@ -99,12 +99,17 @@ class Ledger:
         if not entries:
             return
         pipe = self.r.pipeline()  # MULTI: the entries and the balances they change, together
+        self.queue(pipe, entries)
+        pipe.execute()
+
+    @staticmethod
+    def queue(pipe: redis.client.Pipeline, entries: list[Entry]) -> None:
+        """Add the writes of `entries` (and of the balances they change) to a transaction."""
         for e in entries:
             raw = json.dumps(asdict(e))
             pipe.rpush(LEDGER, raw)
             pipe.rpush(TEAM_LEDGER + e.team, raw)
             pipe.hincrbyfloat(BALANCES, e.team, e.amount)
-        pipe.execute()
 
     def issue_once(self, teams: Mapping[str, Team], period_seconds: float, now: float) -> bool:
         """Issue the current period's credits unless they were (any scheduler, once per period)."""
