@@ -119,10 +119,11 @@ class Farm:
         self.image_check: Callable[[str], str | None] | None = None
 
     def fenced(self, fence: Fence) -> Farm:
-        """The same farm for the leading scheduler: its build records refuse every change once
-        `fence` no longer holds the schedulers' lease (see lease.py)."""
+        """The same farm for the leading scheduler: its build records and the market's ledger refuse
+        every change once `fence` no longer holds the schedulers' lease (see lease.py)."""
         view = copy.copy(self)
         view.builds = self.builds.fenced(fence)
+        view.ledger = self.ledger.fenced(fence)
         return view
 
     # -- submit ------------------------------------------------------------------------------
