@@ -85,3 +85,38 @@ def attempts_held(history: list[dict]) -> float:
             held += h["at"] - since
             since = None
     return held
+
+
+def test_a_team_with_builds_in_flight_is_deleted_only_with_force(fresh_farm, git_server):
+    """`buildfarm team delete` refuses while the team has builds queued or running, naming them;
+    with --force its queued build is cancelled ("team ops deleted") and its running one goes on."""
+    farm = fresh_farm("--cpus", "1", "--mem", "2048", "--warm", "0")
+    repo = git_server.make_repo("team-delete", {"README": "x\n"})
+    assert farm.cli("team", "create", "ops", "--guarantee", "cpus=1,mem=1G").returncode == 0
+
+    def submit():
+        out = farm.cli("submit", "--repo", repo, "--image", "buildfarm/builder", "--cpus", "1", "--mem", "256",
+                       "--team", "ops", "--", "sleep", "300")
+        assert out.returncode == 0, out.stderr.decode()
+        return out.stdout.decode().strip()
+
+    running = submit()
+    wait_until(lambda: farm.build(running)["state"] in ("launching", "running"), 60, 0.3, what="the first build placed")
+    queued = submit()  # the farm's one cpu is taken: it waits
+
+    refused = farm.cli("team", "delete", "ops")
+    assert refused.returncode == 2
+    assert refused.stderr.decode() == (
+        f"error: team ops has builds in flight, 1 queued ({queued}) and 1 running ({running}): cancel them "
+        f"(`buildfarm cancel ID`), or delete the team with --force, which cancels its queued builds and lets the "
+        f"running ones end\n")
+    assert "ops" in farm.cli("team", "list").stdout.decode()
+
+    forced = farm.cli("team", "delete", "ops", "--force", "--json")
+    assert forced.returncode == 0, forced.stderr.decode()
+    assert json.loads(forced.stdout) == {"deleted": "ops", "cancelled": [queued], "running": [running]}
+    gone = farm.build(queued)
+    assert (gone["state"], gone["reason"]) == ("cancelled", "team ops deleted")
+    assert farm.build(running)["state"] in ("launching", "running")
+    assert json.loads(farm.cli("team", "list", "--json").stdout) == []
+    assert farm.cli("cancel", running).returncode == 0

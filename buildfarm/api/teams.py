@@ -68,11 +68,13 @@ def team_routes(api: APIRouter, farm: Farm) -> None:
     def get_team(team: str) -> dict[str, Any]:
         return run(teams.get, team)
 
-    @api.delete("/teams/{team}", tags=["teams"], summary="Delete a team (its builds keep its name)",
-                dependencies=[admin])
-    def delete_team(team: str) -> dict[str, Any]:
-        run(teams.delete, team)
-        return {"deleted": team}
+    @api.delete("/teams/{team}", tags=["teams"], dependencies=[admin],
+                summary="Delete a team (its builds keep its name); refused while it has queued or running "
+                        "builds, unless forced")
+    def delete_team(team: str, force: bool = Query(False, description="cancel its queued builds (reason \"team "
+                                                                       "TEAM deleted\"); its running ones end as "
+                                                                       "they would")) -> dict[str, Any]:
+        return run(farm.delete_team, team, force)
 
     @api.put("/teams/{team}/members/{user}", tags=["teams"], summary="Add a member (an API token's name)",
              dependencies=[admin])

@@ -55,6 +55,27 @@ def team_create(ctx, name, guarantee, limit, weight):
     click.echo(f"team {made['name']} created", err=True)
 
 
+@team.command("delete")
+@click.argument("name")
+@click.option("--force", is_flag=True,
+              help="Delete it although builds are charged to it: its queued builds are cancelled, its running "
+                   "ones run to their end.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def team_delete(ctx, name, force, as_json):
+    """Delete team NAME. Refused while it has queued or running builds (they are named), unless
+    --force."""
+    done = call(client(ctx).delete_team, name, force)
+    if as_json:
+        echo_json(done)
+        return
+    click.echo(f"team {name} deleted", err=True)
+    if done["cancelled"]:
+        click.echo(f"its queued builds were cancelled: {', '.join(done['cancelled'])}", err=True)
+    if done["running"]:
+        click.echo(f"its running builds run to their end: {', '.join(done['running'])}", err=True)
+
+
 @team.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
