@@ -128,12 +128,14 @@ class LoanStore:
         others = [x for x in self._running(now) if x.lender == lender]
         lent = sum(x.cpus for x in others)
         if lent + cpus > (guarantee.get("cpus") or 0) + 1e-9:
-            raise TeamError(f"team {lender} guarantees {guarantee.get('cpus') or 0:g} cpus and lends {lent:g} "
-                            f"already: it cannot lend {cpus:g} more until those loans end", 409)
+            raise TeamError(f"team {lender} guarantees {guarantee.get('cpus') or 0:g} cpus" +
+                            (f" and lends {lent:g} already: it cannot lend {cpus:g} more until those loans end"
+                             if lent else f": it cannot lend {cpus:g}"), 409)
         lent_mem = sum(x.mem for x in others)
         if mem and lent_mem + mem > (guarantee.get("mem") or 0):
-            raise TeamError(f"team {lender} guarantees {guarantee.get('mem') or 0} MB and lends {lent_mem} MB "
-                            f"already: it cannot lend {mem} MB more", 409)
+            raise TeamError(f"team {lender} guarantees {guarantee.get('mem') or 0} MB" +
+                            (f" and lends {lent_mem} MB already: it cannot lend {mem} MB more" if lent_mem
+                             else f": it cannot lend {mem} MB"), 409)
         balance = self.ledger.balances().get(borrower, 0.0)
         if price and balance < price:
             raise TeamError(f"team {borrower} has {balance:.2f} credits, fewer than the loan's price of {price:g}", 409)

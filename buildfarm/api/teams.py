@@ -129,4 +129,6 @@ def usage_routes(api: APIRouter, farm: Farm) -> None:
             raise ApiError(400, str(e)) from None
         records = [r for r in farm.builds.get_many(farm.builds.ids_since(start))
                    if team is None or r.get("team") == team]
+        if team is not None and not records:  # a deleted team's builds keep its name; a typo has none
+            run(farm.teams.get, team)
         return {"since": start, "by": by, "team": team, "rows": summarize(records, by, time.time())}
