@@ -134,11 +134,9 @@ class Ledger:
             return None
 
     def append(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        pipe = self.r.pipeline()  # MULTI: the entries and the balances they change, together
-        self.queue(pipe, entries)
-        pipe.execute()
+        """Write the entries and the balances they change, together (fenced: once its lease is gone, nothing)."""
+        if entries:
+            self._transaction(lambda pipe: (pipe.multi(), self.queue(pipe, entries)))
 
     @staticmethod
     def queue(pipe: redis.client.Pipeline, entries: list[Entry]) -> None:
