@@ -258,6 +258,10 @@ class Client:
     def teams(self) -> list[dict[str, Any]]:
         return self._request("GET", "/api/v1/teams")["teams"]
 
+    def delete_team(self, team: str, force: bool = False) -> dict[str, Any]:
+        """{deleted, cancelled: its queued builds' ids, running: its running builds' ids}."""
+        return self._request("DELETE", f"/api/v1/teams/{team}", {"force": "true"} if force else None)
+
     def add_member(self, team: str, user: str) -> dict[str, Any]:
         return self._request("PUT", f"/api/v1/teams/{team}/members/{user}")
 

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from .keys import LOANS
+from .keys import BALANCES, LOANS, TEAMS
 from .market import Entry, Ledger
 from .placement import Resources, Team
 from .teams import TeamError, TeamStore
@@ -79,19 +79,45 @@ class LoanStore:
     def all(self, now: float | None = None) -> list[Loan]:
         """Loans not ended yet (ended ones are dropped here)."""
         now = time.time() if now is None else now
-        out = []
-        for loan_id, raw in self.r.hgetall(LOANS).items():
-            loan = Loan.model_validate_json(raw)
-            if loan.until <= now:
-                self.r.hdel(LOANS, loan_id)
-            else:
-                out.append(loan)
-        return sorted(out, key=lambda x: (x.start, x.id))
+        ended = [loan_id for loan_id, loan in self._stored().items() if loan.until <= now]
+        if ended:
+            self.r.hdel(LOANS, *ended)
+        return self._running(now)
+
+    def _stored(self) -> dict[str, Loan]:
+        return {loan_id: Loan.model_validate_json(raw) for loan_id, raw in self.r.hgetall(LOANS).items()}
+
+    def _running(self, now: float) -> list[Loan]:
+        """Loans not ended yet at `now`, oldest first (reads only)."""
+        return sorted((x for x in self._stored().values() if x.until > now), key=lambda x: (x.start, x.id))
 
     def lend(self, lender: str, borrower: str, cpus: float, mem: int, until: float, price: float,
              now: float) -> dict[str, Any]:
+        """Make a loan, or refuse it saying why. The checks (the lender's guarantee next to its other
+        loans, the borrower's credits) and the writes (the loan, its payment) are one transaction:
+        it is made again from the start if a team, a loan or a balance changed meanwhile, so two
+        lends at the same moment cannot together lend more than the guarantee."""
         if lender == borrower:
             raise TeamError("a team cannot lend to itself")
+
+        def attempt(pipe: redis.client.Pipeline) -> Loan:
+            # the keys are watched before this runs: a write to one after the reads fails the EXEC
+            loan = self._checked(lender, borrower, cpus, mem, until, price, now)
+            pipe.multi()
+            pipe.hset(LOANS, loan.id, loan.model_dump_json())
+            if price:
+                note = f"loan {loan.id}: {cpus:g} cpus from {lender} to {borrower} until {time.ctime(until)}"
+                self.ledger.queue(pipe, [Entry("loan", borrower, -price, now, note),
+                                         Entry("loan", lender, price, now, note)])
+            return loan
+
+        loan = self.r.transaction(attempt, TEAMS, LOANS, BALANCES, value_from_callable=True)
+        return json.loads(loan.model_dump_json())
+
+    def _checked(self, lender: str, borrower: str, cpus: float, mem: int, until: float, price: float,
+                 now: float) -> Loan:
+        """The loan asked for, once the teams, the lender's other loans and the borrower's credits
+        allow it (read inside `lend`'s transaction); TeamError saying why not."""
         own = self.teams.get(lender)
         self.teams.get(borrower)  # both must exist
         if until <= now:
@@ -99,21 +125,19 @@ class LoanStore:
         guarantee = own["guarantee"]
         if not mem and guarantee.get("cpus") and guarantee.get("mem"):  # its share of the lender's memory
             mem = int(guarantee["mem"] * min(cpus / guarantee["cpus"], 1.0))
-        lent = sum(x.cpus for x in self.all(now) if x.lender == lender)
+        others = [x for x in self._running(now) if x.lender == lender]
+        lent = sum(x.cpus for x in others)
         if lent + cpus > (guarantee.get("cpus") or 0) + 1e-9:
-            raise TeamError(f"team {lender} guarantees {guarantee.get('cpus') or 0:g} cpus and lends {lent:g} "
-                            f"already: it cannot lend {cpus:g} more until those loans end", 409)
-        lent_mem = sum(x.mem for x in self.all(now) if x.lender == lender)
+            raise TeamError(f"team {lender} guarantees {guarantee.get('cpus') or 0:g} cpus" +
+                            (f" and lends {lent:g} already: it cannot lend {cpus:g} more until those loans end"
+                             if lent else f": it cannot lend {cpus:g}"), 409)
+        lent_mem = sum(x.mem for x in others)
         if mem and lent_mem + mem > (guarantee.get("mem") or 0):
-            raise TeamError(f"team {lender} guarantees {guarantee.get('mem') or 0} MB and lends {lent_mem} MB "
-                            f"already: it cannot lend {mem} MB more", 409)
-        if price and self.ledger.balances().get(borrower, 0.0) < price:
-            raise TeamError(f"team {borrower} has {self.ledger.balances().get(borrower, 0.0):.2f} credits, fewer "
-                            f"than the loan's price of {price:g}", 409)
-        loan = Loan(lender=lender, borrower=borrower, cpus=cpus, mem=mem, start=now, until=until, price=price,
+            raise TeamError(f"team {lender} guarantees {guarantee.get('mem') or 0} MB" +
+                            (f" and lends {lent_mem} MB already: it cannot lend {mem} MB more" if lent_mem
+                             else f": it cannot lend {mem} MB"), 409)
+        balance = self.ledger.balances().get(borrower, 0.0)
+        if price and balance < price:
+            raise TeamError(f"team {borrower} has {balance:.2f} credits, fewer than the loan's price of {price:g}", 409)
+        return Loan(lender=lender, borrower=borrower, cpus=cpus, mem=mem, start=now, until=until, price=price,
                     id=uuid.uuid4().hex[:10])
-        self.r.hset(LOANS, loan.id, loan.model_dump_json())
-        if price:
-            note = f"loan {loan.id}: {cpus:g} cpus from {lender} to {borrower} until {time.ctime(until)}"
-            self.ledger.append([Entry("loan", borrower, -price, now, note), Entry("loan", lender, price, now, note)])
-        return json.loads(loan.model_dump_json())

@@ -11,12 +11,20 @@ The ledger is append-only: entries of kind issue, charge or payment, each with i
 and time; a balance is the sum of the team's entries (kept as a running sum written in the same
 step as the entry). Charges and payments of a settlement sum to zero, so the credits in the farm
 are exactly those issued.
+
+Issuing and settling are the leading scheduler's: its ledger is fenced (`Ledger.fenced`), and
+each issue or settlement checks the schedulers' lease in the same transaction as its writes, so a
+leader paused past its lease writes nothing when it wakes. Each is a transaction over what it read
+(whether the period was issued; when the last settlement ended), so two writers at once (a
+deposed leader's late round next to its successor's) issue a period once and charge each second
+of borrowing once: the settlement's clock only moves forward.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +32,9 @@ import redis
 
 from .keys import BALANCES, CREDITS_ISSUED, LEDGER, SETTLED_AT, TEAM_LEDGER
 from .placement import Resources, Team
+from .records import Fence
+
+log = logging.getLogger("buildfarm.market")
 
 CREDITS_PER_CPU_HOUR = 1.0
 
@@ -91,37 +102,83 @@ def settle(teams: Mapping[str, Team], used: Mapping[str | None, Resources], pool
     return entries
 
 
+class _Deposed(Exception):
+    """The fenced writer's lease is not its own any more."""
+
+
 class Ledger:
-    def __init__(self, r: redis.Redis):
+    def __init__(self, r: redis.Redis, fence: Fence | None = None):
         self.r = r
+        self.fence = fence
+
+    def fenced(self, fence: Fence) -> Ledger:
+        """The same ledger, for the leading scheduler: issues and settlements write nothing once
+        `fence` no longer holds the schedulers' lease."""
+        return Ledger(self.r, fence)
+
+    def _transaction(self, step: Callable[[redis.client.Pipeline], Any], *watched: str) -> Any:
+        """`step(pipe)` as one transaction: it reads (the `watched` keys are watched first), then
+        queues its writes after `pipe.multi()`; made again if a watched key changed meanwhile.
+        Fenced, the lease is watched and checked too: None, with nothing written, once it is not ours."""
+        fence = self.fence
+
+        def checked(pipe: redis.client.Pipeline) -> Any:
+            if fence is not None and (fence.value is None or pipe.get(fence.key) != fence.value):
+                raise _Deposed
+            return step(pipe)
+
+        try:
+            return self.r.transaction(checked, *watched, *([fence.key] if fence else []), value_from_callable=True)
+        except _Deposed:
+            log.warning("the market's round wrote nothing: this scheduler no longer holds the lease")
+            return None
 
     def append(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        pipe = self.r.pipeline()  # MULTI: the entries and the balances they change, together
+        """Write the entries and the balances they change, together (fenced: once its lease is gone, nothing)."""
+        if entries:
+            self._transaction(lambda pipe: (pipe.multi(), self.queue(pipe, entries)))
+
+    @staticmethod
+    def queue(pipe: redis.client.Pipeline, entries: list[Entry]) -> None:
+        """Add the writes of `entries` (and of the balances they change) to a transaction."""
         for e in entries:
             raw = json.dumps(asdict(e))
             pipe.rpush(LEDGER, raw)
             pipe.rpush(TEAM_LEDGER + e.team, raw)
             pipe.hincrbyfloat(BALANCES, e.team, e.amount)
-        pipe.execute()
 
     def issue_once(self, teams: Mapping[str, Team], period_seconds: float, now: float) -> bool:
         """Issue the current period's credits unless they were (any scheduler, once per period)."""
         period = int(now // period_seconds)
-        if not self.r.set(CREDITS_ISSUED + str(period), "1", nx=True, ex=int(period_seconds * 48)):
-            return False
-        self.append(issue(teams, period_seconds, period * period_seconds))
-        return True
+        issued = CREDITS_ISSUED + str(period)
+
+        def step(pipe: redis.client.Pipeline) -> bool:
+            if pipe.exists(issued):
+                return False
+            pipe.multi()
+            pipe.set(issued, "1", ex=int(period_seconds * 48))
+            self.queue(pipe, issue(teams, period_seconds, period * period_seconds))
+            return True
+
+        return bool(self._transaction(step, issued))
 
     def settle_since_last(self, teams: Mapping[str, Team], used: Mapping[str | None, Resources], pool: Resources,
                           now: float) -> list[Entry]:
-        """Charge the borrowing from the last settlement to `now` (at the usage seen now)."""
-        last = self.r.getset(SETTLED_AT, now)
-        # at most a minute at a time: after a pause (a restart) the usage seen now says little
-        entries = settle(teams, used, pool, min(now - float(last), 60.0), now) if last else []
-        self.append(entries)
-        return entries
+        """Charge the borrowing from the last settlement to `now` (at the usage seen now). Nothing
+        when a settlement reached `now` already (another writer's clock ran ahead)."""
+
+        def step(pipe: redis.client.Pipeline) -> list[Entry]:
+            last = pipe.get(SETTLED_AT)
+            if last is not None and float(last) >= now:
+                return []
+            # at most a minute at a time: after a pause (a restart) the usage seen now says little
+            entries = settle(teams, used, pool, min(now - float(last), 60.0), now) if last else []
+            pipe.multi()
+            pipe.set(SETTLED_AT, repr(now))
+            self.queue(pipe, entries)
+            return entries
+
+        return self._transaction(step, SETTLED_AT) or []
 
     def balances(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.r.hgetall(BALANCES).items()}

@@ -369,6 +369,15 @@ class BuildStore:
     def ids_in_state(self, state: State) -> set[str]:
         return set(self.r.smembers(f"{INDEX}state:{state.value}"))
 
+    def team_ids_in(self, team: str, *states: State) -> list[str]:
+        """The ids of the builds charged to `team` that are in one of `states`, oldest first."""
+        pipe = self.r.pipeline(transaction=False)
+        for state in states:
+            pipe.sinter(f"{INDEX}team:{team}", f"{INDEX}state:{state.value}")
+        ids = sorted(set().union(*pipe.execute()))
+        scores = self.r.zmscore(BUILDS, ids) if ids else []
+        return [bid for _, bid in sorted(zip((s or 0 for s in scores), ids))]
+
     def add_active(self, build_id: str) -> None:
         self.r.sadd(ACTIVE_SET, build_id)
 

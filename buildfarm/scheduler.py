@@ -161,6 +161,11 @@ class Scheduler:
         for bid, h in list(raws.items()):
             try:
                 specs[bid] = spec_of(h)  # parsed once for the round
+                if specs[bid].team and specs[bid].team not in (teams or {}):  # queued again after its team was deleted
+                    raws.pop(bid)
+                    self.farm.end(bid, State.CANCELLED, f"team {specs[bid].team} deleted",
+                                  allowed_from=[State.QUEUED], close_log=True)
+                    continue
                 pending.append(pending_build(bid, specs[bid], int(h["seq"]),
                                              float(h.get("queued_at") or h["created_at"])))
             except ValidationError as e:  # one unreadable record must not stop every other build

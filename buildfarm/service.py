@@ -82,6 +82,11 @@ def connect(url: str) -> tuple[redis.Redis, redis.Redis]:
             redis_client(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT))
 
 
+def _named(ids: list[str], shown: int = 10) -> str:
+    """'a, b, c' or 'a, b and 8 more': at most `shown` of the ids."""
+    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+
+
 def needs(spec: BuildSpec) -> Resources:
     """What a build asks for, as the placement core counts it."""
     r = spec.resources
@@ -119,10 +124,11 @@ class Farm:
         self.image_check: Callable[[str], str | None] | None = None
 
     def fenced(self, fence: Fence) -> Farm:
-        """The same farm for the leading scheduler: its build records refuse every change once
-        `fence` no longer holds the schedulers' lease (see lease.py)."""
+        """The same farm for the leading scheduler: its build records and the market's ledger refuse
+        every change once `fence` no longer holds the schedulers' lease (see lease.py)."""
         view = copy.copy(self)
         view.builds = self.builds.fenced(fence)
+        view.ledger = self.ledger.fenced(fence)
         return view
 
     # -- submit ------------------------------------------------------------------------------
@@ -251,6 +257,27 @@ class Farm:
             now = State(self.builds.raw(build_id)["state"])
             raise Conflict(f"build {build_id} already ended ({now.value}); nothing to cancel")
         return self.builds.get(build_id)
+
+    # -- teams ----------------------------------------------------------------------------------
+    def delete_team(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Delete a team. While builds charged to it are queued or running, refused (naming them)
+        unless `force`: then its queued builds are cancelled with the reason "team NAME deleted" and
+        its running ones run to their end (queued again later, a retry or a preemption, the
+        scheduler cancels them the same way: no team is left to run them for)."""
+        self.teams.get(name)  # unknown: refused, naming the teams there are
+        in_team = self.builds.team_ids_in
+        queued, running = in_team(name, State.QUEUED), in_team(name, State.LAUNCHING, State.RUNNING)
+        if (queued or running) and not force:
+            in_flight = " and ".join(f"{len(ids)} {state} ({_named(ids)})"
+                                     for ids, state in ((queued, "queued"), (running, "running")) if ids)
+            raise TeamError(f"team {name} has builds in flight, {in_flight}: cancel them (`buildfarm cancel ID`), "
+                            f"or delete the team with --force, which cancels its queued builds and lets the running "
+                            f"ones end", 409)
+        self.teams.delete(name)  # first: nothing is charged to it from here on
+        cancelled = [bid for bid in in_team(name, State.QUEUED)
+                     if self.end(bid, State.CANCELLED, f"team {name} deleted", allowed_from=[State.QUEUED],
+                                 close_log=True)]
+        return {"deleted": name, "cancelled": cancelled, "running": in_team(name, State.LAUNCHING, State.RUNNING)}
 
     def disk_full(self, build_id: str, e: DiskFull) -> None:
         """The farm could not store the build's output: end it with that reason (its container is

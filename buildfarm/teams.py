@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .keys import TEAM_MEMBERS, TEAMS, USER_TEAMS
 from .placement import Resources, Team
@@ -93,7 +93,11 @@ def parse_amount(text: str) -> Amount:
             values["mem"] = int(float(m["n"]) * _MB[m["unit"].lower()])
     if not values:
         raise ValueError("give cpus=N and/or mem=SIZE, e.g. cpus=16,mem=64G")
-    return Amount(**values)
+    try:
+        return Amount(**values)
+    except ValidationError as e:  # out of range: say which part, in the terms it was written in
+        err = e.errors()[0]
+        raise ValueError(f"{err['loc'][0]}={err['input']:g}: {err['msg'].lower()}") from None
 
 
 def _mem_shown(mb: int) -> str:

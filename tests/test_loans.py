@@ -4,6 +4,7 @@ the scheduler and ended on time; priced loans paid in the ledger; conflicting lo
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 
 import pytest
@@ -103,3 +104,32 @@ def test_the_scheduler_honours_a_loan_and_ends_it_on_time(farm):
     second = submit()  # with the loan still running, it would start: reco's guarantee is free
     sched.tick()
     assert backend.launched == [(first, 1)] and farm.builds.get(second)["state"] == "queued"
+
+
+def test_lends_made_at_the_same_moment_never_lend_more_than_the_guarantee(farm, redis_url, tmp_path):
+    """Eight members of core lend 1 cpu each at the same moment, from farms of their own (each with
+    its own connections to the same Redis), round after round: core guarantees 2 cpus, so exactly
+    two lends of each round are made and the others are refused saying why."""
+    lenders = [Farm(Settings(data_dir=tmp_path / f"data{i}", check_repos=False), redis_url) for i in range(8)]
+    start = threading.Barrier(len(lenders))
+    for round_ in range(30):
+        farm.r.delete(LOANS)
+        made, refused = [], []
+
+        def lend(f):
+            start.wait()
+            try:
+                made.append(f.loans.lend("core", "reco", 1, 0, until=2000, price=0, now=1000))
+            except TeamError as e:
+                refused.append(str(e))
+
+        threads = [threading.Thread(target=lend, args=(f,)) for f in lenders]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        lent = farm.loans.all(now=1500)
+        assert sum(x.cpus for x in lent) <= 2, f"round {round_}: core lent {sum(x.cpus for x in lent):g} of 2 cpus"
+        assert (len(made), len(lent)) == (2, 2)
+        assert len(refused) == 6 and all("it cannot lend 1 more" in m for m in refused)
+        assert sum(x.mem for x in lent) <= 2048

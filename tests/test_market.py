@@ -4,9 +4,15 @@ team out of credits kept within its guarantee by the scheduler."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from buildfarm.config import Settings
+from buildfarm.keys import LEASE, LEDGER, SETTLED_AT
+from buildfarm.lease import Lease
+from buildfarm.leadership import ElectedScheduler
 from buildfarm.market import Entry, Ledger, issue, price, settle
 from buildfarm.placement import Resources, Team
 from buildfarm.scheduler import Scheduler
@@ -14,6 +20,7 @@ from buildfarm.scopes import Origin
 from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec
 from buildfarm.teams import TeamSpec, parse_amount
+from tests.conftest import wait_until
 from tests.test_scheduler_loop import RecordingBackend
 
 POOL = Resources(100, 100_000)
@@ -90,3 +97,117 @@ def test_who_borrows_from_whom_splits_each_borrowing_over_the_lenders():
     assert lending(TEAMS, used) == [{"borrower": "reco", "lender": "core", "cpus": 22.857},
                                     {"borrower": "sim", "lender": "core", "cpus": 17.143}]
     assert lending(TEAMS, {"reco": Resources(20, 0)}) == []
+
+
+def market_rounds(farm, nows, start):
+    """What each scheduler's round does to the market, at the given times: issue the period's
+    credits (once per period), then charge the borrowing since the last settlement."""
+    start.wait()
+    used = {"reco": Resources(30, 0), "core": Resources(0, 0), "sim": Resources(0, 0)}
+    for now in nows:
+        farm.ledger.issue_once(TEAMS, 3600, now)
+        farm.ledger.settle_since_last(TEAMS, used, POOL, now)
+
+
+def test_two_farms_settling_at_once_charge_each_second_once_and_conserve_credits(farm, redis_url, tmp_path):
+    """Two farms (their own connections to one Redis) run market rounds at the same moments, as two
+    schedulers would: every second of borrowing is charged once, each payment matches its charge,
+    and each period's credits are issued once."""
+    other = Farm(Settings(data_dir=tmp_path / "other", check_repos=False), redis_url)
+    t0 = 3600 * 1000 - 700  # the rounds cross into a new period
+    nows = [t0 + i for i in range(1500)]
+    start = threading.Barrier(2)
+    threads = [threading.Thread(target=market_rounds, args=(f, nows, start)) for f in (farm, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    ledger = farm.ledger
+    entries = [e for team in TEAMS for e in ledger.entries(team, limit=10_000)]
+    issued = [e for e in entries if e["kind"] == "issue"]
+    assert sorted((e["at"], e["team"]) for e in issued) == \
+        sorted((p * 3600.0, team) for p in (999, 1000) for team in TEAMS)  # each period once
+    moved = [e for e in entries if e["kind"] in ("charge", "payment")]
+    assert sum(e["amount"] for e in moved) == pytest.approx(0, abs=1e-9)  # what reco paid, core and sim earned
+    # reco borrowed 10 cpus (of core's and sim's 50 idle) at 30% use, from t0 to the last round: once
+    per_second = 10 * price(0.3) / 3600
+    charged = -sum(e["amount"] for e in moved if e["kind"] == "charge")
+    assert charged == pytest.approx(per_second * (nows[-1] - nows[0]))
+    for team in TEAMS:  # balances are the sums of the entries
+        assert ledger.balances()[team] == pytest.approx(sum(e["amount"] for e in entries if e["team"] == team))
+
+
+# -- the market's round is the leading scheduler's --------------------------------------------------
+
+def test_a_deposed_leaders_market_round_issues_and_charges_nothing(farm):
+    """Two schedulers on one Redis. The leader's rounds issue credits and charge core's borrowing;
+    a standby takes the lease and charges from there; the former leader, paused past its lease and
+    believing it still leads, wakes with its clock behind its successor's: its round writes nothing
+    (before, it set the settlement's clock back, and its successor charged those seconds again)."""
+    for name, user in (("core", "alice"), ("reco", "bob")):
+        farm.teams.create(TeamSpec(name=name, guarantee=parse_amount("cpus=1,mem=1G")))
+        farm.teams.add_member(name, user)
+    old = Lease(farm.r, ttl=5)
+    assert old.try_acquire()
+    backend = RecordingBackend()  # 2 cpus
+    a = Scheduler(farm, backend, old)
+    a.tick()  # publishes the agent
+    alice = Origin.token("alice", "submitter")
+    for _ in range(2):  # core's: 2 cpus, one of them reco's idle guarantee
+        farm.submit(BuildSpec(repo="/r", image="i", steps=["true"], resources={"cpus": 1, "mem": 256}), alice)
+    a.tick()
+    assert len(backend.launched) == 2
+    t0 = (int(time.time() // 3600) + 10) * 3600 + 10  # later than any round's own clock so far
+    a.teams_round(t0)
+    a.teams_round(t0 + 30)
+
+    farm.r.delete(LEASE)  # the TTL ran out while it was paused
+    new = Lease(farm.r, ttl=5)
+    assert new.try_acquire()
+    b = Scheduler(farm, RecordingBackend(), new)
+    b.teams_round(t0 + 60)
+    old.deadline = time.monotonic() + 60  # its own clock says the lease is still good
+    assert a.leading()
+    written = farm.r.llen(LEDGER)
+    a.teams_round(t0 + 45)
+    a.teams_round(t0 + 3600)  # the next period's credits: not its to issue either
+    assert farm.r.llen(LEDGER) == written
+    b.teams_round(t0 + 90)
+
+    charged = -sum(e["amount"] for e in farm.ledger.entries("core") if e["kind"] == "charge" and e["at"] > t0)
+    assert charged == pytest.approx(90 * price(1.0) / 3600)  # 1 cpu borrowed for 90 s, once, the pool full
+    paid = sum(e["amount"] for e in farm.ledger.entries("reco") if e["kind"] == "payment" and e["at"] > t0)
+    assert paid == pytest.approx(charged)
+    issued = [e["at"] for e in farm.ledger.entries("reco") if e["kind"] == "issue"]
+    assert t0 - 10 in issued and t0 - 10 + 3600 not in issued
+
+
+def test_a_standby_runs_no_market_round_and_takes_it_over_when_it_leads(redis_url, tmp_path):
+    """Two elected schedulers, each with its farm (own connections) on one Redis: only the leader
+    has a scheduling loop, so only it issues and settles; when it stops, the standby leads and the
+    settlement goes on from its rounds."""
+    farms = [Farm(Settings(data_dir=tmp_path / f"d{i}", check_repos=False), redis_url) for i in range(2)]
+    farms[0].r.flushdb()
+    farms[0].teams.create(TeamSpec(name="core", guarantee=parse_amount("cpus=1,mem=1G")))
+    electeds = [ElectedScheduler(f, lambda *_: RecordingBackend(), lease_ttl=1) for f in farms]
+    threads = [threading.Thread(target=e.run) for e in electeds]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: farms[0].r.get(SETTLED_AT), 15, what="a first market round")
+        first, = [e for e in electeds if e.lease.held()]
+        standby, = [e for e in electeds if e is not first]
+        wait_until(lambda: first.scheduler is not None, 15, what="the leader's loop")
+        assert standby.scheduler is None and not standby.lease.held()
+        assert len(farms[0].ledger.entries("core")) == 1  # this period's credits, issued once
+        first.stop()
+        settled = float(farms[0].r.get(SETTLED_AT))
+        wait_until(lambda: standby.scheduler is not None, 15, what="the standby leading")
+        wait_until(lambda: float(farms[0].r.get(SETTLED_AT)) > settled, 15, what="the successor settling")
+        assert len(farms[0].ledger.entries("core")) == 1
+    finally:
+        for e in electeds:
+            e.stop()
+        for t in threads:
+            t.join(10)

@@ -13,7 +13,7 @@ from buildfarm.scopes import Origin
 from buildfarm.service import Farm, SubmitError
 from buildfarm.spec import BuildSpec
 from buildfarm.states import State
-from buildfarm.teams import TeamSpec, parse_amount
+from buildfarm.teams import TeamError, TeamSpec, parse_amount
 from buildfarm.usage import summarize
 from tests.test_scheduler_loop import RecordingBackend
 
@@ -161,3 +161,44 @@ def test_a_webhook_build_is_not_charged_by_its_pushers_name(farm):
     team(farm, "core", 2, members=["alice"])  # a token user who happens to share the pusher's name
     rec = farm.submit(spec(), Origin("webhook", "alice", None, None, "main"))
     assert rec["team"] is None
+
+
+# -- deleting a team with builds in flight ------------------------------------------------------------
+
+def test_a_team_with_builds_in_flight_is_deleted_only_when_forced_and_its_queued_builds_are_cancelled(farm):
+    """One agent of 2 cpus; core runs two builds and queues a third. Deleting core is refused,
+    naming its builds; forced, its queued build is cancelled ("team core deleted") and its running
+    ones go on; one of those that is queued again later (lost before its agent started) is
+    cancelled by the scheduler rather than waiting for a team that is gone."""
+    backend = RecordingBackend()
+    sched = Scheduler(farm, backend)
+    team(farm, "core", 2, members=["alice"])
+    team(farm, "reco", 1, members=["bob"])
+    ids = [farm.submit(spec(), alice())["id"] for _ in range(3)]
+    sched.tick()
+    assert [b for b, _ in backend.launched] == ids[:2]
+
+    with pytest.raises(TeamError) as refused:
+        farm.delete_team("core")
+    assert refused.value.status == 409
+    assert str(refused.value) == (
+        f"team core has builds in flight, 1 queued ({ids[2]}) and 2 running ({ids[0]}, {ids[1]}): cancel them "
+        f"(`buildfarm cancel ID`), or delete the team with --force, which cancels its queued builds and "
+        f"lets the running ones end")
+    assert [t["name"] for t in farm.teams.list()] == ["core", "reco"]
+
+    done = farm.delete_team("core", force=True)
+    assert done == {"deleted": "core", "cancelled": [ids[2]], "running": ids[:2]}  # oldest first
+    rec = farm.builds.get(ids[2])
+    assert (rec["state"], rec["reason"]) == ("cancelled", "team core deleted")
+    assert [t["name"] for t in farm.teams.list()] == ["reco"]
+    assert {farm.builds.get(b)["state"] for b in ids[:2]} == {"launching"}
+
+    sched.on_exit(Exit(ids[0], 1, -1, "the agent was lost", kind="lost"))  # queued again: no team to run for
+    sched.tick()
+    rec = farm.builds.get(ids[0])
+    assert (rec["state"], rec["reason"]) == ("cancelled", "team core deleted")
+    assert [b for b, _ in backend.launched] == ids[:2]
+    with pytest.raises(TeamError, match="no team named 'core'"):
+        farm.delete_team("core")
+    assert farm.delete_team("reco") == {"deleted": "reco", "cancelled": [], "running": []}

@@ -68,11 +68,13 @@ def team_routes(api: APIRouter, farm: Farm) -> None:
     def get_team(team: str) -> dict[str, Any]:
         return run(teams.get, team)
 
-    @api.delete("/teams/{team}", tags=["teams"], summary="Delete a team (its builds keep its name)",
-                dependencies=[admin])
-    def delete_team(team: str) -> dict[str, Any]:
-        run(teams.delete, team)
-        return {"deleted": team}
+    @api.delete("/teams/{team}", tags=["teams"], dependencies=[admin],
+                summary="Delete a team (its builds keep its name); refused while it has queued or running "
+                        "builds, unless forced")
+    def delete_team(team: str, force: bool = Query(False, description="cancel its queued builds (reason \"team "
+                                                                       "TEAM deleted\"); its running ones end as "
+                                                                       "they would")) -> dict[str, Any]:
+        return run(farm.delete_team, team, force)
 
     @api.put("/teams/{team}/members/{user}", tags=["teams"], summary="Add a member (an API token's name)",
              dependencies=[admin])
@@ -127,4 +129,6 @@ def usage_routes(api: APIRouter, farm: Farm) -> None:
             raise ApiError(400, str(e)) from None
         records = [r for r in farm.builds.get_many(farm.builds.ids_since(start))
                    if team is None or r.get("team") == team]
+        if team is not None and not records:  # a deleted team's builds keep its name; a typo has none
+            run(farm.teams.get, team)
         return {"since": start, "by": by, "team": team, "rows": summarize(records, by, time.time())}

@@ -47,12 +47,38 @@ def team():
               help="Its own share of the pool, e.g. cpus=16,mem=64G.")
 @click.option("--limit", callback=_amount, metavar="cpus=N,mem=SIZE",
               help="The most it may hold, loans included [default: the whole pool].")
-@click.option("--weight", type=float, default=1.0, show_default=True, help="Its weight in fair share.")
+@click.option("--weight", type=click.FloatRange(min=0, min_open=True, max=1000), default=1.0, show_default=True,
+              help="Its weight in fair share.")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def team_create(ctx, name, guarantee, limit, weight):
+def team_create(ctx, name, guarantee, limit, weight, as_json):
     """Create team NAME."""
     made = call(client(ctx).create_team, {"name": name, "guarantee": guarantee, "limit": limit, "weight": weight})
+    if as_json:
+        echo_json(made)
+        return
     click.echo(f"team {made['name']} created", err=True)
+
+
+@team.command("delete")
+@click.argument("name")
+@click.option("--force", is_flag=True,
+              help="Delete it although builds are charged to it: its queued builds are cancelled, its running "
+                   "ones run to their end.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def team_delete(ctx, name, force, as_json):
+    """Delete team NAME. Refused while it has queued or running builds (they are named), unless
+    --force."""
+    done = call(client(ctx).delete_team, name, force)
+    if as_json:
+        echo_json(done)
+        return
+    click.echo(f"team {name} deleted", err=True)
+    if done["cancelled"]:
+        click.echo(f"its queued builds were cancelled: {', '.join(done['cancelled'])}", err=True)
+    if done["running"]:
+        click.echo(f"its running builds run to their end: {', '.join(done['running'])}", err=True)
 
 
 @team.command("list")
@@ -72,20 +98,28 @@ def team_list(ctx, as_json):
 @team.command("add-member")
 @click.argument("name")
 @click.argument("user")
+@click.option("--json", "as_json", is_flag=True, help="Print the team as it is now.")
 @click.pass_context
-def team_add_member(ctx, name, user):
+def team_add_member(ctx, name, user, as_json):
     """Add USER (an API token's name) to team NAME."""
-    call(client(ctx).add_member, name, user)
+    got = call(client(ctx).add_member, name, user)
+    if as_json:
+        echo_json(got)
+        return
     click.echo(f"{user} is a member of team {name}", err=True)
 
 
 @team.command("remove-member")
 @click.argument("name")
 @click.argument("user")
+@click.option("--json", "as_json", is_flag=True, help="Print the team as it is now.")
 @click.pass_context
-def team_remove_member(ctx, name, user):
+def team_remove_member(ctx, name, user, as_json):
     """Remove USER from team NAME."""
-    call(client(ctx).remove_member, name, user)
+    got = call(client(ctx).remove_member, name, user)
+    if as_json:
+        echo_json(got)
+        return
     click.echo(f"{user} is no longer a member of team {name}", err=True)
 
 
@@ -96,20 +130,30 @@ def team_remove_member(ctx, name, user):
 @click.option("--mem", "mem_size", metavar="SIZE", help="Memory of guarantee lent with them, e.g. 32G [default: the lender's memory per cpu].")
 @click.option("--until", required=True, help="When it ends: a time of day (18:00), a duration (2h) or epoch seconds.")
 @click.option("--price", type=click.FloatRange(min=0), default=0, help="Credits the borrower pays, once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the loan made.")
 @click.pass_context
-def team_lend(ctx, name, borrower, cpus, mem_size, until, price):
+def team_lend(ctx, name, borrower, cpus, mem_size, until, price, as_json):
     """Lend part of team NAME's guarantee to another team until a time."""
     import time
 
     from ..loans import parse_until
     from ..teams import parse_amount
 
+    now = time.time()
     try:
-        ends = parse_until(until, time.time())
+        ends = parse_until(until, now)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--until'") from None
+    if ends <= now:
+        raise click.BadParameter(f"{until} is {date(ends)}, in the past: give a later time", param_hint="'--until'")
+    try:
         mem = parse_amount(f"mem={mem_size}").mem if mem_size else 0
     except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+        raise click.BadParameter(str(e), param_hint="'--mem'") from None
     loan = call(client(ctx).lend, name, {"to": borrower, "cpus": cpus, "mem": mem, "until": ends, "price": price})
+    if as_json:
+        echo_json(loan)
+        return
     click.echo(f"team {name} lends {cpus:g} cpus to {borrower} until {date(loan['until'])} (loan {loan['id']})",
                err=True)
 
