@@ -22,7 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from buildfarm.config import Settings
 from buildfarm.samples import write_files
+from buildfarm.service import Farm
 from buildfarm.states import TERMINAL_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +108,18 @@ def redis_url(tmp_path_factory, redis_binary):
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(5)
+
+
+@pytest.fixture
+def make_farm(redis_url, tmp_path):
+    """Makes an in-process `Farm` on the module's private Redis, emptied first; keyword arguments
+    are `Settings`' (e.g. reclaim_grace=0). A test file's `farm` fixture says which it needs."""
+    def make(**settings) -> Farm:
+        f = Farm(Settings(data_dir=tmp_path / "data", check_repos=False, **settings), redis_url)
+        f.r.flushdb()
+        return f
+
+    return make
 
 
 class GitServer:

@@ -9,13 +9,11 @@ import time
 import pytest
 
 from buildfarm.backends.base import Exit
-from buildfarm.config import Settings
 from buildfarm.loans import LOANS, Loan, parse_until, with_loans
 from buildfarm.market import Entry
 from buildfarm.placement import Resources, Team
 from buildfarm.scheduler import Scheduler
 from buildfarm.scopes import Origin
-from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec
 from buildfarm.states import State
 from buildfarm.teams import TeamError, TeamSpec, parse_amount
@@ -52,9 +50,8 @@ def test_until_is_a_time_of_day_a_duration_or_epoch_seconds():
 
 
 @pytest.fixture
-def farm(redis_url, tmp_path):
-    f = Farm(Settings(data_dir=tmp_path / "data", check_repos=False, reclaim_grace=0), redis_url)
-    f.r.flushdb()
+def farm(make_farm):
+    f = make_farm(reclaim_grace=0)
     for name, g, member in (("core", "cpus=2,mem=2G", "alice"), ("reco", "cpus=0", "bob")):
         f.teams.create(TeamSpec(name=name, guarantee=parse_amount(g)))
         f.teams.add_member(name, member)

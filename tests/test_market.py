@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from buildfarm.config import Settings
 from buildfarm.market import Entry, Ledger, issue, price, settle
 from buildfarm.placement import Resources, Team
 from buildfarm.scheduler import Scheduler
 from buildfarm.scopes import Origin
-from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec
 from buildfarm.teams import TeamSpec, parse_amount
 from tests.test_scheduler_loop import RecordingBackend
@@ -49,10 +47,8 @@ def test_borrowing_is_charged_and_paid_to_the_lenders_summing_to_zero(used, want
 
 
 @pytest.fixture
-def farm(redis_url, tmp_path):
-    f = Farm(Settings(data_dir=tmp_path / "data", check_repos=False, reclaim_grace=0), redis_url)
-    f.r.flushdb()
-    return f
+def farm(make_farm):
+    return make_farm(reclaim_grace=0)
 
 
 def test_the_ledger_is_append_only_and_balances_are_its_sums(farm):
