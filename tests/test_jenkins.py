@@ -248,10 +248,28 @@ def test_bridge_restart_leaves_no_orphans(farm, agent_image, double, repo, tmp_p
                                                   "item": "1"}}})
     assert r.status_code == 201, r.text
     ghost = r.json()["id"]
+    # Builds another farm user crafted to look like the bridge's (same trigger kind and detail): one
+    # claims a live agent's node, one a node that does not exist. They never run (no capacity).
+    made = httpx.post(farm.url + "/api/v1/tokens", headers=headers, json={"user": "mallory", "role": "submitter"})
+    assert made.status_code == 201, made.text
+    live = bridge.of("agent-busy")[0]
+    crafted = {}
+    for node in (live["node"], "bf-linux-crafted"):
+        r = httpx.post(farm.url + "/api/v1/builds", headers={"Authorization": f"Bearer {made.json()['token']}"}, json={
+            "repo": repo, "image": IMAGE, "command": ["sleep", "300"], "resources": {"cpus": 1000},
+            "wait_for_capacity": True, "trigger": {"kind": "jenkins", "user": double.user, "detail": {
+                "bridge": url, "node": node, "label": "linux", "item": "1"}}})
+        assert r.status_code == 201, r.text
+        crafted[node] = r.json()["id"]
     restarted = bridges(farm, double, lm)
     assert restarted.of("orphan-node-deleted", node="bf-linux-orphan")
     assert restarted.of("orphan-build-cancelled", build=ghost)
-    assert restarted.of("agent-adopted")
+    (adopted,) = restarted.of("agent-adopted", node=live["node"])
+    assert adopted["build"] == live["build"]  # its own build, not the one that claims its node
+    assert not [e for e in restarted.events if e.get("build") in crafted.values()], restarted.events
+    assert {farm.build(b)["state"] for b in crafted.values()} == {"queued"}  # neither adopted nor cancelled
+    for b in crafted.values():
+        assert httpx.post(f"{farm.url}/api/v1/builds/{b}/cancel", headers=headers).status_code == 200
     wait_until(lambda: len(double.completed) == 4, 120, 0.5, what="all four items built")
     builds = assert_clean(farm, double)
     assert sorted(c["item"] for c in double.completed) == items
