@@ -16,10 +16,12 @@ test: deps venv images
 bench: deps venv images
 	$(BIN)/python -m bench
 
-# Faults injected during real builds; prints lost / run twice / stuck / recovery per fault.
+# Faults injected during real builds; prints lost / run twice / stuck / recovery per fault. Then the
+# API fuzz run with its full count of examples (`make test` runs BUILDFARM_FUZZ=quick).
 chaos: deps venv images
 	$(BIN)/python -m bench --chaos
 	$(BIN)/python -m bench.failover
+	BUILDFARM_FUZZ=full $(BIN)/pytest -q tests/test_api_fuzz.py
 
 deps:
 	@scripts/deps.sh

@@ -39,6 +39,21 @@ from .common import TERMINAL, say, stop_farm
 RECOVERY_TARGET = 5.0  # seconds, for faults of the farm's own parts
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How long each build of the stream runs, and when the fault strikes after the stream was
+    submitted: seconds, each drawn uniformly from its range."""
+
+    build: tuple[float, float] = (2.0, 5.0)
+    strike: tuple[float, float] = (1.0, 4.0)
+
+
+FULL = Pace()  # `make chaos`: some faults strike a stream in flight, some one that has just ended
+# The test suite's run (tests/test_chaos.py): every fault strikes before the stream's shortest build
+# could end (while its builds run, or still launch on a loaded machine), and a round takes less.
+QUICK = Pace(build=(2.5, 3.5), strike=(1.0, 2.0))
+
+
 @dataclass
 class Rig:
     """What a fault acts on: the farm, its backend, and the builds of the stream."""
@@ -211,11 +226,11 @@ def placed_at(build: dict) -> float | None:
     return next((h["at"] for h in build.get("history", []) if h["state"] == "launching"), None)
 
 
-def one_injection(rig: Rig, tally: Tally, builds: int, rnd: random.Random) -> None:
+def one_injection(rig: Rig, tally: Tally, builds: int, rnd: random.Random, pace: Pace = FULL) -> None:
     log_from = rig.log_size()
-    rig.running = [submit(rig, rnd.uniform(2, 5)) for _ in range(builds)]
+    rig.running = [submit(rig, rnd.uniform(*pace.build)) for _ in range(builds)]
     tally.builds += rig.running
-    time.sleep(rnd.uniform(1.0, 4.0))  # a random point in the stream's life
+    time.sleep(rnd.uniform(*pace.strike))  # a random point in the stream's life
     t0 = time.time()
     try:
         victim = tally.fault.inject(rig)
@@ -310,7 +325,7 @@ def stop_rig(rig: Rig) -> list[str]:
 
 
 def run(backends: list[str], faults: list[str], rounds: int, builds: int, seed: int | None = None,
-        tmp: Path | None = None) -> list[Tally]:
+        tmp: Path | None = None, pace: Pace = FULL) -> list[Tally]:
     """Every selected fault, `rounds` times, on each backend; the tallies, one per (backend, fault)."""
     rnd = random.Random(seed)
     own_tmp = tmp is None
@@ -327,7 +342,7 @@ def run(backends: list[str], faults: list[str], rounds: int, builds: int, seed: 
                 if group:
                     with engine_for(private) as engine:
                         rig = start_rig(backend, tmp, counter, repo, group, engine)
-                        tallies += run_rig(rig, group, rounds, builds, rnd)
+                        tallies += run_rig(rig, group, rounds, builds, rnd, pace)
     finally:
         counter.close()
         git.stop()
@@ -343,7 +358,8 @@ def engine_for(private: bool) -> Iterator[PrivateDockerd | None]:
         yield engine
 
 
-def run_rig(rig: Rig, faults: list[str], rounds: int, builds: int, rnd: random.Random) -> list[Tally]:
+def run_rig(rig: Rig, faults: list[str], rounds: int, builds: int, rnd: random.Random,
+            pace: Pace = FULL) -> list[Tally]:
     """The faults, `rounds` times each, on one farm; then the farm stopped."""
     on = f" (its own dockerd, {rig.engine.host})" if rig.engine else ""
     say(f"\n{rig.backend}: farm pid {rig.farm.proc.pid} on {rig.farm.url}{on}, data in {rig.farm.data_dir}")
@@ -353,7 +369,7 @@ def run_rig(rig: Rig, faults: list[str], rounds: int, builds: int, rnd: random.R
             if tally.fault.inject is None:
                 continue
             for i in range(rounds):
-                one_injection(rig, tally, builds, rnd)
+                one_injection(rig, tally, builds, rnd, pace)
                 say(f"  {tally.fault.name} #{i + 1}: recovered in {tally.recoveries[-1]:.2f} s"
                     if len(tally.recoveries) > i else f"  {tally.fault.name} #{i + 1}: {tally.errors[-1]}")
         for tally in mine:

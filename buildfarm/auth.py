@@ -15,6 +15,7 @@ is kept beside it, in clear: it is no secret, and `buildfarm secret list` shows 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -30,12 +31,29 @@ from .records import token_digest
 from .states import ROLES
 
 from .keys import SECRET_SCOPES as SCOPES
-from .keys import SECRETS, TOKEN_NAMES, TOKENS
+from .keys import ADMIN_BOOTSTRAP, SECRETS, TOKEN_NAMES, TOKENS
 SEALED = "fernet:"
 KEY_ENV = "BUILDFARM_SECRETS_KEY"
 USER_NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words in logs
+BOOTSTRAP_TTL = 10  # seconds: a process that died while making the admin token holds up the others no longer
+BOOTSTRAP_WAIT = 60.0  # seconds a process waits for another to write the admin token
+
+# Replace the admin token (ARGV[2]: its digest, ARGV[3]: its record) in one step, only while the
+# caller (ARGV[1]) still holds the bootstrap lock: a holder whose lock expired changes nothing.
+_REPLACE_ADMIN = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+local old = redis.call('HGET', KEYS[2], 'admin')
+if old then redis.call('HDEL', KEYS[1], old) end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], 'admin', ARGV[2])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -48,9 +66,15 @@ class Principal:
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
+def _record(user: str, role: str, hook: bool = False) -> str:
+    return json.dumps({"user": user, "role": role, "created_at": time.time(), "hook": hook})
+
+
 class TokenStore:
     def __init__(self, r: redis.Redis):
         self.r = r
+        self._replace_admin = r.register_script(_REPLACE_ADMIN)
+        self._release = r.register_script(_RELEASE)
 
     def create(self, user: str, role: str, hook: bool = False) -> str:
         if role not in ROLES:
@@ -62,7 +86,7 @@ class TokenStore:
         token = "bf_" + secrets.token_urlsafe(30)
         sha = token_digest(token)
         pipe = self.r.pipeline()
-        pipe.hset(TOKENS, sha, json.dumps({"user": user, "role": role, "created_at": time.time(), "hook": hook}))
+        pipe.hset(TOKENS, sha, _record(user, role, hook))
         pipe.hset(TOKEN_NAMES, user, sha)
         pipe.execute()
         return token
@@ -94,18 +118,46 @@ class TokenStore:
         pipe.execute()
         return True
 
-    def bootstrap_admin(self, path: Path) -> None:
-        """The first admin token, written to DATA_DIR/admin.token (0600), unless it is still valid."""
-        if path.exists() and self.check(path.read_text().strip()):
-            return
-        self.revoke("admin")
-        token = self.create("admin", "admin")
+    def bootstrap_admin(self, path: Path, wait: float = BOOTSTRAP_WAIT) -> str:
+        """The admin token in DATA_DIR/admin.token (0600): the one there while it is valid, else a new
+        one that replaces the old admin token. API replicas starting at once on one Redis and one data
+        directory all come here: the one that takes the bootstrap lock in Redis (SET NX, expiring
+        should its holder die) makes the token and writes the file; the others read it there."""
+        end = time.monotonic() + wait
+        me = secrets.token_hex(16)
+        while True:
+            if token := self._valid_in(path):
+                return token
+            if self.r.set(ADMIN_BOOTSTRAP, me, nx=True, ex=BOOTSTRAP_TTL):
+                try:
+                    return self._valid_in(path) or self._new_admin(path, me)  # written meanwhile, or made here
+                finally:
+                    self._release(keys=[ADMIN_BOOTSTRAP], args=[me])
+            if time.monotonic() > end:
+                raise RuntimeError(f"no valid admin token in {path} after {wait:g} s: another process holds "
+                                   f"{ADMIN_BOOTSTRAP} in Redis and has not written one")
+            time.sleep(0.05)
+
+    def _valid_in(self, path: Path) -> str | None:
+        try:
+            token = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return token if self.check(token) else None
+
+    def _new_admin(self, path: Path, lock: str) -> str:
+        token = "bf_" + secrets.token_urlsafe(30)
+        if not self._replace_admin(keys=[TOKENS, TOKEN_NAMES, ADMIN_BOOTSTRAP],
+                                   args=[lock, token_digest(token), _record("admin", "admin")]):
+            raise RuntimeError(f"the admin token bootstrap lock ({ADMIN_BOOTSTRAP}) expired before the token "
+                               f"was made; start again")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.chmod(0o600)
-        tmp.write_text(token + "\n")
+        tmp = path.with_name(f".{path.name}.{lock}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
         tmp.replace(path)
+        return token
 
 
 class SecretUnreadable(Exception):

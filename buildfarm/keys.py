@@ -40,6 +40,7 @@ MESOS_FRAMEWORK_ID = P + "mesos:framework-id"  # a restarted scheduler re-subscr
 # Access (auth.py)
 TOKENS = P + "tokens"  # hash: sha256(token) -> {"user", "role", "created_at", "hook"}
 TOKEN_NAMES = P + "token-names"  # hash: user -> sha256(token)
+ADMIN_BOOTSTRAP = P + "admin-bootstrap"  # string: the process (re)making the admin token; expires
 SECRETS = P + "secrets"  # hash: name -> SEALED + Fernet token of the value
 SECRET_SCOPES = P + "secret-scopes"  # hash: name -> its scope as JSON (scopes.py); none: unscoped
 

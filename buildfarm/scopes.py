@@ -29,7 +29,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .auth import ROLES, USER_NAME
 from .globs import selected
@@ -62,20 +62,14 @@ class SecretScope(BaseModel):
                 raise ValueError(f"{p!r} is not a pattern: give a non-empty glob without spaces (at most 500 characters)")
         return list(dict.fromkeys(v))
 
-    @field_validator("roles")
+    @field_validator("roles", "users")
     @classmethod
-    def _roles(cls, v: list[str]) -> list[str]:
-        for r in v:
-            if r not in ROLES:
-                raise ValueError(f"unknown role {r!r}; use one of {', '.join(ROLES)}")
-        return list(dict.fromkeys(v))
-
-    @field_validator("users")
-    @classmethod
-    def _users(cls, v: list[str]) -> list[str]:
-        for u in v:
-            if not USER_NAME.match(u):
-                raise ValueError(f"{u!r} is not a token name (letters, digits, '.', '_', '-' or '@')")
+    def _names(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        for name in v:
+            if info.field_name == "roles" and name not in ROLES:
+                raise ValueError(f"unknown role {name!r}; use one of {', '.join(ROLES)}")
+            if info.field_name == "users" and not USER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a token name (letters, digits, '.', '_', '-' or '@')")
         return list(dict.fromkeys(v))
 
     @property

@@ -22,7 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from buildfarm.config import Settings
 from buildfarm.samples import write_files
+from buildfarm.service import Farm
 from buildfarm.states import TERMINAL_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +108,24 @@ def redis_url(tmp_path_factory, redis_binary):
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(5)
+
+
+@pytest.fixture
+def make_farm(redis_url, tmp_path):
+    """Makes an in-process `Farm` on the module's private Redis, emptied first; keyword arguments
+    are `Settings`' (e.g. reclaim_grace=0). A test file's `farm` fixture says which it needs.
+    `join=True` makes another farm on the same Redis as it is (a second process's view), with a
+    data directory of its own."""
+    made = []
+
+    def make(join: bool = False, **settings) -> Farm:
+        f = Farm(Settings(data_dir=tmp_path / f"data{len(made) or ''}", check_repos=False, **settings), redis_url)
+        if not join:
+            f.r.flushdb()
+        made.append(f)
+        return f
+
+    return make
 
 
 class GitServer:
@@ -192,6 +212,7 @@ class FarmProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra = list(extra)
         self.proc: subprocess.Popen | None = None
+        self.farm_id: str | None = None  # its containers' label, kept for stop() (its Redis stops with it)
         self.start()
 
     def start(self) -> None:
@@ -209,6 +230,7 @@ class FarmProcess:
                 return False
 
         wait_until(ready, 30, what="buildfarm up")
+        self.farm_id = self.farm_id or self.redis_get("bf:farm-id")
         self.token = (self.data_dir / "admin.token").read_text().strip()
         self.headers = {"Authorization": f"Bearer {self.token}"}
         # The scheduler publishes the agents on its first round.
@@ -234,10 +256,11 @@ class FarmProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        # Builds of this farm that outlived it (a test that failed half-way).
-        farm_id = self.redis_get("bf:farm-id")
-        subprocess.run(["sh", "-c", f"docker ps -aq --filter label=buildfarm.farm={farm_id} | xargs -r docker rm -f"],
-                       capture_output=True, env=self.env)
+        # Builds of this farm that outlived it (a test that failed half-way). Its id was read while
+        # it ran: its embedded Redis has stopped with it.
+        if self.farm_id:
+            subprocess.run(["sh", "-c", f"docker ps -aq --filter label=buildfarm.farm={self.farm_id} | "
+                                        f"xargs -r docker rm -f"], capture_output=True, env=self.env)
         pid = self.data_dir / "redis" / "redis.pid"
         if pid.exists():
             try:
@@ -246,12 +269,17 @@ class FarmProcess:
                 pass
 
     def redis_get(self, key: str) -> str | None:
+        """The key in the farm's embedded Redis; None when it cannot be read (at once: redis-py's
+        default retries would spend 4 s on a Redis that is not running)."""
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         try:
             d = self.data_dir / "redis"
             r = redis.Redis(host="127.0.0.1", port=int((d / "port").read_text()),
-                            password=(d / "password").read_text().strip(), decode_responses=True, socket_timeout=2)
+                            password=(d / "password").read_text().strip(), decode_responses=True, socket_timeout=2,
+                            retry=Retry(NoBackoff(), 0))
             return r.get(key)
         except Exception:
             return None

@@ -61,7 +61,9 @@ def test_the_lock_dies_with_the_farm(fresh_farm):
 
 
 def test_redis_killed_during_a_build_comes_back_and_the_build_ends_whole(fresh_farm, git_server, counter):
-    repo = git_server.make_repo("alive-redis", {"build.sh": "#!/bin/sh\necho step-one\nsleep 8\necho step-two\n"})
+    # The build holds between its two steps until the test opens the gate, once Redis is back.
+    repo = git_server.make_repo("alive-redis", {"build.sh": f"#!/bin/sh\necho step-one\n{counter.wait_for_gate()}\n"
+                                                            f"echo step-two\n"})
     farm = fresh_farm()
     bid = farm.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID && ./build.sh")
     wait_until(lambda: counter.hits[bid] == 1, 90, what="the build to start")
@@ -89,6 +91,8 @@ def test_redis_killed_during_a_build_comes_back_and_the_build_ends_whole(fresh_f
     assert waiting.returncode == 0, err.decode()
     wait_until(lambda: (farm.data_dir / "redis" / "redis.pid").exists() and redis_pid(farm) != old
                and alive(redis_pid(farm)), 15, what="the farm to start its Redis again")
+    assert farm.build(bid)["state"] == "running"  # it outlived the outage
+    counter.open_gate()
     record = farm.wait_done(bid, 120)
     assert record["state"] == "succeeded", record
     log = farm.log_text(bid)

@@ -190,7 +190,12 @@ def test_two_labels_two_images(farm, agent_image, double, repo, tmp_path, bridge
 def test_limits_hold_under_a_burst_of_50(farm, agent_image, double, repo, tmp_path, bridges):
     lm = write_label_map(tmp_path / "labels.yaml", repo, {"linux": linux(3), "big": linux(2)})
     bridges(farm, double, lm, "--max-total", "4")
-    items = [double.enqueue(f"job{i}", "big" if i % 5 == 0 else "linux", duration=1.0) for i in range(50)]
+    # Each build lasts until the bridge has taken its node offline (the double's until_offline), so
+    # none starts and ends between two polls: the window in which the bridge documents that a second
+    # build can follow on one node (bridge.py) is kept out, and one build per agent holds however
+    # slow the machine. What holds for any build: every item built once, the limits never exceeded.
+    items = [double.enqueue(f"job{i}", "big" if i % 5 == 0 else "linux", duration=0, until_offline=True)
+             for i in range(50)]
     wait_until(lambda: len(double.completed) == 50, 170, 0.5,
                what=f"all 50 items built ({len(double.completed)} done)")
     assert_clean(farm, double)
@@ -198,7 +203,7 @@ def test_limits_hold_under_a_burst_of_50(farm, agent_image, double, repo, tmp_pa
     assert all(c["result"] == "SUCCESS" for c in double.completed)
     assert double.peak_nodes["linux"] <= 3 and double.peak_nodes["big"] <= 2 and double.peak_nodes["*"] <= 4
     nodes = [c["node"] for c in double.completed]
-    assert len(set(nodes)) == 50  # one build per agent (each longer than the bridge's poll)
+    assert len(set(nodes)) == 50  # one build per agent: a node seen busy is taken offline at once
 
 
 def test_agent_that_never_connects_is_cleaned(farm, agent_image, double, repo, tmp_path, bridges):
@@ -243,10 +248,28 @@ def test_bridge_restart_leaves_no_orphans(farm, agent_image, double, repo, tmp_p
                                                   "item": "1"}}})
     assert r.status_code == 201, r.text
     ghost = r.json()["id"]
+    # Builds another farm user crafted to look like the bridge's (same trigger kind and detail): one
+    # claims a live agent's node, one a node that does not exist. They never run (no capacity).
+    made = httpx.post(farm.url + "/api/v1/tokens", headers=headers, json={"user": "mallory", "role": "submitter"})
+    assert made.status_code == 201, made.text
+    live = bridge.of("agent-busy")[0]
+    crafted = {}
+    for node in (live["node"], "bf-linux-crafted"):
+        r = httpx.post(farm.url + "/api/v1/builds", headers={"Authorization": f"Bearer {made.json()['token']}"}, json={
+            "repo": repo, "image": IMAGE, "command": ["sleep", "300"], "resources": {"cpus": 1000},
+            "wait_for_capacity": True, "trigger": {"kind": "jenkins", "user": double.user, "detail": {
+                "bridge": url, "node": node, "label": "linux", "item": "1"}}})
+        assert r.status_code == 201, r.text
+        crafted[node] = r.json()["id"]
     restarted = bridges(farm, double, lm)
     assert restarted.of("orphan-node-deleted", node="bf-linux-orphan")
     assert restarted.of("orphan-build-cancelled", build=ghost)
-    assert restarted.of("agent-adopted")
+    (adopted,) = restarted.of("agent-adopted", node=live["node"])
+    assert adopted["build"] == live["build"]  # its own build, not the one that claims its node
+    assert not [e for e in restarted.events if e.get("build") in crafted.values()], restarted.events
+    assert {farm.build(b)["state"] for b in crafted.values()} == {"queued"}  # neither adopted nor cancelled
+    for b in crafted.values():
+        assert httpx.post(f"{farm.url}/api/v1/builds/{b}/cancel", headers=headers).status_code == 200
     wait_until(lambda: len(double.completed) == 4, 120, 0.5, what="all four items built")
     builds = assert_clean(farm, double)
     assert sorted(c["item"] for c in double.completed) == items

@@ -10,13 +10,11 @@ import time
 import pytest
 
 from buildfarm.backends.base import Exit
-from buildfarm.config import Settings
 from buildfarm.loans import LOANS, Loan, parse_until, with_loans
 from buildfarm.market import Entry
 from buildfarm.placement import Resources, Team
 from buildfarm.scheduler import Scheduler
 from buildfarm.scopes import Origin
-from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec
 from buildfarm.states import State
 from buildfarm.teams import TeamError, TeamSpec, parse_amount
@@ -53,9 +51,8 @@ def test_until_is_a_time_of_day_a_duration_or_epoch_seconds():
 
 
 @pytest.fixture
-def farm(redis_url, tmp_path):
-    f = Farm(Settings(data_dir=tmp_path / "data", check_repos=False, reclaim_grace=0), redis_url)
-    f.r.flushdb()
+def farm(make_farm):
+    f = make_farm(reclaim_grace=0)
     for name, g, member in (("core", "cpus=2,mem=2G", "alice"), ("reco", "cpus=0", "bob")):
         f.teams.create(TeamSpec(name=name, guarantee=parse_amount(g)))
         f.teams.add_member(name, member)
@@ -106,11 +103,11 @@ def test_the_scheduler_honours_a_loan_and_ends_it_on_time(farm):
     assert backend.launched == [(first, 1)] and farm.builds.get(second)["state"] == "queued"
 
 
-def test_lends_made_at_the_same_moment_never_lend_more_than_the_guarantee(farm, redis_url, tmp_path):
+def test_lends_made_at_the_same_moment_never_lend_more_than_the_guarantee(farm, make_farm):
     """Eight members of core lend 1 cpu each at the same moment, from farms of their own (each with
     its own connections to the same Redis), round after round: core guarantees 2 cpus, so exactly
     two lends of each round are made and the others are refused saying why."""
-    lenders = [Farm(Settings(data_dir=tmp_path / f"data{i}", check_repos=False), redis_url) for i in range(8)]
+    lenders = [make_farm(join=True) for _ in range(8)]
     start = threading.Barrier(len(lenders))
     for round_ in range(30):
         farm.r.delete(LOANS)

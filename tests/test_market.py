@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from buildfarm.config import Settings
 from buildfarm.keys import LEASE, LEDGER, SETTLED_AT
 from buildfarm.lease import Lease
 from buildfarm.leadership import ElectedScheduler
@@ -17,7 +16,6 @@ from buildfarm.market import Entry, Ledger, issue, price, settle
 from buildfarm.placement import Resources, Team
 from buildfarm.scheduler import Scheduler
 from buildfarm.scopes import Origin
-from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec
 from buildfarm.teams import TeamSpec, parse_amount
 from tests.conftest import wait_until
@@ -56,10 +54,8 @@ def test_borrowing_is_charged_and_paid_to_the_lenders_summing_to_zero(used, want
 
 
 @pytest.fixture
-def farm(redis_url, tmp_path):
-    f = Farm(Settings(data_dir=tmp_path / "data", check_repos=False, reclaim_grace=0), redis_url)
-    f.r.flushdb()
-    return f
+def farm(make_farm):
+    return make_farm(reclaim_grace=0)
 
 
 def test_the_ledger_is_append_only_and_balances_are_its_sums(farm):
@@ -109,11 +105,11 @@ def market_rounds(farm, nows, start):
         farm.ledger.settle_since_last(TEAMS, used, POOL, now)
 
 
-def test_two_farms_settling_at_once_charge_each_second_once_and_conserve_credits(farm, redis_url, tmp_path):
+def test_two_farms_settling_at_once_charge_each_second_once_and_conserve_credits(farm, make_farm):
     """Two farms (their own connections to one Redis) run market rounds at the same moments, as two
     schedulers would: every second of borrowing is charged once, each payment matches its charge,
     and each period's credits are issued once."""
-    other = Farm(Settings(data_dir=tmp_path / "other", check_repos=False), redis_url)
+    other = make_farm(join=True)
     t0 = 3600 * 1000 - 700  # the rounds cross into a new period
     nows = [t0 + i for i in range(1500)]
     start = threading.Barrier(2)
@@ -183,12 +179,11 @@ def test_a_deposed_leaders_market_round_issues_and_charges_nothing(farm):
     assert t0 - 10 in issued and t0 - 10 + 3600 not in issued
 
 
-def test_a_standby_runs_no_market_round_and_takes_it_over_when_it_leads(redis_url, tmp_path):
+def test_a_standby_runs_no_market_round_and_takes_it_over_when_it_leads(make_farm):
     """Two elected schedulers, each with its farm (own connections) on one Redis: only the leader
     has a scheduling loop, so only it issues and settles; when it stops, the standby leads and the
     settlement goes on from its rounds."""
-    farms = [Farm(Settings(data_dir=tmp_path / f"d{i}", check_repos=False), redis_url) for i in range(2)]
-    farms[0].r.flushdb()
+    farms = [make_farm(), make_farm(join=True)]
     farms[0].teams.create(TeamSpec(name="core", guarantee=parse_amount("cpus=1,mem=1G")))
     electeds = [ElectedScheduler(f, lambda *_: RecordingBackend(), lease_ttl=1) for f in farms]
     threads = [threading.Thread(target=e.run) for e in electeds]

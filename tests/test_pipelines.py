@@ -11,14 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from buildfarm.config import Settings
 from buildfarm.pipelines.catalog import Catalog
 from buildfarm.cli.pipeline import pipeline as pipeline_cli
 from buildfarm.pipelines.daemon import engine_for
 from buildfarm.pipelines.model import PipelineInvalid, expand_matrix, parse, parse_file, run_plan
 from buildfarm.pipelines.store import RunStore
 from buildfarm.pipelines.ticker import ScheduleTicker
-from buildfarm.service import Conflict, Farm
+from buildfarm.service import Conflict
 from buildfarm.states import State
 
 
@@ -180,10 +179,8 @@ def test_expire_in_of_the_pipeline_and_of_a_job_reaches_the_builds_and_is_checke
 # -- the engine: DAG order and conditions on a real Farm and Redis --------------------------------------
 
 @pytest.fixture
-def farm(redis_url, tmp_path):
-    f = Farm(Settings(data_dir=tmp_path / "data", check_repos=False), redis_url)
-    f.r.flushdb()
-    return f
+def farm(make_farm):
+    return make_farm()
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ import time
 import pytest
 
 from buildfarm.backends.base import EXITED, LAUNCH_FAILED, LOST, Exit, Found
-from buildfarm.config import Settings
 from buildfarm.placement import Agent, Offer, Resources
 from buildfarm.scheduler import MAX_LAUNCHES, Scheduler
 from buildfarm.scopes import Origin
-from buildfarm.service import Farm
 from buildfarm.spec import BuildSpec
 from buildfarm.states import State
 
@@ -74,10 +72,8 @@ class RecordingBackend:
 
 
 @pytest.fixture
-def farm(redis_url, tmp_path):
-    f = Farm(Settings(data_dir=tmp_path / "data", check_repos=False), redis_url)
-    f.r.flushdb()
-    return f
+def farm(make_farm):
+    return make_farm()
 
 
 @pytest.fixture

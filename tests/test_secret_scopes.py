@@ -259,3 +259,7 @@ def test_scope_rules_without_a_farm():
     assert refusal("K", SecretScope(roles=["submitter"]), spec, Origin.token("root", "admin"), on_main) is None
     with pytest.raises(ValueError, match="unknown role 'owner'"):
         SecretScope(roles=["owner"])
+    with pytest.raises(ValueError, match="'al ice' is not a token name"):
+        SecretScope(users=["alice", "al ice"])
+    named = SecretScope(roles=["viewer", "viewer"], users=["alice", "bob", "alice"])
+    assert (named.roles, named.users) == (["viewer"], ["alice", "bob"])

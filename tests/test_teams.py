@@ -7,10 +7,9 @@ from __future__ import annotations
 import pytest
 
 from buildfarm.backends.base import Exit
-from buildfarm.config import Settings
 from buildfarm.scheduler import Scheduler
 from buildfarm.scopes import Origin
-from buildfarm.service import Farm, SubmitError
+from buildfarm.service import SubmitError
 from buildfarm.spec import BuildSpec
 from buildfarm.states import State
 from buildfarm.teams import TeamError, TeamSpec, parse_amount
@@ -19,10 +18,8 @@ from tests.test_scheduler_loop import RecordingBackend
 
 
 @pytest.fixture
-def farm(redis_url, tmp_path):
-    f = Farm(Settings(data_dir=tmp_path / "data", check_repos=False, reclaim_grace=0), redis_url)
-    f.r.flushdb()
-    return f
+def farm(make_farm):
+    return make_farm(reclaim_grace=0)
 
 
 def spec(cpus=1.0, **kw):

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from .. import agent_contract as contract
 from .. import keys
 from ..agent_contract import CACHE_MOUNT
@@ -599,7 +601,11 @@ class _Callbacks:
         self.b.offer_rescinded(offer_id["value"])
 
     def statusUpdate(self, driver, status):
-        self.b.status_update(status)
+        try:
+            self.b.status_update(status)
+        except redis.RedisError as e:  # raised here, it would end pymesos' connection, and the farm with it
+            log.warning("task %s: %s not recorded (Redis: %s); left unacknowledged, so Mesos sends it again",
+                        status.get("task_id", {}).get("value", "?"), status.get("state", "?"), e)
 
     def frameworkMessage(self, driver, executor_id, agent_id, data):
         pass

@@ -22,7 +22,10 @@ Every poll (python-jenkins: the queue, then the nodes) the bridge
 A restart adopts what the previous run left: nodes named bf-* are matched to active buildfarm
 builds through the build's trigger detail (`bridge`, `node`, `label`, `item`), which lives in the
 farm's records, not in the bridge; a node without a build is deleted, a build without a node is
-cancelled.
+cancelled. Only builds the bridge itself submitted count: a trigger is whatever its submitter wrote,
+so a build is the bridge's when the farm recorded it as submitted with the bridge's own token
+(`submitted_by`, the name `whoami` gives), never because its trigger detail says so. Another user's
+build that claims a bridge node is neither adopted nor cancelled.
 """
 
 from __future__ import annotations
@@ -155,13 +158,16 @@ class Bridge:
             self.emit("orphan-build-cancelled", node=node, build=b["id"], reason="its Jenkins node no longer exists")
 
     def _our_builds(self) -> dict[str, dict]:
-        """Active buildfarm builds of this bridge's agents, by node name."""
+        """Active buildfarm builds of this bridge's agents, by node name: submitted with the bridge's
+        own farm token, for this Jenkins."""
+        me = self.farm.whoami()["user"]
         out = {}
         for state in ACTIVE_STATES:
-            for b in self.farm.list(state=state, limit=500):
+            for b in self.farm.list(state=state, limit=500, trigger="jenkins"):
                 t = b["spec"].get("trigger") or {}
                 d = t.get("detail") or {}
-                if t.get("kind") == "jenkins" and d.get("bridge") == self.url and d.get("node"):
+                if (b.get("submitted_by") == me and t.get("kind") == "jenkins" and d.get("bridge") == self.url
+                        and d.get("node")):
                     out[d["node"]] = b
         return out
 

@@ -34,8 +34,11 @@ executor: a build, nothing, or "gone" once the node was deleted: the real agent'
 then) and `done` (the build ended; the executor is idle again). Like Jenkins, the double assigns a
 buildable item to any online, idle, not temporarily offline node carrying its label.
 
-Test controls are Python methods: `enqueue(job, label, duration)`, `cancel(item_id)`, `nodes`,
-`node(name)`, `started`, `completed`, `triggered`, `peak_nodes`, `peak_online`, `accept_agents`.
+Test controls are Python methods: `enqueue(job, label, duration, until_offline)`, `cancel(item_id)`,
+`nodes`, `node(name)`, `started`, `completed`, `triggered`, `peak_nodes`, `peak_online`, `accept_agents`.
+A build enqueued with `until_offline` lasts its duration and then until its node is taken offline
+(the agent's `done` is answered with the build again, to be worked on): a build longer than any
+poll of the bridge, by construction rather than by timing.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class QueueItem:
     label: str | None
     duration: float
     params: dict[str, str]
+    until_offline: bool = False  # the build does not end before its node was taken offline
     since: float = field(default_factory=time.time)
 
 
@@ -117,9 +121,10 @@ class JenkinsDouble:
         self.server.server_close()
 
     # -- test controls ----------------------------------------------------------------------------
-    def enqueue(self, job: str, label: str | None, duration: float = 0.5, **params: str) -> int:
+    def enqueue(self, job: str, label: str | None, duration: float = 0.5, until_offline: bool = False,
+                **params: str) -> int:
         with self.lock:
-            item = QueueItem(next(self.ids), job, label, duration, dict(params))
+            item = QueueItem(next(self.ids), job, label, duration, dict(params), until_offline)
             self.queue.append(item)
             return item.id
 
@@ -266,7 +271,7 @@ class JenkinsDouble:
                 self.queue.remove(item)
                 self.numbers[item.job] += 1
                 n.current = {"job": item.job, "number": self.numbers[item.job], "item": item.id,
-                             "duration": item.duration, "params": item.params}
+                             "duration": item.duration, "params": item.params, "until_offline": item.until_offline}
                 n.builds += 1
                 self.started.append({**n.current, "node": n.name, "at": time.time()})
                 return
@@ -287,7 +292,9 @@ class JenkinsDouble:
                 return 200, {"state": "connected"}
             if not n.online:
                 return 409, {"error": "not connected"}
-            if action == "done" and n.current:
+            if action == "done" and n.current and n.current["until_offline"] and not n.temporarily_offline:
+                n.current["duration"] = 0.2  # not over while its node is online: the agent works on
+            elif action == "done" and n.current:
                 self.completed.append({**n.current, "node": n.name, "result": "SUCCESS"})
                 n.current = None
             self._assign(n)
