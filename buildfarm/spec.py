@@ -177,9 +177,9 @@ class BuildSpec(BaseModel):
             raise ValueError(f"{v!r} is not a commit SHA (7 to 40 hex digits)")
         return v.lower() if v else v
 
-    @field_validator("env")
+    @field_validator("env", "secret_env")
     @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         for name in v:
             _check_env_name(name)
         return v
@@ -191,13 +191,6 @@ class BuildSpec(BaseModel):
             if not _ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not a secret name (it becomes an environment variable)")
         return list(dict.fromkeys(v))
-
-    @field_validator("secret_env")
-    @classmethod
-    def _secret_env(cls, v: dict[str, str]) -> dict[str, str]:
-        for name in v:
-            _check_env_name(name)
-        return v
 
     @field_validator("constraints")
     @classmethod

@@ -22,7 +22,6 @@ from typing import Any
 
 from redis.exceptions import LockError
 
-from ..keys import RUNS_ACTIVE as ACTIVE_RUNS
 from ..mirrors import NETWORK_SCHEMES
 from ..records import exit_code_of
 from ..redis_outage import UNAVAILABLE
@@ -110,7 +109,7 @@ class Engine:
             try:
                 self.advance(run_id)
             except RunNotFound:
-                self.farm.r.srem(ACTIVE_RUNS, run_id)
+                self.runs.forget(run_id)
             except LockError:
                 pass  # another process is advancing it
             except UNAVAILABLE:

@@ -104,6 +104,10 @@ class RunStore:
     def active(self) -> list[str]:
         return sorted(self.r.smembers(ACTIVE))
 
+    def forget(self, run_id: str) -> None:
+        """Drop a run whose record is gone from the unfinished ones."""
+        self.r.srem(ACTIVE, run_id)
+
     def ids(self, limit: int, offset: int, pipeline: str | None = None) -> tuple[list[str], int]:
         key = f"{RUNS}:{pipeline}" if pipeline else RUNS
         return self.r.zrevrange(key, offset, offset + limit - 1), self.r.zcard(key)

@@ -170,8 +170,9 @@ class Workers:
     wait for a long fetch. When the farm stops, each delivery that has not started submitting its
     builds is released for redelivery, and its outcome says so; it submits nothing after that."""
 
-    def __init__(self, farm: Farm, size: int = 4):
+    def __init__(self, farm: Farm, deliveries: Deliveries, size: int = 4):
         self.farm = farm
+        self.deliveries = deliveries
         self.jobs: queue.Queue = queue.Queue()
         self.unfinished: set[Received] = set()  # taken, not finished
         self.lock = threading.Lock()
@@ -192,8 +193,8 @@ class Workers:
             if self.stopping.is_set():
                 continue  # released by stop()
             try:
-                Deliveries(self.farm.r).renew(d)
-                done.set_result(_process(self.farm, d, a, lambda: self._may_submit(d)))
+                self.deliveries.renew(d)
+                done.set_result(_process(self.farm, self.deliveries, d, a, lambda: self._may_submit(d)))
             except Exception as e:  # Redis gone while recording: the farm is stopping
                 done.set_exception(e)
             finally:
@@ -214,7 +215,7 @@ class Workers:
             left, self.unfinished = list(self.unfinished), set()
         for d in left:
             try:
-                Deliveries(self.farm.r).finish(d, 503, {"result": "error", "error": STOPPED})
+                self.deliveries.finish(d, 503, {"result": "error", "error": STOPPED})
                 log.warning("%s delivery %s not finished: the farm stopped; it can be redelivered", d.provider, d.name)
             except redis.RedisError:
                 pass  # its "processing" marks expire after 15 min; then it can be redelivered
@@ -240,7 +241,8 @@ def _build(farm: Farm, a: Announced, may_submit: Callable[[], bool]) -> tuple[in
     return 200, {**out.as_json(), "commit": ev.commit, **where}
 
 
-def _process(farm: Farm, d: Received, a: Announced, may_submit: Callable[[], bool]) -> tuple[int, dict[str, Any]]:
+def _process(farm: Farm, deliveries: Deliveries, d: Received, a: Announced,
+             may_submit: Callable[[], bool]) -> tuple[int, dict[str, Any]]:
     """_build, its outcome recorded and logged whether or not the provider still waits for it."""
     try:
         status, reply = _build(farm, a, may_submit)
@@ -251,7 +253,7 @@ def _process(farm: Farm, d: Received, a: Announced, may_submit: Callable[[], boo
         log.exception("%s delivery %s failed", d.provider, d.name)
         status, reply = 500, {"result": "error", "error": f"internal error ({type(e).__name__}) on this delivery; "
                                                           f"the farm's log has the details; redeliver it"}
-    Deliveries(farm.r).finish(d, status, reply)
+    deliveries.finish(d, status, reply)
     queued = ", ".join(b["id"] for b in reply.get("builds", []))
     log.info("%s delivery %s: %s%s", d.provider, d.name, reply.get("error") or reply["result"],
              f" ({queued})" if queued else "")
@@ -284,7 +286,8 @@ class Webhooks:
     def __init__(self, farm: Farm, workers: int = 4):
         self.farm = farm
         self.secret = webhook_secret(farm.settings.data_dir)
-        self.workers = Workers(farm, workers)
+        self.deliveries = Deliveries(farm.r)
+        self.workers = Workers(farm, self.deliveries, workers)
 
     def stop(self) -> None:
         self.workers.stop()
@@ -321,7 +324,7 @@ class Webhooks:
         d = Received(provider.name, provider.delivery(headers), hashlib.sha256(body).hexdigest())
         delivery = d.delivery
         where = f"/api/v1/hooks/deliveries/{provider.name}/{delivery}" if delivery else None
-        seen = Deliveries(self.farm.r).claim(d)
+        seen = self.deliveries.claim(d)
         if seen and seen[0] == "processing":
             return Reply(202, {"result": "processing", "delivery": delivery, "outcome": where,
                                "reason": f"delivery {delivery} is still being handled; its outcome will be "
@@ -332,4 +335,4 @@ class Webhooks:
         return Reply(work=self.workers.submit(d, announced), delivery=delivery, outcome=where)
 
     def outcome(self, provider: str, delivery: str) -> dict[str, Any] | None:
-        return Deliveries(self.farm.r).outcome(provider, delivery)
+        return self.deliveries.outcome(provider, delivery)
