@@ -55,6 +55,15 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
 
 
+def confirm(value: Any, as_json: bool, message: str) -> None:
+    """What a command that changes something prints: the farm's answer as JSON with --json (for
+    scripts), otherwise one line saying what was done, on stderr."""
+    if as_json:
+        echo_json(value)
+    else:
+        click.echo(message, err=True)
+
+
 def duration(secs: float | None) -> str:
     """12s, 3m04s, 2h05m; "-" when unknown."""
     if secs is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ..usage import BY
-from .common import call, client, date, echo_json
+from .common import call, client, confirm, date, echo_json
 
 
 def _amount(ctx, param, value):
@@ -54,10 +54,7 @@ def team():
 def team_create(ctx, name, guarantee, limit, weight, as_json):
     """Create team NAME."""
     made = call(client(ctx).create_team, {"name": name, "guarantee": guarantee, "limit": limit, "weight": weight})
-    if as_json:
-        echo_json(made)
-        return
-    click.echo(f"team {made['name']} created", err=True)
+    confirm(made, as_json, f"team {made['name']} created")
 
 
 @team.command("delete")
@@ -71,10 +68,9 @@ def team_delete(ctx, name, force, as_json):
     """Delete team NAME. Refused while it has queued or running builds (they are named), unless
     --force."""
     done = call(client(ctx).delete_team, name, force)
+    confirm(done, as_json, f"team {name} deleted")
     if as_json:
-        echo_json(done)
         return
-    click.echo(f"team {name} deleted", err=True)
     if done["cancelled"]:
         click.echo(f"its queued builds were cancelled: {', '.join(done['cancelled'])}", err=True)
     if done["running"]:
@@ -103,10 +99,7 @@ def team_list(ctx, as_json):
 def team_add_member(ctx, name, user, as_json):
     """Add USER (an API token's name) to team NAME."""
     got = call(client(ctx).add_member, name, user)
-    if as_json:
-        echo_json(got)
-        return
-    click.echo(f"{user} is a member of team {name}", err=True)
+    confirm(got, as_json, f"{user} is a member of team {name}")
 
 
 @team.command("remove-member")
@@ -117,10 +110,7 @@ def team_add_member(ctx, name, user, as_json):
 def team_remove_member(ctx, name, user, as_json):
     """Remove USER from team NAME."""
     got = call(client(ctx).remove_member, name, user)
-    if as_json:
-        echo_json(got)
-        return
-    click.echo(f"{user} is no longer a member of team {name}", err=True)
+    confirm(got, as_json, f"{user} is no longer a member of team {name}")
 
 
 @team.command("lend")
@@ -151,11 +141,7 @@ def team_lend(ctx, name, borrower, cpus, mem_size, until, price, as_json):
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="'--mem'") from None
     loan = call(client(ctx).lend, name, {"to": borrower, "cpus": cpus, "mem": mem, "until": ends, "price": price})
-    if as_json:
-        echo_json(loan)
-        return
-    click.echo(f"team {name} lends {cpus:g} cpus to {borrower} until {date(loan['until'])} (loan {loan['id']})",
-               err=True)
+    confirm(loan, as_json, f"team {name} lends {cpus:g} cpus to {borrower} until {date(loan['until'])} (loan {loan['id']})")
 
 
 @team.command("ledger")
