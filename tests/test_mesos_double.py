@@ -692,6 +692,32 @@ def test_updates_are_resent_until_acknowledged(raw_master, docker_client):
     s.close()
 
 
+def test_reconciling_a_task_whose_end_is_not_acknowledged_gives_its_state_without_the_cause(raw_master):
+    # As the master does (apache/mesos src/master/master.cpp, Master::reconcile, case 1): the state
+    # of the task's latest update, from SOURCE_MASTER, and nothing of why; only the agent's update says.
+    s = RawStream(raw_master)
+    fid = s.framework_id()
+    offer = s.wait_for(lambda e: e["type"] == "OFFERS", "OFFERS")["offers"]["offers"][0]
+    nobody = f"http://127.0.0.1:{free_port()}/api/v1/agent/bundle.tar.gz"  # nothing listens there
+    task = docker_task("unfetched", offer, "true", command={"uris": [{"value": nobody, "extract": True}]})
+    accept = {"type": "ACCEPT", "framework_id": fid, "accept": {
+        "offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {"task_infos": [task]}}]}}
+    assert call(raw_master, accept, s.stream_id)[0] == 202
+    failed = s.wait_for(lambda e: e["type"] == "UPDATE" and e["update"]["status"]["state"] == "TASK_FAILED",
+                        "TASK_FAILED")["update"]["status"]
+    assert failed["reason"] == "REASON_CONTAINER_LAUNCH_FAILED" and "Failed to fetch" in failed["message"]
+    assert "uuid" in failed  # not acknowledged here: the master keeps the task
+    reconcile = {"type": "RECONCILE", "framework_id": fid, "reconcile": {"tasks": [
+        {"task_id": {"value": "unfetched"}, "agent_id": offer["agent_id"]}]}}
+    assert call(raw_master, reconcile, s.stream_id)[0] == 202
+    answer = s.wait_for(lambda e: e["type"] == "UPDATE" and "uuid" not in e["update"]["status"],
+                        "the reconciliation's answer")["update"]["status"]
+    assert answer["reason"] == "REASON_RECONCILIATION"
+    assert (answer["state"], answer["source"]) == ("TASK_FAILED", "SOURCE_MASTER")
+    assert answer["message"] == "Reconciliation: Latest task state" and "uuid" not in answer
+    s.close()
+
+
 def test_launches_with_stale_offers_or_too_much_are_refused_by_the_master(raw_master):
     s = RawStream(raw_master)
     fid = s.framework_id()

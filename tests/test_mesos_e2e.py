@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 
 import httpx
 import pytest
@@ -21,9 +22,9 @@ EL8 = AgentSpec("agent-el8", "el8-host", cpus=1, mem=2048, attributes={"arch": "
 
 
 class MesosFarm:
-    def __init__(self, tmp_path, agents, heartbeat_seconds: float = 5, *extra: str):
+    def __init__(self, tmp_path, agents, heartbeat_seconds: float = 5, *extra: str, update_retry_seconds: float = 2):
         self.master = MesosDouble(agents, heartbeat_seconds=heartbeat_seconds, kill_grace=1,
-                                  update_retry_seconds=2).start()
+                                  update_retry_seconds=update_retry_seconds).start()
         self.tmp = tmp_path
         self.farm = FarmProcess(tmp_path / "data", "--backend", "mesos", "--master", self.master.address,
                                 "--mesos-cache-path", str(tmp_path / "cache"), *extra)
@@ -37,8 +38,8 @@ class MesosFarm:
 def mesos_farm(tmp_path, docker_engine, redis_binary):
     made = []
 
-    def make(agents=(X86,), heartbeat_seconds: float = 5, *extra: str):
-        m = MesosFarm(tmp_path, list(agents), heartbeat_seconds, *extra)
+    def make(agents=(X86,), heartbeat_seconds: float = 5, *extra: str, update_retry_seconds: float = 2):
+        m = MesosFarm(tmp_path, list(agents), heartbeat_seconds, *extra, update_retry_seconds=update_retry_seconds)
         made.append(m)
         return m
 
@@ -142,6 +143,33 @@ def test_scheduler_sigkill_mid_five_builds_resubscribes_and_each_finishes_once(m
     # it reconciled the builds it believed running
     reconciled = {t["task_id"]["value"] for c in m.master.calls_of("RECONCILE") for t in c["reconcile"]["tasks"]}
     assert {f"{b}-1" for b in ids} <= reconciled
+
+
+def test_a_farm_sigkilled_while_mesos_fetches_its_agent_queues_the_build_again(mesos_farm, repo, counter):
+    # The agent re-sends its update ("Failed to fetch ...") only on its backoff (10 s doubling to
+    # 10 min in Mesos): the restarted farm's reconciliation is answered first, without the cause.
+    m = mesos_farm(update_retry_seconds=600)
+    f = m.farm
+    fetching, farm_gone = threading.Event(), threading.Event()
+    fetch = m.master._fetch
+
+    def fetch_once_the_farm_is_gone(uri, sandbox):
+        fetching.set()
+        farm_gone.wait(60)
+        fetch(uri, sandbox)
+
+    m.master._fetch = fetch_once_the_farm_is_gone
+    bid = f.submit(repo, "sh", "-c", f"curl -fsS {counter.url}/hit/$BUILDFARM_BUILD_ID; echo built")
+    wait_until(fetching.is_set, 60, what="the Mesos fetcher to start on the agent bundle")
+    f.kill9()
+    farm_gone.set()
+    wait_until(lambda: m.master.task_states().get(f"{bid}-1") == "TASK_FAILED", 30, what="the fetch to fail")
+    m.master._fetch = fetch
+    f.start()
+    record = f.wait_done(bid, 120)
+    assert record["state"] == "succeeded", record
+    assert record["attempt"] == 2 and counter.hits[bid] == 1
+    assert any("retrying: the task ended (TASK_FAILED)" in h["reason"] for h in record["history"]), record["history"]
 
 
 def test_offers_are_suppressed_when_idle_revived_on_submit_and_declined_with_filters(mesos_farm, repo):

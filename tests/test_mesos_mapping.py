@@ -53,6 +53,22 @@ def test_a_farm_that_did_not_serve_the_agent_is_a_loss_not_the_builds_failure():
     assert ev.kind == LOST and "could not be fetched from the farm" in ev.detail
 
 
+@pytest.mark.parametrize("state", ["TASK_FAILED", "TASK_KILLED", "TASK_ERROR"])
+def test_a_reconciliation_saying_a_task_ended_is_a_loss_not_the_builds_failure(state):
+    # Mesos answers explicit reconciliation of a task whose end is not acknowledged yet with that
+    # state and nothing of its cause (apache/mesos src/master/master.cpp, Master::reconcile, case 1);
+    # the agent re-sends its own update, with the cause, only after its backoff.
+    ev = exit_for_status(status(state, "REASON_RECONCILIATION", "Reconciliation: Latest task state", "SOURCE_MASTER"))
+    assert (ev.build_id, ev.attempt, ev.kind) == ("abc123", 2, LOST)
+    assert state in ev.detail and "does not say why" in ev.detail
+
+
+def test_a_reconciliation_saying_a_task_finished_is_still_a_normal_exit():
+    ev = exit_for_status(status("TASK_FINISHED", "REASON_RECONCILIATION", "Reconciliation: Latest task state",
+                                "SOURCE_MASTER"))
+    assert (ev.code, ev.kind) == (0, EXITED)
+
+
 def test_out_of_memory_is_the_builds_failure():
     ev = exit_for_status(status("TASK_FAILED", "REASON_CONTAINER_LIMITATION_MEMORY", "Memory limit exceeded"))
     assert ev.code == 137 and "out of memory" in ev.detail

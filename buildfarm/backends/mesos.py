@@ -92,6 +92,13 @@ def exit_for_status(status: dict[str, Any]) -> Exit | None:
     detail = f"{state}{' ' + reason if reason else ''}{': ' + message if message else ''}"
     if state == "TASK_FINISHED":
         return Exit(build_id, attempt, 0, "", EXITED)
+    if reason == "REASON_RECONCILIATION" and state not in _GONE:
+        # The master's answer to a reconciliation: the task's latest state, never why (its message is
+        # "Reconciliation: Latest task state"). The agent's own update, with the cause, is re-sent
+        # until acknowledged, but only on its backoff (10 s doubling to 10 min): until then nothing
+        # says the build failed, so it is a loss (a build still launching is placed again).
+        return Exit(build_id, attempt, -1, f"the task ended ({state}) and Mesos' reconciliation does not say why "
+                                           f"(the agent's report of it has not reached the farm yet)", LOST)
     if state == "TASK_FAILED":
         if reason == "REASON_CONTAINER_LAUNCH_FAILED" and "Failed to fetch" in message:
             # Its only URI is the farm's own agent bundle: the farm did not answer (it was restarting),
