@@ -10,8 +10,11 @@ test runs) use this machine's engine meanwhile, so it is never touched. Loaded a
     engine.start(live_restore=False)       # the same engine again, as after a crash
 
 Its own --data-root (kept across runs under /var/lib, so the builder image is loaded once; a
-second concurrent run takes a fresh one), --exec-root, pidfile, socket and containerd; no bridge,
-no iptables rules (build containers use host networking).
+second concurrent run takes a fresh one), --exec-root, pidfile, socket and containerd; no iptables
+rules (build containers use host networking). Its bridge is one of its own (BRIDGE): a dockerd
+started with --bridge=none deletes the machine's `docker0`, shared by every engine in the network
+namespace, and the machine's own `docker run` then fails ("could not find bridge docker0") until
+its dockerd restarts.
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ import pytest
 from tests.conftest import IMAGE, need, wait_until
 
 CACHED_ROOT = Path("/var/lib/buildfarm-test-dockerd")
+BRIDGE, BRIDGE_ADDRESS = "bftest0", "10.213.213.1/24"  # never used: build containers use host networking
+
+
+def ensure_bridge() -> None:
+    """The private engine's bridge, made once (an engine needs one, or it removes docker0)."""
+    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0:
+        return
+    for cmd in (["ip", "link", "add", BRIDGE, "type", "bridge"], ["ip", "addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE],
+                ["ip", "link", "set", BRIDGE, "up"]):
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0 and "exists" not in out.stderr:  # a concurrent run made it first
+            raise AssertionError(f"{' '.join(cmd)}: {out.stderr.strip()}")
 
 
 class PrivateDockerd:
@@ -52,10 +67,11 @@ class PrivateDockerd:
                 return
             self.stop()
         self.live_restore = live_restore
+        ensure_bridge()
         log = open(self.run / "dockerd.log", "ab")
         self.proc = subprocess.Popen(
             ["dockerd", f"--data-root={self.root}", f"--exec-root={self.run / 'exec'}",
-             f"--pidfile={self.run / 'dockerd.pid'}", f"-H={self.host}", "--bridge=none", "--iptables=false",
+             f"--pidfile={self.run / 'dockerd.pid'}", f"-H={self.host}", f"--bridge={BRIDGE}", "--iptables=false",
              "--ip-masq=false", "--ip6tables=false", f"--cgroup-parent=bftest-{os.getpid()}",
              "--containerd-namespace=bftest", "--containerd-plugins-namespace=bftest-plugins",
              *(["--live-restore"] if live_restore else [])],

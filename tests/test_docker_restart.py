@@ -8,9 +8,11 @@ all its output, in its first attempt. The farm itself is never restarted."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from .conftest import FarmProcess, wait_until
+from .conftest import IMAGE, FarmProcess, wait_until
 from .webui import GATE_PY
 
 pytestmark = pytest.mark.docker
@@ -94,3 +96,15 @@ def test_with_live_restore_a_running_build_keeps_running_and_succeeds_with_all_i
         assert lines.index(b"before-the-restart") < lines.index(b"after-the-restart")
     finally:
         farm.stop()
+
+
+def test_the_private_engine_leaves_the_machines_docker_bridge_alone(private_dockerd):
+    """A dockerd started without a bridge deletes docker0, which every engine on the machine shares:
+    after the private engine started, killed and started again, the machine's own engine still
+    runs a container on its default bridge network."""
+    engine = private_dockerd
+    engine.start(live_restore=False)
+    engine.kill()
+    engine.start(live_restore=False)
+    out = subprocess.run(["docker", "run", "--rm", IMAGE, "true"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
