@@ -8,7 +8,6 @@ import logging
 import secrets
 import signal
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
@@ -77,8 +76,7 @@ def run_scheduler(settings: Settings, teardown: bool = False) -> None:
     scheduler: each run's advance, each schedule's tick and each expired file are claimed once in
     Redis)."""
     stop_cleanly_on_sigterm()
-    with _backend_failure_explained(settings):
-        _schedule(settings, teardown)
+    _schedule(settings, teardown)  # a backend that cannot go on ends its loop with a LaunchError saying why
 
 
 def _schedule(settings: Settings, teardown: bool) -> None:
@@ -150,13 +148,12 @@ def _run_owned(settings: Settings) -> None:
         url = embedded.start()
         embedded.supervise()
     try:
-        with _backend_failure_explained(settings):
-            _serve(settings, url)
+        _serve(settings, url)
     finally:
         if embedded is not None:
             embedded.stop()
     if backend_failure(settings):  # it stopped the server: say why
-        raise LaunchError(mesos_hint(backend_failure(settings)))
+        raise LaunchError(backend_failure(settings))
 
 
 def prepare(farm: Farm, settings: Settings) -> None:
@@ -188,7 +185,7 @@ def _serve(settings: Settings, url: str) -> None:
         try:
             elected.run()
         except Exception as e:  # the backend cannot go on: stop the farm, saying why once
-            if not backend_failure(settings):  # (pymesos' own failure is raised in the main thread)
+            if not backend_failure(settings):  # (that one the farm says as it exits)
                 log.error("the scheduler stopped: %s", e)
             server.should_exit = True
 
@@ -222,18 +219,6 @@ def _serve(settings: Settings, url: str) -> None:
                 t.join(timeout=5)
 
 
-@contextmanager
-def _backend_failure_explained(settings: Settings):
-    """pymesos ends a refused subscription by raising its error in the main thread, anywhere:
-    replace whatever that interrupted with the cause."""
-    try:
-        yield
-    except Exception:
-        if backend_failure(settings):
-            raise LaunchError(mesos_hint(backend_failure(settings))) from None
-        raise
-
-
 def backend_failure(settings: Settings) -> str | None:
     """Why the Mesos backend's connection ended for good, if it did."""
     if settings.backend != "mesos":
@@ -241,10 +226,3 @@ def backend_failure(settings: Settings) -> str | None:
     from .backends.mesos import connection_failure
 
     return connection_failure()
-
-
-def mesos_hint(fatal: str) -> str:
-    if "HTTP 401" in fatal or "HTTP 403" in fatal:
-        return f"{fatal}; check --principal and --secret (BUILDFARM_MESOS_SECRET)"
-    return fatal
-

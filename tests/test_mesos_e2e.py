@@ -291,16 +291,17 @@ def test_a_framework_removed_by_the_operator_registers_anew_without_a_subscribe_
 def test_credentials_the_master_refuses_stop_the_farm_with_a_clear_message(tmp_path, docker_engine, redis_binary):
     master = MesosDouble([X86]).start()
     master.credentials = ("buildfarm", "right-secret")
+    scheduler = ["scheduler", "--agent-api-url", "http://127.0.0.1:9"]
     try:
-        for command in (["up", "--port", str(free_port())], ["scheduler", "--agent-api-url", "http://127.0.0.1:9"]):
+        for n, command in enumerate((["up", "--port", str(free_port())], scheduler, [*scheduler, "--teardown"])):
             env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
             if command[0] == "scheduler":
-                up = FarmProcess(tmp_path / "data-ok")  # the scheduler alone needs a farm's Redis,
+                up = FarmProcess(tmp_path / f"data-ok-{n}")  # the scheduler alone needs a farm's Redis,
                 env["REDIS_URL"] = up.redis_url()
                 up.kill9()  # and to lead it: with `up`'s own scheduler gone, it takes the lease
             out = subprocess.run([BUILDFARM, *command, "--backend", "mesos", "--master", master.address,
                                   "--principal", "buildfarm", "--secret", "wrong-secret",
-                                  "--data-dir", str(tmp_path / f"data-{command[0]}")],
+                                  "--data-dir", str(tmp_path / f"data-{n}")],
                                  capture_output=True, text=True, timeout=90, env=env)
             if command[0] == "scheduler":
                 up.stop()
@@ -309,6 +310,40 @@ def test_credentials_the_master_refuses_stop_the_farm_with_a_clear_message(tmp_p
             assert last.startswith("error: the connection to the Mesos master") and "HTTP 401" in last, last
             assert "check --principal and --secret" in last
             assert "Traceback" not in out.stderr and "scheduler round failed" not in out.stderr, out.stderr[-3000:]
+    finally:
+        master.stop()
+
+
+def test_a_refused_subscription_reaches_the_farm_through_its_backend_never_as_an_interrupt(redis_url, monkeypatch):
+    """pymesos ends its connection for good by raising its error in the main thread, through
+    _thread.interrupt_main(), wherever that thread is. In `buildfarm up` that was uvicorn, which took
+    it for a second Ctrl-C when the scheduler thread had already stopped the server for the same
+    failure, and printed the app's lifespan cancelled, with a CancelledError traceback. The backend
+    hears of the end from pymesos and wakes the scheduler loop, which stops the farm; the main thread
+    runs on undisturbed."""
+    import pymesos.process
+    import redis
+
+    from buildfarm.backends.mesos import MesosBackend, MesosOptions
+
+    monkeypatch.setattr(pymesos.process, "thread", pymesos.process.thread)  # restored: the backend replaces it
+    master = MesosDouble([X86]).start()
+    master.credentials = ("buildfarm", "right-secret")
+    woken = []
+    try:
+        backend = MesosBackend(MesosOptions(master.address, principal="buildfarm", secret="wrong-secret"),
+                               redis.Redis.from_url(redis_url, decode_responses=True), "http://127.0.0.1:9",
+                               lambda ev: None, woken.append, lambda: [])
+        ended = threading.Thread(target=backend.driver.join, daemon=True)  # pymesos' connection thread, after
+        ended.start()  # it would have interrupted the main thread: the interruption runs at the next line
+        ended.join(60)
+        assert not ended.is_alive(), "pymesos' connection thread did not end"
+        assert backend.fatal.startswith(f"the connection to the Mesos master {master.address} ended")
+        assert "HTTP 401" in backend.fatal and backend.fatal.endswith("check --principal and --secret "
+                                                                      "(BUILDFARM_MESOS_SECRET)")
+        assert woken == ["mesos-ended"]  # the scheduler loop stops now, not at its next round
+        assert pymesos.process._exc_info is None  # a later Ctrl-C is a KeyboardInterrupt, not this error
+        backend.close()
     finally:
         master.stop()
 

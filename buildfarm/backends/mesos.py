@@ -173,12 +173,14 @@ class MesosBackend:
         if self.framework_id:
             framework["id"] = {"value": self.framework_id}
         if driver_factory is None:
+            import pymesos.process
             from pymesos import MesosSchedulerDriver
 
+            pymesos.process.thread = _NoMainThreadInterrupt
             driver_factory = MesosSchedulerDriver
         # pymesos' connection thread ends for good on a refused SUBSCRIBE (a 4xx: wrong credentials,
-        # an invalid role) or a master unreachable past its deadline; it logs the cause and
-        # interrupts the main thread. Keep the cause, so the farm stops with it, not silently.
+        # an invalid role) or a master unreachable past its deadline, and logs the cause: keep it, so
+        # the scheduler loop stops the farm with it, not silently (see connection_ended).
         self.fatal: str | None = None
         pymesos_log = logging.getLogger("pymesos.process")
         self._watcher = _AbortWatcher(self)
@@ -395,9 +397,13 @@ class MesosBackend:
 
     def teardown(self) -> None:
         """End the framework: Mesos kills its tasks; the next start registers anew."""
-        if not self.connected.wait(30):
-            raise LaunchError(f"not subscribed to the Mesos master {self.opts.master} within 30 s; "
-                              f"nothing was torn down")
+        deadline = time.monotonic() + 30
+        while not self.connected.wait(0.5):
+            if self.fatal:
+                raise LaunchError(self.fatal)
+            if time.monotonic() > deadline:
+                raise LaunchError(f"not subscribed to the Mesos master {self.opts.master} within 30 s; "
+                                  f"nothing was torn down")
         self._closing.set()
         self.driver.stop(failover=False)  # pymesos sends TEARDOWN from its own thread as that ends:
         ending = threading.Thread(target=self.driver.join, daemon=True)  # wait for it, within bounds
@@ -549,6 +555,18 @@ class MesosBackend:
             self._call(self.driver.killTask, {"value": task_id})
         self.on_exit(Exit(ev.build_id, ev.attempt, ev.code, ev.detail, ev.kind, ack))
 
+    def connection_ended(self, cause: str) -> None:
+        """pymesos' connection thread ended for good: the backend cannot go on. The scheduler loop,
+        woken now rather than at its next round, stops with `fatal`, which the farm says once."""
+        why = f"the connection to the Mesos master {self.opts.master} ended: {cause}"
+        if "HTTP 401" in cause or "HTTP 403" in cause:
+            why += "; check --principal and --secret (BUILDFARM_MESOS_SECRET)"
+        self.fatal = _AbortWatcher.last = why
+        try:
+            self.wake("mesos-ended")
+        except redis.RedisError:
+            pass  # the loop sees `fatal` at its next round
+
     def framework_error(self, message: str) -> None:
         """The master refused the framework. When it was removed (torn down, or away longer than
         its failover timeout) its tasks are gone: forget its id so pymesos' next SUBSCRIBE registers
@@ -571,11 +589,25 @@ class _AbortWatcher(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage().startswith("Thread abort") and record.exc_info and record.exc_info[1]:
-            cause = str(record.exc_info[1]).removesuffix(": b''")  # pymesos prints an empty body so
-            why = f"the connection to the Mesos master {self.backend.opts.master} ended: {cause}"
-            self.backend.fatal = _AbortWatcher.last = why
+            self.backend.connection_ended(str(record.exc_info[1]).removesuffix(": b''"))  # (an empty body)
         else:  # pymesos' other news (reconnects, redirects), without its tracebacks
             log.log(record.levelno, "pymesos: %s", record.getMessage())
+
+
+class _NoMainThreadInterrupt:
+    """Stands in for the `_thread` module in pymesos.process. As its connection thread ends for good,
+    pymesos stores the error and calls _thread.interrupt_main(), for its SIGINT handler to raise the
+    error in the main thread, wherever that is: in uvicorn, which takes it for Ctrl-C, and for a second
+    one (a forced exit, the app's lifespan task cancelled and logged with a CancelledError traceback)
+    when the scheduler thread has already stopped the server for the same failure; in a logging call;
+    mid Redis command; in a cleanup. The backend hears of the end from pymesos' log (_AbortWatcher)
+    and stops the farm through its scheduler loop, so the interruption is dropped."""
+
+    @staticmethod
+    def interrupt_main(*_args) -> None:
+        import pymesos.process
+
+        pymesos.process._exc_info = None  # what the handler would raise: Ctrl-C stays a KeyboardInterrupt
 
 
 def connection_failure() -> str | None:
