@@ -67,7 +67,7 @@ LOANS = P + "loans"  # hash: id -> json (Loan)
 LEDGER = P + "ledger"  # list: every entry, oldest first
 TEAM_LEDGER = P + "ledger:team:"  # list per team: its entries
 BALANCES = P + "ledger:balance"  # hash: team -> the sum of its entries
-CREDITS_ISSUED = P + "ledger:issued:"  # + period number: set once that period's credits were issued
+CREDITS_ISSUED = P + "ledger:issued:"  # + period number: hash, the teams that period's credits went to
 SETTLED_AT = P + "ledger:settled-at"  # when the last settlement ended
 
 

@@ -54,10 +54,11 @@ def price(pool_use: float) -> float:
     return 1.0 + 9.0 * u * u
 
 
-def issue(teams: Mapping[str, Team], period_seconds: float, at: float) -> list[Entry]:
-    """One period's credits: each team's guaranteed cpus x the period's hours."""
-    return [Entry("issue", name, round(t.guarantee.cpus * period_seconds / 3600 * CREDITS_PER_CPU_HOUR, 6), at,
-                  f"credits for {period_seconds / 3600:g} h of a {t.guarantee.cpus:g}-cpu guarantee")
+def issue(teams: Mapping[str, Team], seconds: float, at: float) -> list[Entry]:
+    """Credits for `seconds` of each team's guarantee (a period's, or what is left of it for a team
+    created in its middle): its guaranteed cpus x those hours."""
+    return [Entry("issue", name, round(t.guarantee.cpus * seconds / 3600 * CREDITS_PER_CPU_HOUR, 6), at,
+                  f"credits for {seconds / 3600:.4g} h of a {t.guarantee.cpus:g}-cpu guarantee")
             for name, t in sorted(teams.items()) if t.guarantee.cpus > 0]
 
 
@@ -148,16 +149,26 @@ class Ledger:
             pipe.hincrbyfloat(BALANCES, e.team, e.amount)
 
     def issue_once(self, teams: Mapping[str, Team], period_seconds: float, now: float) -> bool:
-        """Issue the current period's credits unless they were (any scheduler, once per period)."""
+        """Issue the current period's credits to each team that has not had them (any scheduler, once
+        per period and team): the whole period's to the teams there at the period's first round,
+        what is left of the period to a team created later in it (so a new team need not wait up to
+        a period before it can borrow). Returns whether anything was issued."""
         period = int(now // period_seconds)
         issued = CREDITS_ISSUED + str(period)
+        start, end = period * period_seconds, (period + 1) * period_seconds
 
         def step(pipe: redis.client.Pipeline) -> bool:
-            if pipe.exists(issued):
+            if pipe.type(issued) == "string":  # marked by an earlier version: the whole period is issued
                 return False
+            done = set(pipe.hkeys(issued))
+            new = {name: t for name, t in teams.items() if name not in done}
+            if not new:
+                return False
+            entries = issue(new, period_seconds, start) if not done else issue(new, max(0.0, end - now), now)
             pipe.multi()
-            pipe.set(issued, "1", ex=int(period_seconds * 48))
-            self.queue(pipe, issue(teams, period_seconds, period * period_seconds))
+            pipe.hset(issued, mapping={name: "1" for name in new})
+            pipe.expire(issued, int(period_seconds * 48))
+            self.queue(pipe, entries)
             return True
 
         return bool(self._transaction(step, issued))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from buildfarm.keys import LEASE, LEDGER, SETTLED_AT
+from buildfarm.keys import CREDITS_ISSUED, LEASE, LEDGER, SETTLED_AT
 from buildfarm.lease import Lease
 from buildfarm.leadership import ElectedScheduler
 from buildfarm.market import Entry, Ledger, issue, price, settle
@@ -67,6 +67,25 @@ def test_the_ledger_is_append_only_and_balances_are_its_sums(farm):
         assert ledger.balances()[team] == pytest.approx(sum(e["amount"] for e in entries))
         assert entries[0]["kind"] == "issue" and entries[0]["at"] == 7200
     assert sum(ledger.balances().values()) == pytest.approx(40 + 20 + 10)  # what was issued, no more
+
+
+def test_a_team_created_in_the_middle_of_a_period_gets_what_is_left_of_it_once(farm):
+    ledger = Ledger(farm.r)
+    first = {"core": TEAMS["core"]}
+    assert ledger.issue_once(first, 3600, now=7300)  # core: the whole period from 7200, 40 cpu-hours
+    assert ledger.issue_once(TEAMS, 3600, now=9900)  # reco and sim came at 9900: 900 s of the period left
+    assert not ledger.issue_once(TEAMS, 3600, now=10000)  # once per period and team
+    assert ledger.balances() == pytest.approx({"core": 40.0, "reco": 20 * 0.25, "sim": 10 * 0.25})
+    assert [(e["at"], e["amount"]) for e in ledger.entries("reco")] == [(9900, 5.0)]
+    assert ledger.issue_once(TEAMS, 3600, now=10800)  # the next period: everyone's whole credits
+    assert ledger.balances()["reco"] == pytest.approx(25.0)
+
+
+def test_a_period_an_earlier_version_issued_is_not_issued_again(farm):
+    farm.r.set(CREDITS_ISSUED + "2", "1")  # how the marker was kept before it named the teams
+    ledger = Ledger(farm.r)
+    assert not ledger.issue_once(TEAMS, 3600, now=7300) and ledger.balances() == {}
+    assert ledger.issue_once(TEAMS, 3600, now=10800)
 
 
 def test_a_team_out_of_credits_runs_only_within_its_guarantee(farm):
