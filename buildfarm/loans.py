@@ -79,17 +79,14 @@ class LoanStore:
     def all(self, now: float | None = None) -> list[Loan]:
         """Loans not ended yet (ended ones are dropped here)."""
         now = time.time() if now is None else now
-        ended = [loan_id for loan_id, loan in self._stored().items() if loan.until <= now]
+        stored = self._stored()
+        ended = [loan_id for loan_id, loan in stored.items() if loan.until <= now]
         if ended:
             self.r.hdel(LOANS, *ended)
-        return self._running(now)
+        return _running(stored.values(), now)
 
     def _stored(self) -> dict[str, Loan]:
         return {loan_id: Loan.model_validate_json(raw) for loan_id, raw in self.r.hgetall(LOANS).items()}
-
-    def _running(self, now: float) -> list[Loan]:
-        """Loans not ended yet at `now`, oldest first (reads only)."""
-        return sorted((x for x in self._stored().values() if x.until > now), key=lambda x: (x.start, x.id))
 
     def lend(self, lender: str, borrower: str, cpus: float, mem: int, until: float, price: float,
              now: float) -> dict[str, Any]:
@@ -125,7 +122,7 @@ class LoanStore:
         guarantee = own["guarantee"]
         if not mem and guarantee.get("cpus") and guarantee.get("mem"):  # its share of the lender's memory
             mem = int(guarantee["mem"] * min(cpus / guarantee["cpus"], 1.0))
-        others = [x for x in self._running(now) if x.lender == lender]
+        others = [x for x in _running(self._stored().values(), now) if x.lender == lender]
         lent = sum(x.cpus for x in others)
         if lent + cpus > (guarantee.get("cpus") or 0) + 1e-9:
             raise TeamError(f"team {lender} guarantees {guarantee.get('cpus') or 0:g} cpus" +
@@ -141,3 +138,8 @@ class LoanStore:
             raise TeamError(f"team {borrower} has {balance:.2f} credits, fewer than the loan's price of {price:g}", 409)
         return Loan(lender=lender, borrower=borrower, cpus=cpus, mem=mem, start=now, until=until, price=price,
                     id=uuid.uuid4().hex[:10])
+
+
+def _running(loans: Iterable[Loan], now: float) -> list[Loan]:
+    """The loans not ended yet at `now`, oldest first."""
+    return sorted((x for x in loans if x.until > now), key=lambda x: (x.start, x.id))
